@@ -1,0 +1,78 @@
+"""Full (dense) softmax attention, the quadratic baseline (Vaswani et al., 2017, "Attention Is
+All You Need", eq. 1): ``softmax(q k^T / sqrt(D)) v`` over every (query, key) pair.
+
+Layout ``[B, H, N, D]``. ``full-naive`` materialises the ``[B, H, N, N]`` score matrix;
+``full-sdpa`` calls ``torch.nn.functional.scaled_dot_product_attention`` and lets PyTorch pick
+its kernel (flash or memory-efficient ones avoid the N x N matrix).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from harness.backend import AttentionBackend, AttentionFn
+from harness.inputs import Inputs
+from harness.registry import register
+
+
+@dataclass(frozen=True)
+class FullParams:
+    causal: bool = False  # keys j <= i only
+
+
+def causal_mask(inputs: Inputs, rows: torch.Tensor | None, device: torch.device) -> torch.Tensor:
+    n = inputs.seq_len
+    q_pos = torch.arange(n, device=device) if rows is None else rows.to(device)
+    return (torch.arange(n, device=device)[None, :] <= q_pos[:, None])[None, None]  # [1, 1, M, N]
+
+
+class _Full(AttentionBackend):
+    family = "full"
+    Params = FullParams
+
+    def mask(self, inputs, q, k, rows=None):
+        if self.params.causal:
+            return causal_mask(inputs, rows, q.device)
+        return super().mask(inputs, q, k, rows)
+
+
+@register
+class FullNaive(_Full):
+    name = "full-naive"
+    description = "materialised q k^T, softmax, times v"
+
+    def prepare(self, inputs: Inputs) -> AttentionFn:
+        scale = inputs.scale
+        causal = None
+        if self.params.causal:
+            causal = causal_mask(inputs, None, torch.device(inputs.device))  # [1, 1, N, N]
+
+        def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            scores = (q @ k.transpose(-1, -2)) * scale  # [B, H, N, N]
+            if causal is not None:
+                scores = scores.masked_fill(~causal, float("-inf"))
+            return scores.softmax(dim=-1) @ v  # [B, H, N, D]
+
+        return fn
+
+    def estimate_bytes(self, inputs: Inputs) -> int:
+        b, h, n, _ = inputs.shape
+        matrices = 4 if inputs.requires_grad else 2  # scores and probabilities, and their grads
+        return matrices * b * h * n * n * inputs.element_size
+
+
+@register
+class FullSdpa(_Full):
+    name = "full-sdpa"
+    description = "torch scaled_dot_product_attention, kernel chosen by PyTorch"
+
+    def prepare(self, inputs: Inputs) -> AttentionFn:
+        causal = self.params.causal
+
+        def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [B, H, N, D]
+
+        return fn

@@ -1,0 +1,1 @@
+"""attention-bench harness: the machinery that runs attention backends and measures them."""

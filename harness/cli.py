@@ -1,0 +1,318 @@
+"""The command line: parse and validate once, build the SweepConfig, hand it down.
+
+Bad input gets one line on stderr and exit code 2; nothing below this module sees argparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import torch
+
+from harness.config import PASSES, SweepConfig
+from harness.inputs import DTYPES, dtype_name
+from harness.registry import backend_names
+from harness.timing import TimingSettings
+
+PROG = "run_bench.py"
+DEFAULT_LENGTHS = (512, 1024, 2048)
+
+# command-line flag -> field name in the backends' Params dataclasses
+PARAM_FLAGS = {
+    "window": "window",
+    "dilation": "dilation",
+    "global_tokens": "global_tokens",
+    "causal": "causal",
+    "block_size": "block_size",
+    "global_blocks": "global_blocks",
+    "random_blocks": "random_blocks",
+    "hashes": "n_hashes",
+    "buckets": "n_buckets",
+    "chunk_size": "chunk_size",
+    "shared_qk": "shared_qk",
+}
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Benchmark attention backends across sequence lengths: time, memory, error.",
+    )
+    p.add_argument(
+        "--list-backends", action="store_true", help="list backends and whether they can run here"
+    )
+    s = p.add_argument_group("sweep")
+    s.add_argument(
+        "--lengths",
+        nargs="+",
+        type=_positive_int,
+        metavar="N",
+        help=f"sequence lengths (default: {' '.join(map(str, DEFAULT_LENGTHS))})",
+    )
+    s.add_argument("--backends", nargs="+", metavar="NAME", help="backends to run (default: all)")
+    s.add_argument(
+        "--passes",
+        nargs="+",
+        choices=PASSES,
+        default=list(PASSES),
+        help="fwd: forward; fwdbwd: forward + backward (default: both)",
+    )
+    s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    s.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", *DTYPES],
+        help="default: float32 on CPU, bfloat16 on CUDA",
+    )
+    s.add_argument("--batch", type=_positive_int, default=1)
+    s.add_argument("--heads", type=_positive_int, default=4)
+    s.add_argument("--head-dim", type=_positive_int, default=64)
+    s.add_argument("--seed", type=int, default=0, help="seeds inputs and random patterns")
+    s.add_argument("--out", type=Path, help="run folder (default: results/<time>-<device>)")
+    s.add_argument(
+        "--resume", action="store_true", help="complete the run in --out, skipping finished cases"
+    )
+    b = p.add_argument_group("backend parameters (each backend takes those it has)")
+    b.add_argument("--window", type=_positive_int, help="longformer: one-sided window w (256)")
+    b.add_argument("--dilation", type=_positive_int, help="longformer: dilation d (1)")
+    b.add_argument(
+        "--global-tokens",
+        type=int,
+        nargs="+",
+        metavar="POS",
+        help="longformer: global token positions, negative from the end (none)",
+    )
+    b.add_argument(
+        "--causal", action="store_true", default=None, help="full-*, longformer: keys j <= i only"
+    )
+    b.add_argument("--block-size", type=_positive_int, help="bigbird: block size b (64)")
+    b.add_argument("--global-blocks", type=int, help="bigbird: global blocks at each end g (1)")
+    b.add_argument("--random-blocks", type=int, help="bigbird: random blocks per row r (3)")
+    b.add_argument("--hashes", type=_positive_int, help="reformer: hash rounds (4)")
+    b.add_argument("--buckets", type=_positive_int, help="reformer: buckets, even (about N/chunk)")
+    b.add_argument("--chunk-size", type=_positive_int, help="reformer: chunk size c (64)")
+    b.add_argument(
+        "--no-shared-qk",
+        dest="shared_qk",
+        action="store_false",
+        default=None,
+        help="reformer: hash separate keys instead of the normalised queries",
+    )
+    m = p.add_argument_group("measurement")
+    m.add_argument(
+        "--min-time", type=_positive_float, default=0.5, help="seconds of timing per case (0.5)"
+    )
+    m.add_argument(
+        "--min-repeats", type=_positive_int, default=5, help="samples per case at least (5)"
+    )
+    m.add_argument("--warmup", type=_positive_float, default=0.2, help="seconds of warm-up (0.2)")
+    m.add_argument(
+        "--case-timeout",
+        type=_positive_float,
+        default=300.0,
+        help="seconds before a case is stopped and recorded as timeout (300)",
+    )
+    m.add_argument("--threads", type=_positive_int, help="CPU threads (default: torch's choice)")
+    m.add_argument(
+        "--check-rows",
+        type=_positive_int,
+        default=128,
+        help="query rows compared with the dense reference per case (128)",
+    )
+    return p  # fmt: skip
+
+
+def resolve_device(text: str) -> str:
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"unknown device {text!r} (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"device {text} requested but CUDA is not available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"device {text} does not exist ({torch.cuda.device_count()} GPUs)")
+    elif device.type != "cpu":
+        raise UsageError(f"device type {device.type!r} is not supported (cpu or cuda)")
+    return text
+
+
+def resolve_dtype(text: str, device: str) -> torch.dtype:
+    if text == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    dtype = DTYPES[text]
+    if device.startswith("cuda") and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise UsageError(f"dtype bfloat16 is not supported by {torch.cuda.get_device_name(device)}")
+    try:  # the operations attention needs, on a tiny input
+        x = torch.ones(2, 2, dtype=dtype, device=device)
+        (x @ x).softmax(-1)
+    except (RuntimeError, TypeError) as exc:
+        raise UsageError(f"dtype {text} does not work on {device}: {exc}") from None
+    return dtype
+
+
+def resolve_out(args: argparse.Namespace, device: str) -> Path:
+    out = args.out
+    if out is None:
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("results") / f"{stamp}-{device.replace(':', '')}"
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if (out / "results.csv").exists() and not args.resume:
+        raise UsageError(
+            f"{out} already holds results: pass --resume to complete it, or another --out"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def build_config(args: argparse.Namespace) -> SweepConfig:
+    names = args.backends or backend_names()
+    known = backend_names()
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"unknown backend {unknown[0]!r}; known: {', '.join(known)}")
+    device = resolve_device(args.device)
+    dtype = resolve_dtype(args.dtype, device)
+    overrides = []
+    for flag, field in PARAM_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides.append((field, tuple(value) if isinstance(value, list) else value))
+    lengths = tuple(dict.fromkeys(args.lengths or DEFAULT_LENGTHS))
+    config = SweepConfig(
+        lengths=lengths,
+        backends=tuple(dict.fromkeys(names)),
+        out_dir=Path("."),  # replaced below, once everything else is known to be valid
+        passes=tuple(dict.fromkeys(args.passes)),
+        device=device,
+        dtype=dtype,
+        batch=args.batch,
+        heads=args.heads,
+        head_dim=args.head_dim,
+        seed=args.seed,
+        param_overrides=tuple(overrides),
+        timing=TimingSettings(
+            warmup_s=args.warmup, min_time_s=args.min_time, min_repeats=args.min_repeats,
+            max_time_s=max(20.0, 4 * args.min_time),
+        ),
+        case_timeout_s=args.case_timeout,
+        check_rows=args.check_rows,
+        resume=args.resume,
+        threads=args.threads,
+    )  # fmt: skip
+    for name in config.backends:
+        try:
+            backend = config.make_backend(name)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"{name}: bad parameters: {exc}") from None
+        for n in lengths:
+            errors = backend.param_errors(n)
+            if errors:
+                raise UsageError(f"{name} at length {n}: {errors[0]}")
+    return SweepConfig(**{**config.__dict__, "out_dir": resolve_out(args, device)})
+
+
+def _progress(cases):
+    from tqdm import tqdm
+
+    bar = tqdm(cases, unit="case", file=sys.stderr, dynamic_ncols=True)
+    for case in bar:
+        i = case.inputs
+        bar.set_description(f"{case.backend.name} n={i.seq_len} {case.pass_}")
+        yield case
+
+
+def run(argv: list[str]) -> int:
+    from harness import machine, storage
+    from harness.listing import backend_table, format_table
+    from harness.runner import run_sweep
+    from harness.summary import summary_tables
+
+    args = build_parser().parse_args(argv)
+    if args.list_backends:
+        device = resolve_device(args.device)
+        print(format_table(backend_table(device, resolve_dtype(args.dtype, device))))
+        return 0
+    config = build_config(args)
+    threads = config.threads or torch.get_num_threads()
+    meta = machine.describe(config.device, threads, [PROG, *argv])
+    meta["config"] = {
+        "lengths": list(config.lengths),
+        "backends": {n: config.make_backend(n).params_dict() for n in config.backends},
+        "passes": list(config.passes),
+        "dtype": dtype_name(config.dtype),
+        "batch": config.batch,
+        "heads": config.heads,
+        "head_dim": config.head_dim,
+        "seed": config.seed,
+        "timing": config.timing.__dict__,
+        "case_timeout_s": config.case_timeout_s,
+        "check_rows": config.check_rows,
+    }
+    if config.resume and (config.out_dir / storage.META).exists():
+        first = storage.read_meta(config.out_dir)
+        first.setdefault("resumed", []).append(meta)
+        meta = first
+    storage.write_meta(config.out_dir, meta)
+    print(f"sweep: {len(config.cases())} cases on {meta['device_name']} -> {config.out_dir}",
+          file=sys.stderr)  # fmt: skip
+    try:
+        run_sweep(config, progress=_progress)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished cases are in {config.out_dir}; add --resume to complete",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    print(summary_tables(storage.read_results(config.out_dir)))
+    print(f"\nresults: {config.out_dir / storage.RESULTS}  meta: {config.out_dir / storage.META}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return run(argv)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2

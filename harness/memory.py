@@ -1,0 +1,88 @@
+"""Peak memory of one call beyond what was allocated before it.
+
+CUDA: the caching allocator's own peak counter. CPU: the allocator keeps no peak, so the call
+runs in a fresh process (see ``harness.worker``) and we read the kernel's resident-set
+high-water mark. Linux lets a process reset that mark (``/proc/self/clear_refs``, value 5), so
+the peak can be taken after a warm-up call; glibc's malloc is told to serve every block over
+64 KiB with mmap (``MALLOC_MMAP_THRESHOLD_``, set by the runner) so freed memory leaves the
+process at once and a later peak is not hidden in recycled heap pages.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+
+
+def _status_kib(key: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def available_bytes(device: str) -> int | None:
+    """Memory the call could still use: free device memory, or MemAvailable on the host."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def limit_address_space(headroom_bytes: int) -> None:
+    """Cap this process's address space so an oversized CPU case fails with an allocation error
+    (a clean ``oom`` row) instead of waking the kernel's OOM killer on the whole machine."""
+    size_kib = _status_kib("VmSize")
+    if size_kib is None:
+        return
+    limit = size_kib * 1024 + headroom_bytes
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _reset_cpu_peak() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_bytes(call: Callable[[], object], device: str) -> int:
+    """Peak memory of one ``call`` beyond what was in use just before it."""
+    gc.collect()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        result = call()
+        torch.cuda.synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - before
+        del result
+        return peak
+    if _reset_cpu_peak():
+        before = (_status_kib("VmRSS") or 0) * 1024
+        result = call()
+        peak = (_status_kib("VmHWM") or 0) * 1024 - before
+    else:  # no resettable high-water mark: fall back to the process's lifetime peak
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        result = call()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    del result
+    return max(peak, 0)

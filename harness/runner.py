@@ -1,0 +1,148 @@
+"""The sweep: every case in its own process, rows written as they finish, failures contained.
+
+After a backend runs out of memory or time at some length, its longer lengths are recorded as
+skipped with that cause (a failed forward pass also skips the forward+backward pass at that
+length and beyond), so a sweep never grinds through cases that cannot succeed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+
+from harness.config import Case, SweepConfig
+from harness.inputs import dtype_name
+from harness.memory import MALLOC_ENV
+from harness.records import CaseResult
+from harness.storage import append_result, finished_keys, read_results
+from harness.worker import child_main
+
+FATAL = ("oom", "timeout")
+
+
+def _context() -> mp.context.BaseContext:
+    # A forkserver that has imported torch once hands out fresh processes in milliseconds; each
+    # case still gets its own address space (and never inherits a CUDA context).
+    os.environ.update(MALLOC_ENV)  # read by each new process's malloc
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "harness.worker", "attention_impls"])
+    return ctx
+
+
+def run_in_process(
+    ctx: mp.context.BaseContext, case: Case, timeout_s: float, threads: int | None
+) -> dict:
+    """Run ``child_main`` for ``case`` in a new process; a crash or timeout becomes a status."""
+    receiver, sender = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=child_main, args=(case, sender, threads), daemon=True)
+    start = time.perf_counter()
+    proc.start()
+    sender.close()
+    try:
+        if receiver.poll(timeout_s):
+            try:
+                result = receiver.recv()
+            except EOFError:  # died before it could answer
+                result = None
+        else:
+            result = None
+        proc.join(timeout=10)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        receiver.close()
+    wall = time.perf_counter() - start
+    if result is not None:
+        return result
+    if wall >= timeout_s:
+        return {
+            "status": "timeout",
+            "reason": f"over the {timeout_s:g} s case limit",
+            "wall_s": wall,
+        }
+    code = proc.exitcode
+    if code is not None and code < 0 and -code == signal.SIGKILL:
+        return {
+            "status": "oom",
+            "reason": "process killed (SIGKILL), likely out of memory",
+            "wall_s": wall,
+        }
+    sig = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
+    return {"status": "error", "reason": f"case process died ({sig})", "wall_s": wall}
+
+
+def make_result(case: Case, fields: dict) -> CaseResult:
+    i, b = case.inputs, case.backend
+    known = set(CaseResult.__dataclass_fields__)
+    return CaseResult(
+        backend=b.name,
+        family=b.family,
+        label=b.label(),
+        params=b.params_json(),
+        seq_len=i.seq_len,
+        pass_=case.pass_,
+        batch=i.batch,
+        heads=i.heads,
+        head_dim=i.head_dim,
+        dtype=dtype_name(i.dtype),
+        device=i.device,
+        seed=i.seed,
+        **{k: v for k, v in fields.items() if k in known},
+    )
+
+
+class _Failures:
+    """The first fatal failure per (backend, params, pass): longer lengths are skipped."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str, str], tuple[int, str]] = {}
+
+    def cause(self, case: Case) -> str | None:
+        name, params, n = case.backend.name, case.backend.params_json(), case.inputs.seq_len
+        same = self.seen.get((name, params, case.pass_))
+        if same and n > same[0]:
+            return f"{same[1]} at length {same[0]}"
+        fwd = self.seen.get((name, params, "fwd"))
+        if case.pass_ != "fwd" and fwd and n >= fwd[0]:
+            return f"{fwd[1]} at length {fwd[0]} (fwd)"
+        return None
+
+    def record(self, backend: str, params: str, pass_: str, seq_len: int, status: str) -> None:
+        key = (backend, params, pass_)
+        if status in FATAL and (key not in self.seen or seq_len < self.seen[key][0]):
+            self.seen[key] = (seq_len, status)
+
+
+def run_sweep(
+    config: SweepConfig,
+    progress: Callable[[Iterable[Case]], Iterable[Case]] = lambda cases: cases,
+    on_result: Callable[[CaseResult], None] = lambda result: None,
+) -> list[CaseResult]:
+    """Run every case of ``config`` not already in its results file; returns the new rows."""
+    cases = config.cases()
+    done = finished_keys(config.out_dir) if config.resume else set()
+    todo = [c for c in cases if c.key() not in done]
+    failures = _Failures()
+    if done:  # what the earlier part of the run learned about failures still holds
+        for _, row in read_results(config.out_dir).iterrows():
+            failures.record(
+                row["backend"], row["params"], row["pass"], int(row["seq_len"]), row["status"]
+            )
+    ctx = _context() if todo else None
+    results = []
+    for case in progress(todo):
+        cause = failures.cause(case)
+        if cause:
+            fields = {"status": "skipped", "reason": cause}
+        else:
+            fields = run_in_process(ctx, case, config.case_timeout_s, config.threads)
+        result = make_result(case, fields)
+        failures.record(result.backend, result.params, result.pass_, result.seq_len, result.status)
+        append_result(config.out_dir, result)
+        results.append(result)
+        on_result(result)
+    return results

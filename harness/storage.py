@@ -1,0 +1,78 @@
+"""A run folder on disk: ``results.csv`` (one row per case, appended as each case finishes) and
+``meta.json`` (what, where, when, how). Reports and comparisons read only these files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.records import COLUMNS, KEY_COLUMNS, CaseResult
+
+RESULTS = "results.csv"
+META = "meta.json"
+
+
+class RunFolderError(ValueError):
+    """The folder is not a readable run."""
+
+
+def append_result(out_dir: Path, result: CaseResult) -> None:
+    """Append one row and push it to disk, so an interrupted sweep loses nothing."""
+    path = out_dir / RESULTS
+    new = not path.exists() or path.stat().st_size == 0
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerow(result.row())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_results(out_dir: Path) -> pd.DataFrame:
+    path = Path(out_dir) / RESULTS
+    if not path.is_file():
+        raise RunFolderError(f"{out_dir}: no {RESULTS} (not a run folder?)")
+    try:
+        df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{path}: unreadable ({str(exc).splitlines()[0]})") from None
+    missing = [c for c in [*KEY_COLUMNS, "status"] if c not in df.columns]
+    if missing:
+        raise RunFolderError(f"{path}: missing columns {', '.join(missing)}")
+    df["reason"] = df["reason"].fillna("") if "reason" in df else ""
+    return df
+
+
+def finished_keys(out_dir: Path) -> set[tuple]:
+    """Keys of the cases already recorded in ``out_dir`` (for --resume)."""
+    if not (Path(out_dir) / RESULTS).exists():
+        return set()
+    df = read_results(out_dir)
+    return {tuple(_key_value(c, r[c]) for c in KEY_COLUMNS) for _, r in df.iterrows()}
+
+
+def _key_value(column: str, value: Any) -> Any:
+    return int(value) if column in ("seq_len", "batch", "heads", "head_dim", "seed") else str(value)
+
+
+def write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
+    path = Path(out_dir) / META
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n")
+    tmp.replace(path)
+
+
+def read_meta(out_dir: Path) -> dict[str, Any]:
+    path = Path(out_dir) / META
+    if not path.is_file():
+        raise RunFolderError(f"{out_dir}: no {META}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunFolderError(f"{path}: not valid JSON ({exc})") from None

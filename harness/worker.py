@@ -1,0 +1,126 @@
+"""One case, run inside its own process: support check, memory, correctness, timing.
+
+A fresh process per case makes the CPU memory peak its own, and turns a crash or an
+out-of-memory kill into a row instead of the end of the sweep.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any
+
+import torch
+
+from harness.config import Case
+from harness.inputs import dtype_name
+from harness.memory import available_bytes, limit_address_space, peak_bytes
+from harness.reference import check_rows, masked_attention
+from harness.timing import measure, median_iqr
+
+# Largest error against the float64/float32 reference that still counts as rounding.
+TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 6e-2}
+CHECK_ELEMENTS = 2**26  # cap on the reference's [B, H, M, N] score matrix
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(exc).lower()
+    return "out of memory" in text or "can't allocate memory" in text
+
+
+def _forward_backward(fn, q, k, v, grad_out):
+    def call():
+        out = fn(q, k, v)
+        return torch.autograd.grad(out, (q, k, v), grad_out, allow_unused=True)
+
+    return call
+
+
+def check_output(case: Case, fn, q, k, v) -> dict[str, Any]:
+    """Compare the output on a sample of query rows with the dense references."""
+    inputs, backend = case.inputs, case.backend
+    b, h, n, _ = inputs.shape
+    count = max(8, min(case.check_rows, CHECK_ELEMENTS // (b * h * n)))
+    rows = check_rows(n, count, inputs.seed).to(q.device)
+    with torch.no_grad():
+        q, k, v = q.detach(), k.detach(), v.detach()
+        out = fn(q, k, v)[:, :, rows].double()  # [B, H, M, D]
+        keys = backend.reference_keys(q, k)
+        ref = masked_attention(q, keys, v, backend.mask(inputs, q, k, rows), rows).double()
+        full = masked_attention(q, k, v, None, rows).double()
+    max_err = (out - ref).abs().max().item()
+    return {
+        "max_err": max_err,
+        "err_vs_full": ((out - full).norm() / full.norm()).item(),
+        "check_rows": len(rows),
+        "check_ok": max_err <= TOLERANCE.get(inputs.dtype, 1e-2),
+    }
+
+
+def run_case(case: Case) -> dict[str, Any]:
+    """Measure one case; returns the fields of its row (status, reason, numbers)."""
+    inputs, backend = case.inputs, case.backend
+    device = inputs.device
+    reasons = backend.not_supported_reasons(inputs)
+    if reasons:
+        return {"status": "skipped", "reason": "; ".join(reasons)}
+    free = available_bytes(device)
+    need = backend.estimate_bytes(inputs) + inputs.qkv_bytes() * (2 if inputs.requires_grad else 1)
+    if free is not None and need > free:
+        return {
+            "status": "skipped",
+            "reason": f"predicted {need / 2**30:.1f} GiB > {free / 2**30:.1f} GiB free",
+        }
+    if torch.device(device).type == "cpu" and free is not None:
+        limit_address_space(free)
+
+    q, k, v = inputs.make_qkv()
+    fn = backend.prepare(inputs)
+    if case.pass_ == "fwdbwd":
+        call = _forward_backward(fn, q, k, v, inputs.make_grad_out())
+    else:
+
+        def call():
+            return fn(q, k, v)
+
+    call()  # first call: lazy initialisation, compilation; never measured
+    peak = peak_bytes(call, device)
+    check = check_output(case, fn, q, k, v)
+    samples = measure(call, device, case.timing)
+    median, iqr = median_iqr(samples)
+    result = {
+        "status": "ok",
+        "time_median_ms": median * 1e3,
+        "time_iqr_ms": iqr * 1e3,
+        "repeats": len(samples),
+        "time_samples_ms": " ".join(f"{s * 1e3:.6g}" for s in samples),
+        "peak_mem_bytes": peak,
+        **{k: check[k] for k in ("max_err", "err_vs_full", "check_rows")},
+    }
+    if not check["check_ok"]:
+        result["reason"] = (
+            f"CHECK FAILED: max error {check['max_err']:.3g} vs dense masked reference exceeds "
+            f"{TOLERANCE.get(inputs.dtype, 1e-2):g} for {dtype_name(inputs.dtype)}"
+        )
+    return result
+
+
+def child_main(case: Case, conn, threads: int | None) -> None:
+    """Entry point of the case's process: sends one dict through ``conn``."""
+    start = time.perf_counter()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        result = run_case(case)
+    except BaseException as exc:  # a failing case becomes a row; the sweep goes on
+        status = "oom" if is_oom(exc) else "error"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+        at = f" (at {where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""
+        result = {"status": status, "reason": f"{type(exc).__name__}: {first}{at}"[:500]}
+    result["threads"] = torch.get_num_threads()
+    result["wall_s"] = time.perf_counter() - start
+    conn.send(result)
+    conn.close()

@@ -1,0 +1,66 @@
+"""Shared assertions: a backend's output and gradients equal dense attention under its own mask."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.backend import AttentionBackend
+from harness.inputs import Inputs
+from harness.reference import masked_attention
+
+
+def assert_matches_reference(
+    backend: AttentionBackend, inputs: Inputs, atol: float = 1e-5, rtol: float = 1e-5
+) -> torch.Tensor:
+    """Run ``backend`` on fresh random inputs; compare output and dq, dk, dv with the reference.
+
+    Returns the full ``[B, H, N, N]`` mask so callers can also check its structure.
+    """
+    inputs = Inputs(**{**inputs.__dict__, "requires_grad": True})
+    q, k, v = inputs.make_qkv()
+    grad_out = inputs.make_grad_out()
+
+    out = backend.prepare(inputs)(q, k, v)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    grads = torch.autograd.grad(out, (q, k, v), grad_out, allow_unused=True)
+
+    mask = backend.mask(inputs, q.detach(), k.detach())
+    mask = mask.expand(inputs.batch, inputs.heads, inputs.seq_len, inputs.seq_len)
+    assert mask.any(dim=-1).all(), "every query must attend at least one key"
+    ref = masked_attention(q, backend.reference_keys(q, k), v, mask, compute_dtype=q.dtype)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), grad_out, allow_unused=True)
+
+    torch.testing.assert_close(out, ref, atol=atol, rtol=rtol)
+    for name, g, rg in zip("qkv", grads, ref_grads):
+        if rg is None:  # the reference does not use this input (shared-QK ignores k)
+            assert g is None or g.abs().max() == 0, f"d{name} should be zero"
+            continue
+        assert g is not None, f"no gradient for {name}"
+        torch.testing.assert_close(g, rg, atol=atol, rtol=rtol, msg=lambda m, n=name: f"d{n}: {m}")
+    return mask
+
+
+def largest_intermediate(backend: AttentionBackend, inputs: Inputs) -> int:
+    """The element count of the largest tensor any op creates in one forward(+backward) call.
+
+    A sparse backend promising O(N) memory must keep this well below N * N.
+    """
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Record(TorchDispatchMode):
+        largest = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    Record.largest = max(Record.largest, t.numel())
+            return out
+
+    q, k, v = inputs.make_qkv()
+    fn = backend.prepare(inputs)
+    with Record():
+        out = fn(q, k, v)
+        if inputs.requires_grad:
+            torch.autograd.grad(out, (q, k, v), inputs.make_grad_out(), allow_unused=True)
+    return Record.largest
