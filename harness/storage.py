@@ -15,6 +15,7 @@ from harness.records import COLUMNS, KEY_COLUMNS, CaseResult
 
 RESULTS = "results.csv"
 META = "meta.json"
+TEXT_COLUMNS = {"reason", "params", "label", "time_samples_ms"}
 
 
 class RunFolderError(ValueError):
@@ -45,7 +46,8 @@ def read_results(out_dir: Path) -> pd.DataFrame:
     missing = [c for c in [*KEY_COLUMNS, "status"] if c not in df.columns]
     if missing:
         raise RunFolderError(f"{path}: missing columns {', '.join(missing)}")
-    df["reason"] = df["reason"].fillna("") if "reason" in df else ""
+    for column in TEXT_COLUMNS & set(df.columns):
+        df[column] = df[column].astype(object).where(df[column].notna(), "").astype(str)
     return df
 
 
