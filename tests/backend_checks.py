@@ -31,7 +31,7 @@ def assert_matches_reference(
     ref_grads = torch.autograd.grad(ref, (q, k, v), grad_out, allow_unused=True)
 
     torch.testing.assert_close(out, ref, atol=atol, rtol=rtol)
-    for name, g, rg in zip("qkv", grads, ref_grads):
+    for name, g, rg in zip("qkv", grads, ref_grads, strict=True):
         if rg is None:  # the reference does not use this input (shared-QK ignores k)
             assert g is None or g.abs().max() == 0, f"d{name} should be zero"
             continue

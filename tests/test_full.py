@@ -1,0 +1,25 @@
+"""Full attention backends against the dense reference, with and without the causal mask."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.inputs import Inputs
+from harness.registry import get_backend_class
+from tests.backend_checks import assert_matches_reference, largest_intermediate
+
+
+@pytest.mark.parametrize("name", ["full-naive", "full-sdpa"])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("seq_len", [1, 37, 128])
+def test_matches_reference(name, causal, seq_len):
+    cls = get_backend_class(name)
+    mask = assert_matches_reference(cls(cls.Params(causal=causal)), Inputs(2, 3, seq_len, 16))
+    assert mask.sum().item() == 2 * 3 * (seq_len * (seq_len + 1) // 2 if causal else seq_len**2)
+
+
+def test_naive_materialises_the_score_matrix_and_its_estimate_says_so():
+    backend = get_backend_class("full-naive")()
+    inputs = Inputs(1, 2, 256, 16, requires_grad=True)
+    assert largest_intermediate(backend, inputs) >= 2 * 256 * 256
+    assert backend.estimate_bytes(inputs) >= 2 * 2 * 256 * 256 * 4

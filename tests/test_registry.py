@@ -1,0 +1,57 @@
+"""The registry and the contract every registered backend meets."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+
+import pytest
+import torch
+
+from harness import registry
+from harness.backend import AttentionBackend
+from harness.config import SweepConfig
+from harness.inputs import Inputs
+from harness.registry import backend_names, get_backend_class
+from tests.backend_checks import assert_matches_reference
+
+SMALL = (("window", 8), ("block_size", 16), ("chunk_size", 16), ("global_tokens", (0,)))
+
+
+def test_the_four_families_are_registered():
+    names = backend_names()
+    assert {"full-naive", "full-sdpa", "longformer", "bigbird", "reformer"} <= set(names)
+    assert len(names) == len(set(names))
+    families = {get_backend_class(n).family for n in names}
+    assert {"full", "longformer", "bigbird", "reformer"} <= families
+
+
+def test_a_name_cannot_be_taken_twice():
+    class Impostor(AttentionBackend):
+        name = "full-naive"
+        family = "full"
+
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(Impostor)
+    with pytest.raises(KeyError, match="unknown backend"):
+        get_backend_class("nope")
+
+
+@pytest.mark.parametrize("name", backend_names())
+def test_every_backend_meets_the_contract(name, tmp_path):
+    cls = get_backend_class(name)
+    assert dataclasses.is_dataclass(cls.Params) and cls.Params.__dataclass_params__.frozen
+    assert cls.__module__.startswith("attention_impls.") and cls.family
+    assert re.search(r"\(.*\b20\d\d\b", sys.modules[cls.__module__].__doc__ or "")  # cites paper
+    backend = SweepConfig((300,), (name,), tmp_path, param_overrides=SMALL).make_backend(name)
+    inputs = Inputs(1, 2, 300, 16, seed=4)
+    assert backend.not_supported_reasons(inputs) == []
+    assert backend.param_errors(300) == []
+    assert isinstance(backend.estimate_bytes(inputs), int)
+    assert backend.label().startswith(name)
+    mask = assert_matches_reference(backend, inputs)
+    if cls.is_sparse:
+        assert mask.float().mean() < 0.9  # the pattern really leaves pairs out
+    reasons = backend.not_supported_reasons(Inputs(1, 2, 300, 16, dtype=torch.int32))
+    assert any("dtype" in r for r in reasons)

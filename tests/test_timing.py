@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.timing import TimingSettings, measure, median_iqr
+
+
+def test_median_and_iqr():
+    assert median_iqr([5.0, 1.0, 3.0, 2.0, 4.0]) == (3.0, 2.0)
+    assert median_iqr([7.0]) == (7.0, 0.0)
+
+
+def test_cpu_timer_measures_the_call_and_repeats():
+    calls = []
+
+    def call():
+        calls.append(1)
+        time.sleep(0.005)
+
+    settings = TimingSettings(warmup_s=0.01, min_time_s=0.05, min_repeats=4, sample_s=0.001)
+    samples = measure(call, "cpu", settings)
+    assert len(samples) >= 4
+    assert len(calls) >= len(samples) + 2  # warm-up calls came first
+    assert 0.005 <= median_iqr(samples)[0] < 0.05
+
+
+def test_short_calls_are_batched_per_sample():
+    calls = []
+    settings = TimingSettings(warmup_s=0.01, min_time_s=0.01, min_repeats=2, sample_s=0.01)
+    samples = measure(lambda: calls.append(1), "cpu", settings)
+    assert len(calls) > 10 * len(samples)  # many calls per sample amortise the timer
+    assert median_iqr(samples)[0] == pytest.approx(0, abs=1e-4)
