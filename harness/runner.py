@@ -41,15 +41,14 @@ def run_in_process(
     start = time.perf_counter()
     proc.start()
     sender.close()
+    result = None
     try:
         if receiver.poll(timeout_s):
             try:
                 result = receiver.recv()
             except EOFError:  # died before it could answer
-                result = None
-        else:
-            result = None
-        proc.join(timeout=10)
+                pass
+            proc.join(timeout=10)
     finally:
         if proc.is_alive():
             proc.kill()

@@ -1,0 +1,186 @@
+"""Longformer attention (Beltagy, Peters and Cohan, 2020, "Longformer: The Long-Document
+Transformer", arXiv:2004.05150, section 3.1): a sliding window, optionally dilated, plus a few
+symmetric global tokens. Layout ``[B, H, N, D]`` as in ``harness.backend``.
+
+Pattern, with one-sided window ``w``, dilation ``d`` and global positions ``G`` (negative ones
+counted from the end, duplicates removed): query ``i`` attends key ``j`` iff
+- ``j = i + d * t`` for an integer ``t`` with ``|t| <= w`` (the window: ``2w + 1`` keys), or
+- ``i`` is global (it attends every key) or ``j`` is global (every query attends it);
+- and, when causal, also ``j <= i`` (globals included).
+A pair that is both in the window and global counts once in the softmax.
+
+Implementation, O(N w) time and memory (never an N x N tensor):
+- Dilation: positions congruent mod ``d`` form ``d`` interleaved classes; within a class the
+  dilated window is an ordinary window of ``w`` class neighbours, so the class is a batch dim.
+- Window: each class is cut into blocks of ``bs = w`` positions (``bs = class length - 1`` when
+  the class is shorter than the window: it covers the whole class either way). Query block ``I``
+  scores key blocks ``I-1, I, I+1`` (``I-1, I`` when causal, as block ``I+1`` is all future) and a
+  mask precomputed in ``prepare`` keeps ``|i - j| <= d w``, causality, and drops global keys.
+- Global keys are extra score columns for every query; one softmax runs over window and global
+  columns together, so each pair counts once.
+- Global queries attend every key densely (``[.., G, N]`` scores) and replace their output rows
+  out of place (``index_copy``), which keeps autograd intact.
+Padding: ``N`` is padded with zeros to ``d * nb * bs`` (whole classes of whole blocks); padded keys
+are masked with ``-inf`` and padded query rows are dropped from the output. No softmax row is all
+``-inf`` (its NaN would leak into real gradients): a real query keeps itself or, if global, its
+global column; a class holds at most ``bs <= w`` padded slots, so a padded query is within ``w``
+of a real key, kept in the window or in the global columns (never causally blocked there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from harness.backend import AttentionBackend, AttentionFn
+from harness.inputs import Inputs
+from harness.registry import register
+
+
+@dataclass(frozen=True)
+class LongformerParams:
+    window: int = 256  # one-sided window w: 2w+1 keys per query
+    dilation: int = 1  # query i sees keys i + dilation*t, t in [-w, w]
+    global_tokens: tuple[int, ...] = ()  # positions; negative = counted from the end (-1 = last)
+    causal: bool = False  # keys j <= i only
+
+
+def global_positions(global_tokens: tuple[int, ...], seq_len: int) -> list[int]:
+    """The global positions at ``seq_len``: negatives counted from the end, sorted, unique."""
+    return sorted({g % seq_len for g in global_tokens})
+
+
+def _layout(params: LongformerParams, n: int) -> tuple[int, int, int]:
+    """Classes ``d``, block size ``bs`` and blocks per class ``nb`` for length ``n``."""
+    # A dilation >= n leaves one position per class: the same pattern as d = n, less padding.
+    d = min(params.dilation, n)
+    class_len = -(-n // d)
+    # A window reaching past the class ends covers the whole class: smaller blocks, same pattern.
+    bs = max(1, min(params.window, class_len - 1))
+    return d, bs, -(-class_len // bs)
+
+
+@register
+class Longformer(AttentionBackend):
+    name = "longformer"
+    family = "longformer"
+    description = "sliding (dilated) window plus symmetric global tokens, blocked"
+    is_sparse = True
+    Params = LongformerParams
+
+    def param_errors(self, seq_len: int) -> list[str]:
+        p = self.params
+        errors = []
+        if p.window < 1:
+            errors.append(f"window {p.window} must be at least 1")
+        elif p.window >= seq_len:
+            errors.append(f"window {p.window} must be smaller than the length {seq_len}")
+        if p.dilation < 1:
+            errors.append(f"dilation {p.dilation} must be at least 1")
+        bad = [g for g in p.global_tokens if not -seq_len <= g < seq_len]
+        if bad:
+            errors.append(f"global tokens {bad} out of range for length {seq_len}")
+        return errors
+
+    def prepare(self, inputs: Inputs) -> AttentionFn:
+        p = self.params
+        n, scale, dev = inputs.seq_len, inputs.scale, torch.device(inputs.device)
+        d, bs, nb = _layout(p, n)
+        n_pad = d * nb * bs
+        before, after = 1, 0 if p.causal else 1  # neighbour key blocks on each side
+        ks = (before + 1 + after) * bs  # key slots per query block
+        gpos = torch.tensor(global_positions(p.global_tokens, n), dtype=torch.long, device=dev)
+        g = gpos.numel()
+        is_global = torch.zeros(n_pad, dtype=torch.bool, device=dev)
+        is_global[gpos] = True
+
+        # Class index r and sequence position c + d*r of every query slot and key slot.
+        r_q = torch.arange(nb * bs, device=dev).view(nb, bs)  # [nb, bs]
+        blocks = torch.arange(nb, device=dev)[:, None]
+        r_k = (blocks - before) * bs + torch.arange(ks, device=dev)  # [nb, ks]
+        cls = torch.arange(d, device=dev)[:, None, None]
+        q_pos = cls + d * r_q  # [d, nb, bs]
+        k_pos = cls + d * r_k  # [d, nb, ks]
+        dist = r_k[:, None, :] - r_q[:, :, None]  # [nb, bs, ks]
+        in_window = dist.abs() <= p.window  # [nb, bs, ks]
+        if p.causal:
+            in_window &= dist <= 0
+        # Global keys are left to the global columns so that no pair is counted twice.
+        k_ok = (r_k >= 0) & (k_pos < n) & ~is_global[k_pos.clamp(0, n_pad - 1)]  # [d, nb, ks]
+        window_blocked = ~(in_window & k_ok[:, :, None, :])  # [d, nb, bs, ks]
+        global_blocked = None  # global columns [d, nb, bs, G]; causality only
+        dense_blocked = None  # global rows [G, N]
+        if p.causal and g:
+            global_blocked = gpos > q_pos[..., None]  # [d, nb, bs, G]
+            dense_blocked = torch.arange(n, device=dev) > gpos[:, None]  # [G, N]
+
+        def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            b, h, _, dim = q.shape
+            q = q * scale  # scaling q is cheaper than scaling the [.., ks + G] scores
+
+            def to_classes(x: torch.Tensor, front: int = 0, back: int = 0) -> torch.Tensor:
+                # Prepending d*bs zeros shifts every class by one block and keeps each class.
+                pad = (0, 0, front * d * bs, n_pad - n + back * d * bs)
+                x = F.pad(x, pad) if any(pad) else x  # [B, H, d*(nb+front+back)*bs, D]
+                x = x.view(b, h, -1, d, dim).transpose(2, 3)  # [B, H, d, (nb+front+back)*bs, D]
+                return x.reshape(b, h, d, nb + front + back, bs, dim)  # [.., nb+front+back, bs, D]
+
+            def neighbours(x: torch.Tensor) -> torch.Tensor:
+                x = to_classes(x, before, after)  # [B, H, d, nb+before+after, bs, D]
+                shifted = [x[:, :, :, s : s + nb] for s in range(before + 1 + after)]
+                return torch.cat(shifted, dim=-2)  # [B, H, d, nb, ks, D]
+
+            qc = to_classes(q).contiguous()  # [B, H, d, nb, bs, D], once for both matmuls
+            vn = neighbours(v)  # [B, H, d, nb, ks, D]
+            scores = qc @ neighbours(k).transpose(-1, -2)  # [B, H, d, nb, bs, ks]
+            # In place is safe: the matmul's backward needs its inputs, not this output.
+            scores.masked_fill_(window_blocked, float("-inf"))
+            if g:
+                qflat = qc.view(b, h, n_pad, dim)  # [B, H, n_pad, D]
+                g_scores = qflat @ k[:, :, gpos].transpose(-1, -2)  # [B, H, n_pad, G]
+                g_scores = g_scores.view(b, h, d, nb, bs, g)  # [B, H, d, nb, bs, G]
+                if global_blocked is not None:
+                    g_scores.masked_fill_(global_blocked, float("-inf"))
+                probs = torch.cat([scores, g_scores], dim=-1).softmax(dim=-1)
+                g_probs = probs[..., ks:].reshape(b, h, n_pad, g)  # [B, H, n_pad, G]
+                g_out = (g_probs @ v[:, :, gpos]).view(b, h, d, nb, bs, dim)
+                out = probs[..., :ks] @ vn + g_out  # [B, H, d, nb, bs, D]
+            else:
+                out = scores.softmax(dim=-1) @ vn  # [B, H, d, nb, bs, D]
+            out = out.view(b, h, d, nb * bs, dim).transpose(2, 3)  # [B, H, nb*bs, d, D]
+            out = out.reshape(b, h, n_pad, dim)[:, :, :n]  # [B, H, N, D]
+            if g:
+                dense = q[:, :, gpos] @ k.transpose(-1, -2)  # [B, H, G, N]
+                if dense_blocked is not None:
+                    dense.masked_fill_(dense_blocked, float("-inf"))
+                out = out.index_copy(2, gpos, dense.softmax(dim=-1) @ v)  # [B, H, N, D]
+            return out
+
+        return fn
+
+    def mask(
+        self, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        p = self.params
+        n, dev = inputs.seq_len, q.device
+        keys = torch.arange(n, device=dev)
+        queries = keys if rows is None else rows.to(dev)
+        diff = keys[None, :] - queries[:, None]  # [M, N]
+        allowed = (diff % p.dilation == 0) & (diff.abs() <= p.dilation * p.window)
+        is_global = torch.zeros(n, dtype=torch.bool, device=dev)
+        is_global[global_positions(p.global_tokens, n)] = True
+        allowed |= is_global[queries][:, None] | is_global[None, :]
+        if p.causal:
+            allowed &= diff <= 0
+        return allowed[None, None]  # [1, 1, M, N]
+
+    def estimate_bytes(self, inputs: Inputs) -> int:
+        b, h, n, _ = inputs.shape
+        d, bs, nb = _layout(self.params, n)
+        key_slots = (2 if self.params.causal else 3) * bs
+        g = len(global_positions(self.params.global_tokens, n))
+        matrices = 4 if inputs.requires_grad else 2  # scores and probabilities, and their grads
+        elements = b * h * (d * nb * bs * (key_slots + g) + g * n)
+        return matrices * elements * inputs.element_size

@@ -1,0 +1,261 @@
+"""Reformer LSH attention (Kitaev, Kaiser and Levskaya, 2020, "Reformer: The Efficient
+Transformer", ICLR, arXiv:2001.04451, sec. 3).
+
+Layout ``[B, H, N, D]`` as in ``harness.backend``. Pattern, for each of ``n_hashes`` rounds r:
+
+- angular LSH: with a random rotation ``R_r`` of shape ``[D, n_buckets / 2]`` per head,
+  ``bucket(x) = argmax([x R_r ; -x R_r])``. The rotations are standard normal from a generator
+  seeded with ``inputs.seed``, drawn once in ``prepare``; ``mask`` draws the same ones.
+  ``n_buckets`` defaults to ``max(2, 2 * round(N / (2 * chunk_size)))``, about one chunk per
+  bucket as in the paper.
+- tokens are sorted by (bucket, position) and the sorted order is cut into chunks of
+  ``chunk_size`` c. Query chunk i attends key chunks i and i - 1, wrapping around (the previous
+  chunk of chunk 0 is the last chunk); when there is only one chunk it attends itself only.
+- ``shared_qk`` (the paper's setting): the keys are the unit-normalised queries
+  ``q / ||q||`` (the k input is ignored), queries and keys share one sort, and a token does not
+  attend to itself unless it has no other key. Without it, q and k are hashed with the same
+  rotations and sorted separately.
+
+Merging the rounds: each round gives a chunk-softmax output and its log-sum-exp; the rounds are
+weighted by the softmax of those log-sum-exps, and every pair's score is lowered by the log of
+the number of rounds in which the pair meets, so that a pair met in several rounds counts once.
+The output is therefore exactly dense softmax attention over the union of all rounds'
+neighbourhoods, which is what ``mask`` returns.
+
+Lengths that c does not divide are padded to a multiple of it: padded tokens get the extra
+bucket id ``n_buckets`` so they sort to the end, padded keys are masked with -inf and padded query
+rows are dropped. Memory is O(B H n_hashes N c) for the chunk scores, plus O(B H N n_buckets)
+for hashing one round at a time; nothing is N x N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from harness.backend import AttentionBackend, AttentionFn
+from harness.inputs import Inputs
+from harness.registry import register
+
+
+@dataclass(frozen=True)
+class ReformerParams:
+    n_hashes: int = 4  # hash rounds
+    n_buckets: int | None = None  # even; None = max(2, 2 * round(N / (2 * chunk_size)))
+    chunk_size: int = 64  # c
+    shared_qk: bool = True  # keys are the unit-normalised queries
+
+
+def num_buckets(params: ReformerParams, seq_len: int) -> int:
+    if params.n_buckets is not None:
+        return params.n_buckets
+    return max(2, 2 * round(seq_len / (2 * params.chunk_size)))
+
+
+def unit_keys(q: torch.Tensor) -> torch.Tensor:
+    """The shared-QK keys ``q / ||q||`` (zero rows, such as padding, stay zero instead of NaN)."""
+    return F.normalize(q, dim=-1)
+
+
+def rotations(inputs: Inputs, params: ReformerParams) -> torch.Tensor:
+    """The random rotations ``[H, D, n_hashes, n_buckets / 2]``, the same on every device.
+
+    Drawn round by round, so the rounds of a smaller ``n_hashes`` are the first rounds of a
+    larger one (and its neighbourhoods a subset).
+    """
+    gen = torch.Generator().manual_seed(inputs.seed)  # CPU: identical draws on every device
+    half = num_buckets(params, inputs.seq_len) // 2
+    shape = (params.n_hashes, inputs.heads, inputs.head_dim, half)
+    rot = torch.randn(shape, generator=gen).permute(1, 2, 0, 3)  # [H, D, R, half]
+    return rot.to(device=inputs.device, dtype=inputs.dtype)
+
+
+def lsh_buckets(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """Bucket of every token of ``x`` ``[B, H, N, D]`` in every round: ``[B, H, n_hashes, N]``."""
+    half = rot.shape[-1]
+    rounds = []
+    for r in range(rot.shape[2]):  # one round at a time bounds the projection to N x half
+        proj = x @ rot[:, :, r]  # [B, H, N, half]
+        top, top_idx = proj.max(dim=-1)
+        low, low_idx = proj.min(dim=-1)
+        # argmax of [proj ; -proj] without building it; a tie goes to the first half, as argmax
+        rounds.append(torch.where(top >= -low, top_idx, low_idx + half))
+    return torch.stack(rounds, dim=2)  # [B, H, R, N]
+
+
+def lsh_sort(x: torch.Tensor, rot: torch.Tensor, n_pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sort ``x`` ``[B, H, N, D]`` by (bucket, position) in every round, padded to ``n_pad``.
+
+    Returns ``perm`` (sorted slot -> token) and ``slot`` (token -> sorted slot), both
+    ``[B, H, n_hashes, n_pad]``. Shared by the closure and ``mask`` so both see the same chunks.
+    """
+    with torch.no_grad():
+        n, n_buckets = x.shape[2], 2 * rot.shape[-1]
+        pos = torch.arange(n_pad, device=x.device)
+        # padded tokens take the extra bucket n_buckets: they sort after every real token
+        buckets = F.pad(lsh_buckets(x, rot), (0, n_pad - n), value=n_buckets)  # [B, H, R, Np]
+        perm = (buckets * n_pad + pos).argsort(dim=-1)  # [B, H, R, Np]
+        slot = torch.empty_like(perm).scatter_(-1, perm, pos.expand_as(perm))  # [B, H, R, Np]
+    return perm, slot
+
+
+def _window(x: torch.Tensor) -> torch.Tensor:
+    """Chunked ``[B, H, R, nc, c, ...]`` to windows: own chunk, then the previous one."""
+    if x.shape[3] == 1:  # a single chunk is its own previous chunk: attend it once
+        return x
+    return torch.cat([x, x.roll(1, dims=3)], dim=4)  # [B, H, R, nc, 2c, ...]
+
+
+@register
+class Reformer(AttentionBackend):
+    name = "reformer"
+    family = "reformer"
+    description = "LSH buckets, sorted chunks attend themselves and the previous chunk"
+    is_sparse = True
+    Params = ReformerParams
+
+    def param_errors(self, seq_len: int) -> list[str]:
+        p, errors = self.params, []
+        if p.n_hashes < 1:
+            errors.append(f"n_hashes must be >= 1, got {p.n_hashes}")
+        if p.chunk_size < 2:
+            errors.append(f"chunk_size must be >= 2, got {p.chunk_size}")
+        if p.n_buckets is not None and (p.n_buckets < 2 or p.n_buckets % 2):
+            errors.append(f"n_buckets must be even and >= 2, got {p.n_buckets}")
+        return errors
+
+    def not_supported_reasons(self, inputs: Inputs) -> list[str]:
+        return super().not_supported_reasons(inputs) + self.param_errors(inputs.seq_len)
+
+    def reference_keys(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return unit_keys(q) if self.params.shared_qk else k
+
+    def _sort_qk(self, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rot: torch.Tensor):
+        c = self.params.chunk_size
+        n_pad = -(-inputs.seq_len // c) * c
+        perm_q, slot_q = lsh_sort(q, rot, n_pad)
+        # shared-QK hashes q once: its keys q / ||q|| have the same angles, hence buckets
+        perm_k, slot_k = (perm_q, slot_q) if self.params.shared_qk else lsh_sort(k, rot, n_pad)
+        return perm_q, slot_q, perm_k, slot_k
+
+    def prepare(self, inputs: Inputs) -> AttentionFn:
+        b, h, n, d = inputs.shape
+        c, rounds, shared = self.params.chunk_size, self.params.n_hashes, self.params.shared_qk
+        n_pad = -(-n // c) * c
+        nc = n_pad // c
+        w = c if nc == 1 else 2 * c
+        scale, dtype, device = inputs.scale, inputs.dtype, torch.device(inputs.device)
+        rot = rotations(inputs, self.params)  # [H, D, R, n_buckets / 2]
+        # offsets turning per-(b, h) and per-(b, h, r) row indices into flat row indices
+        offset_bh = (torch.arange(b * h, device=device) * n_pad).view(b, h, 1, 1, 1)
+        offset_bhr = (torch.arange(b * h * rounds, device=device) * n_pad).view(b, h, rounds, 1)
+        self_bias = None
+        if shared:
+            # own chunk comes first in each window, in query order: self pairs are its diagonal;
+            # finite, so a token with no other key still attends itself
+            eye = torch.eye(c, w, dtype=torch.bool, device=device)  # [c, w]
+            big_neg = torch.finfo(dtype).min / 2
+            self_bias = torch.zeros(c, w, dtype=dtype, device=device).masked_fill(eye, big_neg)
+
+        def gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+            """Rows ``idx`` ``[B, H, R, nc, m]`` of ``x`` ``[B, H, Np, D]``."""
+            flat = (idx + offset_bh).flatten()  # [B * H * R * nc * m]
+            return x.reshape(-1, d).index_select(0, flat).view(*idx.shape, d)
+
+        def bias_for(perm_q, slot_q, kidx, slot_k) -> torch.Tensor | None:
+            """Additive score bias: -log(rounds the pair meets in), self and padding masks.
+
+            Either a fresh ``[B, H, R, nc, c, w]`` tensor or one that broadcasts to it.
+            """
+            bias = self_bias  # [c, w] or None
+            pad_key = (kidx >= n).unsqueeze(-2) if n_pad > n else None  # [B, H, R, nc, 1, w]
+            # with one or two chunks every pair meets in every round: a constant count cancels
+            if rounds > 1 and nc > 2:
+                chunk_q = (slot_q // c).int()  # [B, H, R, Np] token -> chunk
+                chunk_k = (slot_k // c).int()  # [B, H, R, Np]
+                count = torch.ones(b, h, rounds, nc, c, w, dtype=torch.uint8, device=device)
+                hit = torch.empty(count.shape, dtype=torch.bool, device=device)  # reused
+                for shift in range(1, rounds):  # a pair meets in its own round: start from 1
+                    # chunk, in round r + shift, of the queries and keys of round r's windows
+                    cq = chunk_q.roll(-shift, dims=2).gather(-1, perm_q)  # [B, H, R, Np]
+                    cq = cq.view(b, h, rounds, nc, c, 1)
+                    ck = chunk_k.roll(-shift, dims=2).gather(-1, kidx.flatten(3))  # [B, H, R, nc*w]
+                    ck = ck.view(b, h, rounds, nc, 1, w)
+                    # they meet iff the key's chunk is the query's or the one before it (two
+                    # different chunks as nc > 2); a bool viewed as uint8 adds without a copy
+                    count += torch.eq(cq, ck, out=hit).view(torch.uint8)  # [B, H, R, nc, c, w]
+                    count += torch.eq(cq, (ck + 1) % nc, out=hit).view(torch.uint8)
+                bias = count.to(dtype).log_().neg_()  # [B, H, R, nc, c, w]
+                if self_bias is not None:
+                    bias += self_bias
+                if pad_key is not None:
+                    bias.masked_fill_(pad_key, float("-inf"))
+            elif pad_key is not None:
+                pad_bias = torch.zeros(pad_key.shape, dtype=dtype, device=device)
+                pad_bias.masked_fill_(pad_key, float("-inf"))  # [B, H, R, nc, 1, w]
+                bias = pad_bias if bias is None else bias + pad_bias  # [B, H, R, nc, c, w]
+            return bias
+
+        def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            perm_q, slot_q, perm_k, slot_k = self._sort_qk(inputs, q, k, rot)
+            qidx = perm_q.view(b, h, rounds, nc, c)  # [B, H, R, nc, c]
+            kidx = _window(perm_k.view(b, h, rounds, nc, c))  # [B, H, R, nc, w]
+            with torch.no_grad():
+                bias = bias_for(perm_q, slot_q, kidx, slot_k)
+            pad = (0, 0, 0, n_pad - n)
+            keys = unit_keys(q) if shared else k
+            qs = gather(F.pad(q * scale, pad), qidx).view(-1, c, d)  # [B * H * R * nc, c, D]
+            kt = gather(F.pad(keys, pad), kidx).view(-1, w, d).transpose(-1, -2)  # [., D, w]
+            vw = gather(F.pad(v, pad), kidx).view(-1, w, d)  # [B * H * R * nc, w, D]
+            if bias is None:
+                scores = torch.bmm(qs, kt)  # [B * H * R * nc, c, w]
+            elif bias.dim() == 6 and bias.shape[-2] == c:  # fresh and full: accumulate into it
+                scores = bias.view(-1, c, w).baddbmm_(qs, kt)  # [B * H * R * nc, c, w]
+            else:
+                scores = torch.baddbmm(bias.reshape(-1, *bias.shape[-2:]), qs, kt)
+            # softmax normalised after the product with v: divides c x D, not c x w, numbers
+            # in place: each large allocation costs page faults on the CPU, and no backward
+            # formula needs the scores themselves
+            top = scores.detach().amax(dim=-1, keepdim=True)  # [B * H * R * nc, c, 1]
+            e = scores.sub_(top).exp_()  # [B * H * R * nc, c, w]
+            total = e.sum(dim=-1, keepdim=True)  # [B * H * R * nc, c, 1]
+            out = torch.bmm(e, vw) / total  # [B * H * R * nc, c, D]
+            # back to token order, real query rows only
+            idx = (slot_q[..., :n] + offset_bhr).flatten()  # [B * H * R * N]
+            out = out.reshape(-1, d).index_select(0, idx).view(b, h, rounds, n, d)
+            if rounds == 1:
+                return out[:, :, 0]  # [B, H, N, D]
+            lse = (total.log() + top).reshape(-1).index_select(0, idx).view(b, h, rounds, n, 1)
+            return (out * lse.softmax(dim=2)).sum(dim=2)  # [B, H, N, D]
+
+        return fn
+
+    def mask(
+        self, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        n, c = inputs.seq_len, self.params.chunk_size
+        rot = rotations(inputs, self.params)
+        _, slot_q, _, slot_k = self._sort_qk(inputs, q, k, rot)
+        nc = slot_q.shape[-1] // c
+        keys = torch.arange(n, device=q.device)
+        pos = keys if rows is None else rows.to(q.device)
+        chunk_q = (slot_q // c).int()[..., pos]  # [B, H, R, M]
+        chunk_k = (slot_k // c).int()[..., :n]  # [B, H, R, N]
+        attend = torch.zeros(*chunk_q.shape[:2], pos.numel(), n, dtype=torch.bool, device=q.device)
+        for r in range(chunk_q.shape[2]):
+            ahead = chunk_q[:, :, r, :, None] - chunk_k[:, :, r, None, :]  # [B, H, M, N]
+            attend |= ahead.remainder_(nc) <= 1  # same chunk or the previous one, wrapping
+        if self.params.shared_qk:
+            is_self = pos[:, None] == keys[None, :]  # [M, N]
+            alone = ~(attend & ~is_self).any(dim=-1, keepdim=True)  # [B, H, M, 1]
+            attend &= ~is_self | alone
+        return attend  # [B, H, M, N]
+
+    def estimate_bytes(self, inputs: Inputs) -> int:
+        b, h, n, _ = inputs.shape
+        c, rounds = self.params.chunk_size, self.params.n_hashes
+        n_pad = -(-n // c) * c
+        tensors = 6 if inputs.requires_grad else 3  # scores, probabilities, bias (and grads)
+        return b * h * rounds * n_pad * 2 * c * inputs.element_size * tensors

@@ -1,0 +1,196 @@
+"""Tests of the BigBird backend: output and gradients against the dense masked reference, the mask
+against the paper's block pattern (recomputed here, not with the backend's helpers), O(N) memory,
+parameter checks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attention_impls.bigbird import BigBird, BigBirdParams, random_block_table
+from harness.inputs import Inputs
+from harness.registry import get_backend_class
+from tests.backend_checks import assert_matches_reference, largest_intermediate
+
+# (N, block_size, global_blocks, random_blocks): multiples of b and not, g = 0, 1, 2, r = 0, r
+# beyond the available blocks, nb <= 2g (dense), pure window, two blocks only.
+CASES = [
+    (256, 16, 1, 3),
+    (100, 16, 1, 3),
+    (256, 16, 0, 2),
+    (200, 16, 2, 1),
+    (160, 16, 1, 0),
+    (128, 16, 1, 20),
+    (64, 16, 2, 3),
+    (40, 16, 2, 1),
+    (37, 5, 0, 0),
+    (17, 16, 0, 3),
+    (1000, 32, 1, 3),
+]
+
+
+def _backend(b: int, g: int, r: int) -> BigBird:
+    return BigBird(BigBirdParams(block_size=b, global_blocks=g, random_blocks=r))
+
+
+def block_pattern(mask: torch.Tensor, n: int, b: int) -> torch.Tensor:
+    """The ``[nb, nb]`` block-level pattern of an ``[N, N]`` mask, asserting every block pair is
+    either fully attended or not at all (over its real positions)."""
+    nb = math.ceil(n / b)
+    pad = nb * b - n
+    counts = F.pad(mask.long(), (0, pad, 0, pad)).view(nb, b, nb, b).sum(dim=(1, 3))
+    sizes = torch.full((nb,), b)
+    sizes[-1] = n - (nb - 1) * b
+    full = sizes[:, None] * sizes[None, :]
+    assert ((counts == 0) | (counts == full)).all(), "mask is not block-structured"
+    return counts == full
+
+
+def check_paper_pattern(blocks: torch.Tensor, g: int, r: int) -> None:
+    """Window, global and exactly min(r, available) random blocks per non-global query block."""
+    nb = blocks.shape[0]
+    idx = torch.arange(nb)
+    is_global = (idx < g) | (idx >= nb - g)
+    window = (idx[:, None] - idx[None, :]).abs() <= 1
+    assert blocks[window].all(), "window blocks missing"
+    assert blocks[is_global].all(), "global query blocks must attend every key block"
+    assert blocks[:, is_global].all(), "every query block must attend the global blocks"
+    for i in range(nb):
+        if is_global[i]:
+            continue
+        candidates = ~is_global & ~window[i]
+        extra = blocks[i] & candidates
+        assert extra.sum() == min(r, int(candidates.sum())), f"query block {i}: {extra.tolist()}"
+
+
+@pytest.mark.parametrize(("n", "b", "g", "r"), CASES)
+@pytest.mark.parametrize("seed", [0, 7])
+def test_matches_reference(n: int, b: int, g: int, r: int, seed: int) -> None:
+    backend = _backend(b, g, r)
+    inputs = Inputs(batch=2, heads=3, seq_len=n, head_dim=8, seed=seed)
+    mask = assert_matches_reference(backend, inputs, atol=1e-5, rtol=1e-5)
+    assert mask.shape == (2, 3, n, n)
+    assert (mask == mask[:1, :1]).all(), "the pattern is shared by batch and heads"
+
+
+@pytest.mark.parametrize(("n", "b", "g", "r"), [*CASES, (4096, 64, 1, 3), (2048, 16, 2, 5)])
+def test_mask_follows_paper_pattern(n: int, b: int, g: int, r: int) -> None:
+    inputs = Inputs(batch=1, heads=1, seq_len=n, head_dim=4, seed=3)
+    q = torch.zeros(inputs.shape)
+    mask = _backend(b, g, r).mask(inputs, q, q).expand(1, 1, n, n)[0, 0]
+    blocks = block_pattern(mask, n, b)
+    check_paper_pattern(blocks, g, r)
+    if math.ceil(n / b) <= 2 * g:
+        assert mask.all(), "nb <= 2g must be dense"
+    elif n >= 1000:
+        assert mask.float().mean() < 0.5, "a long sequence must be sparse"
+
+
+@pytest.mark.parametrize(("n", "b", "g", "r"), [(1000, 32, 1, 3), (100, 16, 0, 2)])
+def test_mask_rows_subset(n: int, b: int, g: int, r: int) -> None:
+    inputs = Inputs(batch=1, heads=1, seq_len=n, head_dim=4, seed=5)
+    q = torch.zeros(inputs.shape)
+    backend = _backend(b, g, r)
+    rows = torch.tensor([0, 1, 33, 47, 70, n - 1])
+    full = backend.mask(inputs, q, q).expand(1, 1, n, n)
+    part = backend.mask(inputs, q, q, rows)
+    assert part.shape[-2:] == (rows.numel(), n)
+    assert torch.equal(part.expand(1, 1, rows.numel(), n), full[:, :, rows])
+
+
+def test_random_blocks_depend_on_seed() -> None:
+    n, backend = 1024, _backend(16, 1, 3)
+    q = torch.zeros(1, 1, n, 4)
+    masks = [backend.mask(Inputs(1, 1, n, 4, seed=s), q, q) for s in (0, 0, 1)]
+    assert torch.equal(masks[0], masks[1]), "same seed, same random blocks"
+    assert not torch.equal(masks[0], masks[2]), "different seeds, different random blocks"
+    again = _backend(16, 1, 3).mask(Inputs(1, 1, n, 4, seed=0), q, q)
+    assert torch.equal(masks[0], again), "the draw must not depend on the instance"
+
+
+def test_random_blocks_uniform() -> None:
+    # Query block 5 of nb = 12 (g = 1): candidates are blocks 1..3 and 7..10, 7 of them; with
+    # r = 3 each is picked with probability 3/7. 3000 draws: standard deviation of a frequency
+    # is about 0.009, the bound 0.04 is over 4 of them.
+    params = BigBirdParams(block_size=4, global_blocks=1, random_blocks=3)
+    row = torch.stack([random_block_table(48, params, s)[5 - 1] for s in range(3000)])  # [S, r]
+    assert (row.sort(dim=1).values.diff(dim=1) > 0).all(), "drawn without replacement"
+    freq = torch.bincount(row.flatten(), minlength=12).double() / 3000
+    candidates = [1, 2, 3, 7, 8, 9, 10]
+    assert (freq[candidates] - 3 / 7).abs().max() < 0.04, freq
+    assert freq.sum() == pytest.approx(3.0)
+
+
+def test_padded_keys_do_not_leak() -> None:
+    # N = 100, b = 16: the last block has 4 real and 12 padded positions, padded with zeros. With
+    # v = 1 at every real position, any weight given to a padded key pulls an output below 1.
+    inputs = Inputs(batch=1, heads=2, seq_len=100, head_dim=8, seed=2)
+    q, k, _ = inputs.make_qkv()
+    v = torch.ones(inputs.shape)
+    out = _backend(16, 1, 3).prepare(inputs)(q, k, v)
+    torch.testing.assert_close(out, torch.ones_like(out), atol=1e-6, rtol=0)
+
+
+def test_non_contiguous_inputs() -> None:
+    inputs = Inputs(batch=2, heads=2, seq_len=100, head_dim=8, seed=4)
+    q, k, v = inputs.make_qkv()
+    fn = _backend(16, 1, 2).prepare(inputs)
+    swapped = [t.transpose(1, 2).contiguous().transpose(1, 2) for t in (q, k, v)]  # [B, H, N, D]
+    assert not swapped[0].is_contiguous()
+    torch.testing.assert_close(fn(*swapped), fn(q, k, v))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_other_dtypes(dtype: torch.dtype) -> None:
+    backend = _backend(16, 1, 3)
+    if dtype == torch.float64:
+        assert_matches_reference(backend, Inputs(1, 2, 200, 8, dtype=dtype), atol=1e-10, rtol=1e-10)
+        return
+    inputs = Inputs(1, 2, 200, 8, dtype=dtype)
+    out = backend.prepare(inputs)(*inputs.make_qkv())
+    ref_inputs = Inputs(1, 2, 200, 8)
+    ref = backend.prepare(ref_inputs)(*(t.float() for t in inputs.make_qkv()))
+    assert out.dtype == dtype
+    # bfloat16 keeps 8 mantissa bits: outputs of magnitude ~1 agree to a few 1e-2.
+    torch.testing.assert_close(out.float(), ref, atol=5e-2, rtol=5e-2)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_memory_is_linear(requires_grad: bool) -> None:
+    n = 2048
+    inputs = Inputs(batch=1, heads=1, seq_len=n, head_dim=16, requires_grad=requires_grad)
+    largest = largest_intermediate(_backend(16, 1, 2), inputs)
+    assert largest < n * n / 4, largest
+
+
+def test_param_errors() -> None:
+    assert _backend(64, 1, 3).param_errors(4096) == []
+    assert _backend(100, 0, 0).param_errors(100) == []
+    assert any("block_size" in e for e in _backend(0, 1, 3).param_errors(100))
+    assert any("block_size" in e for e in _backend(128, 1, 3).param_errors(100))
+    assert any("global_blocks" in e for e in _backend(16, -1, 3).param_errors(100))
+    assert any("random_blocks" in e for e in _backend(16, 1, -2).param_errors(100))
+    assert len(_backend(-1, -1, -1).param_errors(100)) == 3
+
+
+def test_not_supported_reasons() -> None:
+    backend = BigBird()
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        assert backend.not_supported_reasons(Inputs(1, 1, 256, 8, dtype=dtype)) == []
+    assert backend.not_supported_reasons(Inputs(1, 1, 256, 8, requires_grad=True)) == []
+    reasons = backend.not_supported_reasons(Inputs(1, 1, 256, 8, device="meta"))
+    assert any("device" in r for r in reasons)
+
+
+def test_registered_and_estimate() -> None:
+    assert get_backend_class("bigbird") is BigBird
+    assert BigBird.is_sparse and BigBird.family == "bigbird"
+    backend = BigBird()
+    small, large = (backend.estimate_bytes(Inputs(1, 4, n, 64)) for n in (4096, 8192))
+    assert large == 2 * small, "the estimate must grow linearly with N"
+    grad = backend.estimate_bytes(Inputs(1, 4, 4096, 64, requires_grad=True))
+    assert grad == 2 * small
+    assert small < 4096 * 4096 * 4 * 4

@@ -1,0 +1,257 @@
+"""Reformer LSH attention: output and gradients against the dense masked reference, and the mask
+and attention pattern against the paper's definition recomputed here one token at a time."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from attention_impls.reformer import Reformer, ReformerParams, num_buckets, rotations
+from harness.inputs import Inputs
+from harness.reference import masked_attention
+from harness.registry import get_backend_class
+from tests.backend_checks import assert_matches_reference, largest_intermediate
+
+
+def expected_pattern(
+    inputs: Inputs, params: ReformerParams, q: torch.Tensor, k: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attended pairs ``[B, H, N, N]`` and, per pair, in how many rounds it meets.
+
+    Straight from the definition: rotations drawn round by round from ``inputs.seed``; bucket =
+    argmax([x R ; -x R]); sort by (bucket, position); chunks of c; a query's chunk attends the same
+    and the previous chunk (wrapping); shared-QK hashes q / ||q|| and drops self unless alone.
+    Padding is implicit: padded tokens sort after all real ones, so they never move a real one.
+    """
+    b, h, n, d = inputs.shape
+    c = params.chunk_size
+    n_buckets = params.n_buckets or max(2, 2 * round(n / (2 * c)))
+    gen = torch.Generator().manual_seed(inputs.seed)
+    rot = torch.randn((params.n_hashes, h, d, n_buckets // 2), generator=gen)
+    n_chunks = math.ceil(n / c)
+    keys = q / q.norm(dim=-1, keepdim=True) if params.shared_qk else k
+    counts = torch.zeros(b, h, n, n, dtype=torch.long)
+    for bi in range(b):
+        for hi in range(h):
+            for r in range(params.n_hashes):
+
+                def chunk_of(x: torch.Tensor, r=r, hi=hi, bi=bi) -> list[int]:
+                    buckets = []
+                    for t in range(n):
+                        proj = x[bi, hi, t] @ rot[r, hi]
+                        buckets.append(int(torch.cat([proj, -proj]).argmax()))
+                    order = sorted(range(n), key=lambda t: (buckets[t], t))
+                    chunk = [0] * n
+                    for slot, t in enumerate(order):
+                        chunk[t] = slot // c
+                    return chunk
+
+                cq = chunk_of(keys if params.shared_qk else q)
+                ck = cq if params.shared_qk else chunk_of(k)
+                for i in range(n):
+                    for j in range(n):
+                        if ck[j] in (cq[i], (cq[i] - 1) % n_chunks):
+                            counts[bi, hi, i, j] += 1
+    mask = counts > 0
+    if params.shared_qk:
+        eye = torch.eye(n, dtype=torch.bool)
+        alone = ~(mask & ~eye).any(dim=-1, keepdim=True)
+        mask &= ~eye | alone
+    return mask, counts
+
+
+def backend(**kw) -> Reformer:
+    return Reformer(ReformerParams(**kw))
+
+
+@pytest.mark.parametrize(
+    "n, params",
+    [
+        (1, dict(chunk_size=4)),  # a single token: it can only attend itself
+        (5, dict(chunk_size=8)),  # one chunk, padded
+        (8, dict(chunk_size=8, n_hashes=1)),  # one chunk, exact
+        (16, dict(chunk_size=8, shared_qk=False)),  # two chunks
+        (13, dict(chunk_size=8, n_hashes=2)),  # two chunks, padded
+        (64, dict(chunk_size=8, n_hashes=1)),
+        (64, dict(chunk_size=8, n_hashes=1, shared_qk=False)),
+        (64, dict(chunk_size=8, n_hashes=2)),
+        (64, dict(chunk_size=8, n_hashes=4, shared_qk=False)),
+        (100, dict(chunk_size=8)),  # padded, several chunks
+        (45, dict(chunk_size=8, n_hashes=1, shared_qk=False)),  # padded, nothing else
+        (100, dict(chunk_size=8, shared_qk=False, n_hashes=3)),
+        (37, dict(chunk_size=4, n_hashes=4)),
+        (64, dict(chunk_size=8, n_buckets=4)),  # explicit, few buckets: many repeated pairs
+        (96, dict(chunk_size=8, n_buckets=32, shared_qk=False)),  # explicit, many buckets
+        (256, dict()),  # defaults: c = 64, four chunks
+    ],
+)
+def test_matches_reference(n: int, params: dict) -> None:
+    be = backend(**params)
+    inputs = Inputs(batch=2, heads=2, seq_len=n, head_dim=16, seed=n)
+    mask = assert_matches_reference(be, inputs, atol=1e-5, rtol=1e-5)
+    c = be.params.chunk_size
+    if math.ceil(n / c) > 2:  # beyond two chunks not every pair can meet
+        assert not mask.all()
+
+
+# bfloat16 keeps about 3 significant digits: its outputs of size ~0.3 are off by ~1e-2
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-12), (torch.bfloat16, 5e-2)])
+def test_other_dtypes(dtype: torch.dtype, atol: float) -> None:
+    be = backend(chunk_size=8, n_hashes=2)
+    inputs = Inputs(batch=1, heads=2, seq_len=50, head_dim=16, dtype=dtype)
+    q, k, v = inputs.make_qkv()
+    out = be.prepare(inputs)(q, k, v)
+    assert out.dtype == dtype
+    ref = masked_attention(q, be.reference_keys(q, k), v, be.mask(inputs, q, k))
+    torch.testing.assert_close(out.double(), ref, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "n, params",
+    [
+        (40, dict(chunk_size=8, n_hashes=1)),
+        (40, dict(chunk_size=8, n_hashes=1, shared_qk=False)),
+        (45, dict(chunk_size=8, n_hashes=3)),  # padded
+        (45, dict(chunk_size=4, n_hashes=2, shared_qk=False, n_buckets=6)),
+        (6, dict(chunk_size=8, n_hashes=2)),  # one chunk
+    ],
+)
+def test_mask_and_pattern_follow_definition(n: int, params: dict) -> None:
+    """``mask`` and the closure's own attention probabilities equal the definition.
+
+    With v the identity (D = N) the output row i is the attention distribution of query i, so
+    the closure's pattern and weights are read off directly, without the backend's ``mask``; the
+    weights must be one softmax over the union, each pair counted once however many rounds it
+    meets in.
+    """
+    be = backend(**params)
+    inputs = Inputs(batch=1, heads=2, seq_len=n, head_dim=n, seed=3)
+    q, k, _ = inputs.make_qkv()
+    expected, counts = expected_pattern(inputs, be.params, q, k)
+    assert torch.equal(be.mask(inputs, q, k).expand_as(expected), expected)
+
+    v = torch.eye(n).expand(1, 2, n, n)
+    probs = be.prepare(inputs)(q, k, v)  # [B, H, N, N]
+    assert torch.equal(probs > 0, expected)
+    keys = q / q.norm(dim=-1, keepdim=True) if be.params.shared_qk else k
+    scores = (q @ keys.transpose(-1, -2)) / math.sqrt(n)
+    ref = scores.masked_fill(~expected, float("-inf")).softmax(dim=-1)
+    torch.testing.assert_close(probs, ref, atol=1e-6, rtol=1e-5)
+    if be.params.n_hashes > 1:  # the case is meaningful: some pairs meet in several rounds
+        assert (counts > 1).any()
+
+
+@pytest.mark.parametrize("shared_qk", [True, False])
+def test_one_round_attends_own_and_previous_chunk(shared_qk: bool) -> None:
+    """One round, c dividing N: every query sees exactly 2c keys (2c - 1 without itself)."""
+    n, c = 64, 8
+    be = backend(chunk_size=c, n_hashes=1, shared_qk=shared_qk)
+    inputs = Inputs(batch=2, heads=2, seq_len=n, head_dim=16, seed=1)
+    q, k, _ = inputs.make_qkv()
+    mask = be.mask(inputs, q, k)
+    assert (mask.sum(dim=-1) == 2 * c - shared_qk).all()
+    # each key is seen by exactly the 2c queries of its chunk and the next one
+    assert (mask.sum(dim=-2) == 2 * c - shared_qk).all()
+
+
+@pytest.mark.parametrize("n", [1, 2, 30])
+def test_shared_qk_no_self_unless_alone(n: int) -> None:
+    be = backend(chunk_size=4, n_hashes=2)
+    inputs = Inputs(batch=1, heads=2, seq_len=n, head_dim=8)
+    q, k, _ = inputs.make_qkv()
+    diag = be.mask(inputs, q, k).expand(1, 2, n, n).diagonal(dim1=-2, dim2=-1)
+    assert diag.all() if n == 1 else not diag.any()
+
+
+@pytest.mark.parametrize("shared_qk", [True, False])
+def test_union_grows_with_rounds(shared_qk: bool) -> None:
+    inputs = Inputs(batch=1, heads=2, seq_len=96, head_dim=16, seed=2)
+    q, k, _ = inputs.make_qkv()
+    masks = [
+        backend(chunk_size=8, n_hashes=r, shared_qk=shared_qk).mask(inputs, q, k) for r in (1, 2, 4)
+    ]
+    for fewer, more in itertools.pairwise(masks):
+        assert not (fewer & ~more).any()  # weakly larger
+        assert (more & ~fewer).any()  # and here strictly
+    assert masks[-1].dtype == torch.bool
+
+
+@pytest.mark.parametrize("params", [dict(n_hashes=1), dict(n_hashes=3, shared_qk=False)])
+def test_repeatable(params: dict) -> None:
+    """Two calls, and a fresh ``prepare``, give the same output: no state leaks between calls."""
+    be = backend(chunk_size=8, **params)
+    inputs = Inputs(batch=1, heads=1, seq_len=45, head_dim=8)
+    q, k, v = inputs.make_qkv()
+    fn = be.prepare(inputs)
+    first = fn(q, k, v)
+    assert torch.equal(fn(q, k, v), first)
+    assert torch.equal(be.prepare(inputs)(q, k, v), first)
+    small = Inputs(batch=1, heads=1, seq_len=5, head_dim=8)
+    fn = be.prepare(small)
+    assert torch.equal(fn(*small.make_qkv()), fn(*small.make_qkv()))
+
+
+def test_mask_rows_subset() -> None:
+    be = backend(chunk_size=8, n_hashes=3, shared_qk=True)
+    inputs = Inputs(batch=2, heads=2, seq_len=50, head_dim=16)
+    q, k, _ = inputs.make_qkv()
+    rows = torch.tensor([0, 7, 8, 31, 49])
+    full = be.mask(inputs, q, k)
+    assert torch.equal(be.mask(inputs, q, k, rows), full[:, :, rows])
+
+
+def test_reference_keys() -> None:
+    q, k = torch.randn(2, 1, 2, 5, 4)
+    torch.testing.assert_close(backend().reference_keys(q, k), q / q.norm(dim=-1, keepdim=True))
+    assert backend(shared_qk=False).reference_keys(q, k) is k
+
+
+def test_memory_stays_linear() -> None:
+    n = 2048
+    be = backend(chunk_size=16, n_hashes=2)
+    inputs = Inputs(batch=1, heads=2, seq_len=n, head_dim=16, requires_grad=True)
+    largest = largest_intermediate(be, inputs)
+    assert largest < n * n / 4
+    # the chunk scores B H R N 2c are the largest thing expected
+    assert largest <= 1 * 2 * 2 * n * 2 * 16
+
+
+@pytest.mark.parametrize(
+    "params, error",
+    [
+        (dict(n_hashes=0), "n_hashes"),
+        (dict(chunk_size=1), "chunk_size"),
+        (dict(n_buckets=7), "n_buckets"),
+        (dict(n_buckets=0), "n_buckets"),
+    ],
+)
+def test_param_errors(params: dict, error: str) -> None:
+    errors = backend(**params).param_errors(1024)
+    assert len(errors) == 1 and error in errors[0]
+    inputs = Inputs(batch=1, heads=1, seq_len=1024, head_dim=8)
+    assert any(error in r for r in backend(**params).not_supported_reasons(inputs))
+
+
+def test_valid_params_and_support() -> None:
+    assert backend().param_errors(1024) == []
+    assert backend(n_buckets=2, chunk_size=2, n_hashes=1).param_errors(3) == []
+    assert backend().not_supported_reasons(Inputs(1, 2, 128, 16, requires_grad=True)) == []
+    assert backend().not_supported_reasons(Inputs(1, 2, 128, 16, device="meta"))
+    assert get_backend_class("reformer") is Reformer and Reformer.is_sparse
+
+
+def test_derived_buckets_and_estimate() -> None:
+    assert num_buckets(ReformerParams(chunk_size=64), 4096) == 64
+    assert num_buckets(ReformerParams(chunk_size=64), 10) == 2
+    assert num_buckets(ReformerParams(n_buckets=6), 4096) == 6
+    inputs = Inputs(batch=1, heads=3, seq_len=1000, head_dim=8)
+    assert rotations(inputs, ReformerParams(chunk_size=50, n_hashes=2)).shape == (3, 8, 2, 10)
+    be = backend()
+    grad = Inputs(1, 4, 4096, 64, requires_grad=True)
+    assert be.estimate_bytes(grad) == 2 * be.estimate_bytes(Inputs(1, 4, 4096, 64))
+    assert be.estimate_bytes(Inputs(1, 4, 8192, 64)) == 2 * be.estimate_bytes(
+        Inputs(1, 4, 4096, 64)
+    )
