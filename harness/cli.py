@@ -19,7 +19,7 @@ from harness.registry import backend_names
 from harness.timing import TimingSettings
 
 PROG = "run_bench.py"
-DEFAULT_LENGTHS = (512, 1024, 2048)
+DEFAULT_LENGTHS = (1024, 2048, 4096)
 
 # command-line flag -> field name in the backends' Params dataclasses
 PARAM_FLAGS = {
