@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 from pathlib import Path
 from typing import NoReturn
 
 import torch
 
 from harness.config import PASSES, SweepConfig
-from harness.inputs import DTYPES, dtype_name
+from harness.inputs import DTYPES
 from harness.registry import backend_names
 from harness.timing import TimingSettings
 
@@ -46,24 +45,23 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
-    return value
+def _positive(kind: type[int] | type[float]):
+    """An argparse type: a positive number of ``kind``."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {_NAMES[kind]}: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive: {value}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {value}")
-    return value
+_NAMES = {int: "an integer", float: "a number"}
+_positive_int, _positive_float = _positive(int), _positive(float)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,67 +250,3 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
             if errors:
                 raise UsageError(f"{name} at length {n}: {errors[0]}")
     return SweepConfig(**{**config.__dict__, "out_dir": resolve_out(args, device)})
-
-
-def _progress(cases):
-    from tqdm import tqdm
-
-    bar = tqdm(cases, unit="case", file=sys.stderr, dynamic_ncols=True)
-    for case in bar:
-        i = case.inputs
-        bar.set_description(f"{case.backend.name} n={i.seq_len} {case.pass_}")
-        yield case
-
-
-def run(argv: list[str]) -> int:
-    from harness import machine, storage
-    from harness.listing import backend_table, format_table
-    from harness.runner import run_sweep
-    from harness.summary import summary_tables
-
-    args = build_parser().parse_args(argv)
-    if args.list_backends:
-        device = resolve_device(args.device)
-        print(format_table(backend_table(device, resolve_dtype(args.dtype, device))))
-        return 0
-    config = build_config(args)
-    threads = config.threads or torch.get_num_threads()
-    meta = machine.describe(config.device, threads, [PROG, *argv])
-    meta["config"] = {
-        "lengths": list(config.lengths),
-        "backends": {n: config.make_backend(n).params_dict() for n in config.backends},
-        "passes": list(config.passes),
-        "dtype": dtype_name(config.dtype),
-        "batch": config.batch,
-        "heads": config.heads,
-        "head_dim": config.head_dim,
-        "seed": config.seed,
-        "timing": config.timing.__dict__,
-        "case_timeout_s": config.case_timeout_s,
-        "check_rows": config.check_rows,
-    }
-    if config.resume and (config.out_dir / storage.META).exists():
-        first = storage.read_meta(config.out_dir)
-        first.setdefault("resumed", []).append(meta)
-        meta = first
-    storage.write_meta(config.out_dir, meta)
-    print(f"sweep: {len(config.cases())} cases on {meta['device_name']} -> {config.out_dir}",
-          file=sys.stderr)  # fmt: skip
-    try:
-        run_sweep(config, progress=_progress)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished cases are in {config.out_dir}; add --resume to complete",
-              file=sys.stderr)  # fmt: skip
-        return 130
-    print(summary_tables(storage.read_results(config.out_dir)))
-    print(f"\nresults: {config.out_dir / storage.RESULTS}  meta: {config.out_dir / storage.META}")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        return run(argv)
-    except UsageError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2

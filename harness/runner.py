@@ -7,6 +7,7 @@ length and beyond), so a sweep never grinds through cases that cannot succeed.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -44,10 +45,8 @@ def run_in_process(
     result = None
     try:
         if receiver.poll(timeout_s):
-            try:
+            with contextlib.suppress(EOFError):  # EOF: it died before it could answer
                 result = receiver.recv()
-            except EOFError:  # died before it could answer
-                pass
             proc.join(timeout=10)
     finally:
         if proc.is_alive():

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.cli import main
+from harness.app import main
 from harness.records import COLUMNS
 from harness.registry import backend_names
 
