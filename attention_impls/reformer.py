@@ -24,8 +24,10 @@ neighbourhoods, which is what ``mask`` returns.
 
 Lengths that c does not divide are padded to a multiple of it: padded tokens get the extra
 bucket id ``n_buckets`` so they sort to the end, padded keys are masked with -inf and padded query
-rows are dropped. Memory is O(B H n_hashes N c) for the chunk scores, plus O(B H N n_buckets)
-for hashing one round at a time; nothing is N x N.
+rows are dropped. Memory is O(B H n_hashes N c) for the chunk scores; hashing runs one round
+and one slice of tokens at a time so that its ``[.., N, n_buckets / 2]`` projection never
+exceeds that; nothing is N x N. Hashing time does grow as N^2 D / c, since the default bucket
+count follows N: sweeps show it at long lengths.
 """
 
 from __future__ import annotations
@@ -72,20 +74,30 @@ def rotations(inputs: Inputs, params: ReformerParams) -> torch.Tensor:
     return rot.to(device=inputs.device, dtype=inputs.dtype)
 
 
-def lsh_buckets(x: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
-    """Bucket of every token of ``x`` ``[B, H, N, D]`` in every round: ``[B, H, n_hashes, N]``."""
+def lsh_buckets(x: torch.Tensor, rot: torch.Tensor, max_elements: int) -> torch.Tensor:
+    """Bucket of every token of ``x`` ``[B, H, N, D]`` in every round: ``[B, H, n_hashes, N]``.
+
+    The projection ``[.., N, n_buckets / 2]`` grows as N^2 / c when the bucket count follows N,
+    so it is made one round and at most ``max_elements`` (per batch and head) at a time.
+    """
     half = rot.shape[-1]
+    step = max(1, max_elements // half)  # tokens per slice
     rounds = []
-    for r in range(rot.shape[2]):  # one round at a time bounds the projection to N x half
-        proj = x @ rot[:, :, r]  # [B, H, N, half]
-        top, top_idx = proj.max(dim=-1)
-        low, low_idx = proj.min(dim=-1)
-        # argmax of [proj ; -proj] without building it; a tie goes to the first half, as argmax
-        rounds.append(torch.where(top >= -low, top_idx, low_idx + half))
+    for r in range(rot.shape[2]):
+        slices = []
+        for part in x.split(step, dim=2):  # [B, H, step, D]
+            proj = part @ rot[:, :, r]  # [B, H, step, half]
+            top, top_idx = proj.max(dim=-1)
+            low, low_idx = proj.min(dim=-1)
+            # argmax of [proj ; -proj] without building it; a tie goes to the first half
+            slices.append(torch.where(top >= -low, top_idx, low_idx + half))
+        rounds.append(torch.cat(slices, dim=-1))  # [B, H, N]
     return torch.stack(rounds, dim=2)  # [B, H, R, N]
 
 
-def lsh_sort(x: torch.Tensor, rot: torch.Tensor, n_pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+def lsh_sort(
+    x: torch.Tensor, rot: torch.Tensor, n_pad: int, chunk_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Sort ``x`` ``[B, H, N, D]`` by (bucket, position) in every round, padded to ``n_pad``.
 
     Returns ``perm`` (sorted slot -> token) and ``slot`` (token -> sorted slot), both
@@ -95,7 +107,9 @@ def lsh_sort(x: torch.Tensor, rot: torch.Tensor, n_pad: int) -> tuple[torch.Tens
         n, n_buckets = x.shape[2], 2 * rot.shape[-1]
         pos = torch.arange(n_pad, device=x.device)
         # padded tokens take the extra bucket n_buckets: they sort after every real token
-        buckets = F.pad(lsh_buckets(x, rot), (0, n_pad - n), value=n_buckets)  # [B, H, R, Np]
+        # the chunk scores hold n_pad * 2c numbers per round: hashing needs no more than that
+        buckets = lsh_buckets(x, rot, max_elements=2 * n_pad * chunk_size)  # [B, H, R, N]
+        buckets = F.pad(buckets, (0, n_pad - n), value=n_buckets)  # [B, H, R, Np]
         perm = (buckets * n_pad + pos).argsort(dim=-1)  # [B, H, R, Np]
         slot = torch.empty_like(perm).scatter_(-1, perm, pos.expand_as(perm))  # [B, H, R, Np]
     return perm, slot
@@ -135,9 +149,9 @@ class Reformer(AttentionBackend):
     def _sort_qk(self, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rot: torch.Tensor):
         c = self.params.chunk_size
         n_pad = -(-inputs.seq_len // c) * c
-        perm_q, slot_q = lsh_sort(q, rot, n_pad)
+        perm_q, slot_q = lsh_sort(q, rot, n_pad, c)
         # shared-QK hashes q once: its keys q / ||q|| have the same angles, hence buckets
-        perm_k, slot_k = (perm_q, slot_q) if self.params.shared_qk else lsh_sort(k, rot, n_pad)
+        perm_k, slot_k = (perm_q, slot_q) if self.params.shared_qk else lsh_sort(k, rot, n_pad, c)
         return perm_q, slot_q, perm_k, slot_k
 
     def prepare(self, inputs: Inputs) -> AttentionFn:

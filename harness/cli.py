@@ -233,7 +233,7 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         param_overrides=tuple(overrides),
         timing=TimingSettings(
             warmup_s=args.warmup, min_time_s=args.min_time, min_repeats=args.min_repeats,
-            max_time_s=max(20.0, 4 * args.min_time),
+            max_time_s=max(60.0, 4 * args.min_time),
         ),
         case_timeout_s=args.case_timeout,
         check_rows=args.check_rows,

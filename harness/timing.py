@@ -17,13 +17,16 @@ from dataclasses import dataclass
 import torch
 import torch.utils.benchmark as tbench
 
+FLOOR_SAMPLES = 3  # never fewer, however slow the call: a spread needs several samples
+
 
 @dataclass(frozen=True)
 class TimingSettings:
-    warmup_s: float = 0.2  # at least this long, and at least 2 calls, before measuring
+    warmup_s: float = 0.2  # warm up at least this long before measuring
+    warmup_calls: int = 2  # ... and at least this many calls
     min_time_s: float = 0.5  # measure at least this long ...
     min_repeats: int = 5  # ... and at least this many samples ...
-    max_time_s: float = 20.0  # ... but stop adding samples past this
+    max_time_s: float = 60.0  # ... but past this, stop at FLOOR_SAMPLES
     sample_s: float = 0.01  # CPU: short calls are batched so one sample lasts about this long
 
 
@@ -36,7 +39,7 @@ def warm_up(call: Callable[[], object], device: str, settings: TimingSettings) -
     """Run ``call`` until warm; returns the last call's duration (seconds) as an estimate."""
     start = time.perf_counter()
     calls, last = 0, 0.0
-    while calls < 2 or time.perf_counter() - start < settings.warmup_s:
+    while calls < settings.warmup_calls or time.perf_counter() - start < settings.warmup_s:
         t0 = time.perf_counter()
         call()
         synchronize(device)
@@ -48,6 +51,8 @@ def warm_up(call: Callable[[], object], device: str, settings: TimingSettings) -
 
 
 def _wanted(samples: list[float], elapsed: float, settings: TimingSettings) -> bool:
+    if len(samples) < FLOOR_SAMPLES:
+        return True
     if elapsed >= settings.max_time_s:
         return False
     return len(samples) < settings.min_repeats or elapsed < settings.min_time_s

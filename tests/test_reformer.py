@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from attention_impls.reformer import Reformer, ReformerParams, num_buckets, rotations
+from attention_impls.reformer import Reformer, ReformerParams, lsh_buckets, num_buckets, rotations
 from harness.inputs import Inputs
 from harness.reference import masked_attention
 from harness.registry import get_backend_class
@@ -255,3 +255,12 @@ def test_derived_buckets_and_estimate() -> None:
     assert be.estimate_bytes(Inputs(1, 4, 8192, 64)) == 2 * be.estimate_bytes(
         Inputs(1, 4, 4096, 64)
     )
+
+
+def test_hashing_in_slices_gives_the_same_buckets():
+    inputs = Inputs(2, 3, 300, 16, seed=9)
+    q, _, _ = inputs.make_qkv()
+    rot = rotations(inputs, ReformerParams(n_hashes=2, n_buckets=8))
+    whole = lsh_buckets(q, rot, max_elements=10**9)
+    assert whole.shape == (2, 3, 2, 300) and whole.unique().numel() > 4
+    assert torch.equal(lsh_buckets(q, rot, max_elements=4 * 7), whole)  # slices of 7 tokens

@@ -32,3 +32,10 @@ def test_short_calls_are_batched_per_sample():
     samples = measure(lambda: calls.append(1), "cpu", settings)
     assert len(calls) > 10 * len(samples)  # many calls per sample amortise the timer
     assert median_iqr(samples)[0] == pytest.approx(0, abs=1e-4)
+
+
+def test_a_slow_call_still_gets_three_samples():
+    settings = TimingSettings(warmup_s=0, warmup_calls=1, min_time_s=0, min_repeats=5,
+                              max_time_s=0.001)  # fmt: skip
+    samples = measure(lambda: time.sleep(0.002), "cpu", settings)
+    assert len(samples) == 3
