@@ -6,6 +6,7 @@ Bad input gets one line on stderr and exit code 2; nothing below this module see
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import NoReturn
@@ -14,7 +15,7 @@ import torch
 
 from harness.config import PASSES, SweepConfig
 from harness.inputs import DTYPES
-from harness.registry import backend_names
+from harness.registry import backend_names, get_backend_class
 from harness.timing import TimingSettings
 
 PROG = "run_bench.py"
@@ -205,6 +206,24 @@ def resolve_out(args: argparse.Namespace, device: str) -> Path:
     return out
 
 
+def _check_params_apply(config: SweepConfig) -> None:
+    """A parameter no selected backend takes is a mistake; causal must hold for all of them, or
+    causal and non-causal results would sit side by side as if comparable."""
+    takes = {
+        name: {f.name for f in dataclasses.fields(get_backend_class(name).Params)}
+        for name in config.backends
+    }
+    flags = {field: "--" + dest.replace("_", "-") for dest, field in PARAM_FLAGS.items()}
+    flags["shared_qk"] = "--no-shared-qk"  # the only flag that turns a default off
+    for field, value in config.param_overrides:
+        flag = flags[field]
+        without = [name for name, fields in takes.items() if field not in fields]
+        if len(without) == len(takes):
+            raise UsageError(f"{flag} applies to none of the selected backends")
+        if field == "causal" and value and without:
+            raise UsageError(f"{flag}: {', '.join(without)} have no causal mode")
+
+
 def build_config(args: argparse.Namespace) -> SweepConfig:
     names = args.backends or backend_names()
     known = backend_names()
@@ -240,6 +259,7 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         resume=args.resume,
         threads=args.threads,
     )  # fmt: skip
+    _check_params_apply(config)
     for name in config.backends:
         try:
             backend = config.make_backend(name)

@@ -14,9 +14,11 @@ import gc
 import resource
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
+T = TypeVar("T")
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
@@ -64,8 +66,8 @@ def _reset_cpu_peak() -> bool:
         return False
 
 
-def peak_bytes(call: Callable[[], object], device: str) -> int:
-    """Peak memory of one ``call`` beyond what was in use just before it."""
+def peak_bytes(call: Callable[[], T], device: str) -> tuple[int, T]:
+    """Peak memory of one ``call`` beyond what was in use just before it, and its result."""
     gc.collect()
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
@@ -74,8 +76,7 @@ def peak_bytes(call: Callable[[], object], device: str) -> int:
         result = call()
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - before
-        del result
-        return peak
+        return peak, result
     if _reset_cpu_peak():
         before = (_status_kib("VmRSS") or 0) * 1024
         result = call()
@@ -84,5 +85,4 @@ def peak_bytes(call: Callable[[], object], device: str) -> int:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         result = call()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-    del result
-    return max(peak, 0)
+    return max(peak, 0), result

@@ -35,10 +35,18 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def warm_up(call: Callable[[], object], device: str, settings: TimingSettings) -> float:
-    """Run ``call`` until warm; returns the last call's duration (seconds) as an estimate."""
-    start = time.perf_counter()
-    calls, last = 0, 0.0
+def warm_up(
+    call: Callable[[], object],
+    device: str,
+    settings: TimingSettings,
+    done: tuple[int, float, float] = (0, 0.0, 0.0),
+) -> float:
+    """Run ``call`` until warm; returns the last call's duration (seconds) as an estimate.
+
+    ``done`` counts warm-up the caller already did: (calls, seconds spent, last call's seconds).
+    """
+    calls, spent, last = done
+    start = time.perf_counter() - spent
     while calls < settings.warmup_calls or time.perf_counter() - start < settings.warmup_s:
         t0 = time.perf_counter()
         call()
@@ -86,9 +94,14 @@ def time_cuda(call: Callable[[], object], device: str, settings: TimingSettings)
     return samples
 
 
-def measure(call: Callable[[], object], device: str, settings: TimingSettings) -> list[float]:
-    """Warm up, then time ``call``; returns the samples in seconds."""
-    estimate = warm_up(call, device, settings)
+def measure(
+    call: Callable[[], object],
+    device: str,
+    settings: TimingSettings,
+    done: tuple[int, float, float] = (0, 0.0, 0.0),
+) -> list[float]:
+    """Warm up (beyond ``done``, see ``warm_up``), then time ``call``; returns seconds."""
+    estimate = warm_up(call, device, settings, done)
     if torch.device(device).type == "cuda":
         return time_cuda(call, device, settings)
     return time_cpu(call, estimate, settings)

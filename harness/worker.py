@@ -6,7 +6,6 @@ out-of-memory kill into a row instead of the end of the sweep.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import traceback
 from typing import Any
@@ -17,7 +16,7 @@ from harness.config import Case
 from harness.inputs import dtype_name
 from harness.memory import available_bytes, limit_address_space, peak_bytes
 from harness.reference import check_rows, masked_attention
-from harness.timing import measure, median_iqr
+from harness.timing import measure, median_iqr, synchronize
 
 # Largest error against the float64/float32 reference that still counts as rounding.
 TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 6e-2}
@@ -34,12 +33,12 @@ def is_oom(exc: BaseException) -> bool:
 def _forward_backward(fn, q, k, v, grad_out):
     def call():
         out = fn(q, k, v)
-        return torch.autograd.grad(out, (q, k, v), grad_out, allow_unused=True)
+        return out, torch.autograd.grad(out, (q, k, v), grad_out, allow_unused=True)
 
     return call
 
 
-def check_output(case: Case, fn, q, k, v) -> dict[str, Any]:
+def check_output(case: Case, out, q, k, v) -> dict[str, Any]:
     """Compare the output on a sample of query rows with the dense references."""
     inputs, backend = case.inputs, case.backend
     b, h, n, _ = inputs.shape
@@ -47,7 +46,7 @@ def check_output(case: Case, fn, q, k, v) -> dict[str, Any]:
     rows = check_rows(n, count, inputs.seed).to(q.device)
     with torch.no_grad():
         q, k, v = q.detach(), k.detach(), v.detach()
-        out = fn(q, k, v)[:, :, rows].double()  # [B, H, M, D]
+        out = out.detach()[:, :, rows].double()  # [B, H, M, D]
         keys = backend.reference_keys(q, k)
         ref = masked_attention(q, keys, v, backend.mask(inputs, q, k, rows), rows).double()
         full = masked_attention(q, k, v, None, rows).double()
@@ -84,13 +83,17 @@ def run_case(case: Case) -> dict[str, Any]:
     else:
 
         def call():
-            return fn(q, k, v)
+            return fn(q, k, v), None
 
+    start = time.perf_counter()
     call()  # first call: lazy initialisation, compilation; never measured
-    peak = peak_bytes(call, device)  # the second call
-    check = check_output(case, fn, q, k, v)
-    # the two calls above already warmed up: what remains is the warm-up time, if any
-    samples = measure(call, device, dataclasses.replace(case.timing, warmup_calls=1))
+    synchronize(device)
+    second = time.perf_counter()
+    peak, (out, _) = peak_bytes(call, device)
+    done = (2, time.perf_counter() - start, time.perf_counter() - second)  # both warmed up
+    check = check_output(case, out, q, k, v)
+    del out
+    samples = measure(call, device, case.timing, done)
     median, iqr = median_iqr(samples)
     result = {
         "status": "ok",

@@ -41,6 +41,8 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     ["--device", "tpu"],
     ["--passes", "sideways"],
     ["--frobnicate"],
+    ["--causal"],  # bigbird and reformer have no causal mode
+    ["--backends", "full-sdpa", "--window", "64"],  # applies to none of them
 ])  # fmt: skip
 def test_bad_input_is_one_line_and_exit_code_2(args, capsys, tmp_path):
     assert main([*args, "--out", str(tmp_path / "run")]) == 2
@@ -93,7 +95,8 @@ def test_sweep_end_to_end_then_resume(tmp_path):
 
     again = run_cli(*args)  # the folder holds results: refused without --resume
     assert again.returncode == 2 and "--resume" in again.stderr
-    resumed = run_cli(*args, "--resume", "--backends", "full-sdpa", "--lengths", "64", "128")
+    resumed = run_cli("--out", str(out), *QUICK, "--resume", "--backends", "full-sdpa",
+                      "--lengths", "64", "128")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     df2 = pd.read_csv(out / "results.csv")
     assert len(df2) == len(df) + 2  # only full-sdpa at 128, fwd and fwdbwd
