@@ -18,7 +18,7 @@ from harness.config import Case, SweepConfig
 from harness.inputs import dtype_name
 from harness.memory import MALLOC_ENV
 from harness.records import CaseResult
-from harness.storage import append_result, finished_keys, read_results
+from harness.storage import RESULTS, append_result, finished_keys, read_results
 from harness.worker import child_main
 
 FATAL = ("oom", "timeout")
@@ -122,14 +122,16 @@ def run_sweep(
 ) -> list[CaseResult]:
     """Run every case of ``config`` not already in its results file; returns the new rows."""
     cases = config.cases()
-    done = finished_keys(config.out_dir) if config.resume else set()
-    todo = [c for c in cases if c.key() not in done]
     failures = _Failures()
-    if done:  # what the earlier part of the run learned about failures still holds
-        for _, row in read_results(config.out_dir).iterrows():
+    done: set[tuple] = set()
+    if config.resume and (config.out_dir / RESULTS).exists():
+        earlier = read_results(config.out_dir)
+        done = finished_keys(earlier)
+        for _, row in earlier.iterrows():  # what the earlier part learned about failures holds
             failures.record(
                 row["backend"], row["params"], row["pass"], int(row["seq_len"]), row["status"]
             )
+    todo = [c for c in cases if c.key() not in done]
     ctx = _context() if todo else None
     results = []
     for case in progress(todo):

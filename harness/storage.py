@@ -51,11 +51,8 @@ def read_results(out_dir: Path) -> pd.DataFrame:
     return df
 
 
-def finished_keys(out_dir: Path) -> set[tuple]:
-    """Keys of the cases already recorded in ``out_dir`` (for --resume)."""
-    if not (Path(out_dir) / RESULTS).exists():
-        return set()
-    df = read_results(out_dir)
+def finished_keys(df: pd.DataFrame) -> set[tuple]:
+    """Keys of the cases recorded in a results table (for --resume), as ``Case.key()`` gives."""
     return {tuple(_key_value(c, r[c]) for c in KEY_COLUMNS) for _, r in df.iterrows()}
 
 

@@ -32,7 +32,7 @@ def test_rows_round_trip(tmp_path):
     assert df.seq_len.tolist() == [128, 256]
     assert df.time_median_ms.iloc[0] == 1.5 and df.time_samples_ms.iloc[0] == "1.4 1.5 1.6"
     assert df.reason.tolist() == ["", "out of memory, at x"]  # empty text stays text
-    keys = finished_keys(tmp_path)
+    keys = finished_keys(df)
     assert ("full-sdpa", '{"causal":false}', 256, "fwd", 1, 2, 16, "float32", "cpu", 0) in keys
     assert len(keys) == 2
 
