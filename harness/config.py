@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from harness.backend import AttentionBackend
-from harness.inputs import Inputs
+from harness.inputs import Inputs, dtype_name
 from harness.registry import get_backend_class
 from harness.timing import TimingSettings
 
@@ -88,7 +88,7 @@ class Case:
             i.batch,
             i.heads,
             i.head_dim,
-            str(i.dtype).removeprefix("torch."),
+            dtype_name(i.dtype),
             i.device,
             i.seed,
         )
