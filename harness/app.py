@@ -7,7 +7,15 @@ import sys
 import torch
 
 from harness import machine, storage
-from harness.cli import PROG, UsageError, build_config, build_parser, resolve_device, resolve_dtype
+from harness.cli import (
+    PROG,
+    UsageError,
+    build_config,
+    build_parser,
+    parse_report_args,
+    resolve_device,
+    resolve_dtype,
+)
 from harness.config import SweepConfig
 from harness.inputs import dtype_name
 from harness.listing import backend_table, format_table
@@ -41,13 +49,27 @@ def _progress(cases):
         yield case
 
 
+def report(argv: list[str]) -> int:
+    """``report RUN_DIR`` or ``report RUN_A RUN_B``."""
+    from harness import comparison
+    from harness import report as single
+
+    runs, out = parse_report_args(argv)
+    path = single.write(runs[0]) if len(runs) == 1 else comparison.write(*runs, out_dir=out)
+    print(f"report: {path} and {path.with_suffix('.html')}")
+    return 0
+
+
 def run(argv: list[str]) -> int:
+    if argv[:1] == ["report"]:
+        return report(argv[1:])
     args = build_parser().parse_args(argv)
     if args.list_backends:
         device = resolve_device(args.device)
         print(format_table(backend_table(device, resolve_dtype(args.dtype, device))))
         return 0
     config = build_config(args)
+    report_after = args.report
     threads = config.threads or torch.get_num_threads()
     meta = machine.describe(config.device, threads, [PROG, *argv])
     meta["config"] = describe_config(config)
@@ -66,6 +88,8 @@ def run(argv: list[str]) -> int:
         return 130
     print(summary_tables(storage.read_results(config.out_dir)))
     print(f"\nresults: {config.out_dir / storage.RESULTS}  meta: {config.out_dir / storage.META}")
+    if report_after:
+        return report([str(config.out_dir)])
     return 0
 
 
@@ -73,6 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         return run(argv)
-    except UsageError as exc:
+    except (UsageError, storage.RunFolderError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

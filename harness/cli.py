@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--resume", action="store_true", help="complete the run in --out, skipping finished cases"
     )
+    s.add_argument(
+        "--report", action="store_true", help="write the run's report when the sweep is done"
+    )
     b = p.add_argument_group("backend parameters (each backend takes those it has)")
     b.add_argument("--window", type=_positive_int, help="longformer: one-sided window w (256)")
     b.add_argument("--dilation", type=_positive_int, help="longformer: dilation d (1)")
@@ -152,6 +155,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="query rows compared with the dense reference per case (128)",
     )
     return p  # fmt: skip
+
+
+def build_report_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=f"{PROG} report",
+        description="Report one run (RUN_DIR), or compare two (RUN_A RUN_B: ratios B/A). Reads "
+        "only the runs' results.csv and meta.json.",
+    )
+    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="one or two run folders")
+    p.add_argument("--out", type=Path, help="comparison folder (default: RUN_B/vs-<name of RUN_A>)")
+    return p
+
+
+def parse_report_args(argv: list[str]) -> tuple[list[Path], Path | None]:
+    args = build_report_parser().parse_args(argv)
+    if len(args.runs) > 2:
+        raise UsageError("report takes one run folder, or two to compare")
+    if args.out is not None and len(args.runs) == 1:
+        raise UsageError("--out applies to a comparison of two runs; a report goes into its run")
+    for run in args.runs:
+        if not run.is_dir():
+            raise UsageError(f"{run}: no such run folder")
+    return list(args.runs), args.out
 
 
 def resolve_device(text: str) -> str:

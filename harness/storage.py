@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.records import COLUMNS, KEY_COLUMNS, CaseResult
+from harness.records import COLUMNS, KEY_COLUMNS, STATUSES, CaseResult
 
 RESULTS = "results.csv"
 META = "meta.json"
@@ -46,9 +46,26 @@ def read_results(out_dir: Path) -> pd.DataFrame:
     missing = [c for c in [*KEY_COLUMNS, "status"] if c not in df.columns]
     if missing:
         raise RunFolderError(f"{path}: missing columns {', '.join(missing)}")
+    _check_rows(df, path)
     for column in TEXT_COLUMNS & set(df.columns):
         df[column] = df[column].astype(object).where(df[column].notna(), "").astype(str)
     return df
+
+
+def _check_rows(df: pd.DataFrame, path: Path) -> None:
+    """A row cut short (a sweep killed mid-write) or edited by hand is refused, naming its line."""
+    numbers = ["seq_len", "batch", "heads", "head_dim"]
+    bad = ~df["status"].isin(STATUSES)
+    for column in numbers:
+        bad |= pd.to_numeric(df[column], errors="coerce").isna()
+    ok = df["status"] == "ok"
+    if "time_median_ms" in df.columns:
+        bad |= ok & pd.to_numeric(df["time_median_ms"], errors="coerce").isna()
+    if bad.any():
+        line = int(bad.to_numpy().argmax()) + 2  # 1-based, after the header
+        raise RunFolderError(f"{path}: line {line} is truncated or corrupt")
+    for column in numbers:
+        df[column] = df[column].astype(int)
 
 
 def finished_keys(df: pd.DataFrame) -> set[tuple]:

@@ -1,0 +1,217 @@
+"""The report's tables as DataFrames of display strings, one function per table."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from harness import analysis
+from harness.inputs import DTYPES
+from harness.plots import PASS_TITLES, length_text
+from harness.summary import fmt_bytes
+from harness.worker import TOLERANCE
+
+
+def fmt_ms(ms: float, digits: int = 3) -> str:
+    if ms >= 1000:
+        return f"{ms / 1000:.{digits}g} s"
+    return f"{ms:.{digits}g} ms"
+
+
+def _cell_status(row: pd.Series) -> str | None:
+    if row["status"] == "ok":
+        return None
+    return {"skipped": "skipped", "oom": "OOM", "timeout": "timeout", "error": "error"}.get(
+        row["status"], row["status"]
+    )
+
+
+def _pivot(df: pd.DataFrame, pass_: str, cell) -> pd.DataFrame:
+    rows = df[df["pass"] == pass_]
+    cells = rows.assign(cell=rows.apply(cell, axis=1))
+    table = cells.pivot_table(
+        index="label", columns="seq_len", values="cell", aggfunc="last", sort=False
+    ).fillna("")
+    table = table[sorted(table.columns)]
+    table.columns = [length_text(c) for c in table.columns]
+    return table.reset_index().rename(columns={"label": "backend"})
+
+
+def metric_table(df: pd.DataFrame, pass_: str, metric: str) -> pd.DataFrame:
+    def cell(r: pd.Series) -> str:
+        status = _cell_status(r)
+        if status:
+            return status
+        if metric == "time":
+            return f"{fmt_ms(r['time_median_ms'])} ± {fmt_ms(r['time_iqr_ms'], 2)}"
+        return fmt_bytes(r["peak_mem_bytes"]) if pd.notna(r["peak_mem_bytes"]) else ""
+
+    return _pivot(df, pass_, cell)
+
+
+def rate_table(df: pd.DataFrame, pass_: str) -> pd.DataFrame:
+    def cell(r: pd.Series) -> str:
+        status = _cell_status(r)
+        if status or pd.isna(r["tflops"]):
+            return status or ""
+        text = f"{r['tflops']:.3g}"
+        if pd.notna(r.get("peak_fraction")):
+            text += f" ({r['peak_fraction']:.0%})"
+        return text
+
+    return _pivot(df, pass_, cell)
+
+
+def context_table(meta: dict) -> pd.DataFrame:
+    config = meta.get("config", {})
+    timing = config.get("timing", {})
+    items = [
+        ("device", f"{meta.get('device', '')}: {meta.get('device_name', '')}"),
+        (
+            "CPU",
+            f"{meta.get('cpu', '')} ({meta.get('cpu_count', '?')} cores, "
+            f"{meta.get('threads', '?')} threads used)",
+        ),
+        (
+            "versions",
+            ", ".join(
+                f"{k} {meta[k]}"
+                for k in ("python", "torch", "cuda", "xformers", "pandas")
+                if meta.get(k)
+            ),
+        ),
+        ("platform", meta.get("platform", "")),
+        ("commit", meta.get("git_commit", "")),
+        ("date", meta.get("created", "")),
+        ("command", f"`{meta.get('command', '')}`"),
+        (
+            "shape",
+            f"batch {config.get('batch')}, heads {config.get('heads')}, head_dim "
+            f"{config.get('head_dim')}, {config.get('dtype')}, seed {config.get('seed')}",
+        ),
+        (
+            "timing",
+            f"warm-up {timing.get('warmup_s')} s, then at least {timing.get('min_repeats')}"
+            f" samples and {timing.get('min_time_s')} s per case; case timeout "
+            f"{config.get('case_timeout_s')} s",
+        ),
+    ]
+    for resumed in meta.get("resumed", []):
+        items.append(("resumed", f"{resumed.get('created', '')}: `{resumed.get('command', '')}`"))
+    return pd.DataFrame(items, columns=["", "value"])
+
+
+def glance(df: pd.DataFrame) -> list[str]:
+    """One line per pass: who is fastest and leanest at the longest length where at least two
+    backends finished (one alone is no comparison)."""
+    lines = []
+    for pass_, g in df.groupby("pass", sort=False):
+        ok = analysis.measured(g)
+        if ok.empty:
+            continue
+        counts = ok["seq_len"].value_counts()
+        n = max(counts.index[counts >= min(2, counts.max())])
+        at = ok[ok["seq_len"] == n]
+        fast = at.loc[at["time_median_ms"].idxmin()]
+        lean = at.loc[at["peak_mem_bytes"].idxmin()] if at["peak_mem_bytes"].notna().any() else None
+        text = (
+            f"{PASS_TITLES.get(pass_, pass_)} at n = {length_text(n)}: fastest **{fast['label']}**"
+            f" ({fmt_ms(fast['time_median_ms'])})"
+        )
+        full = at[at["family"] == "full"]
+        if not full.empty and fast["family"] != "full":
+            best_full = full.loc[full["time_median_ms"].idxmin()]
+            ratio = best_full["time_median_ms"] / fast["time_median_ms"]
+            text += f", {ratio:.3g}× faster than {best_full['label']}"
+        if lean is not None:
+            text += f"; least memory **{lean['label']}** ({fmt_bytes(lean['peak_mem_bytes'])})"
+        failed = g[g["status"].isin(analysis.FAILED)]
+        if not failed.empty:
+            text += "; did not finish: " + ", ".join(
+                f"{r['label']} at {length_text(r['seq_len'])} ({r['status']})"
+                for _, r in failed.iterrows()
+            )
+        lines.append(text + ".")
+    return lines or ["No case finished."]
+
+
+def _fit(fit: analysis.Fit | None) -> str:
+    return fit.text() if fit is not None else "–"
+
+
+def _span(fit: analysis.Fit | None) -> str:
+    return f"{length_text(fit.lengths[0])}–{length_text(fit.lengths[1])}" if fit else ""
+
+
+def exponent_table(exps: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for _, e in exps.iterrows():
+        promised = "" if e["promised"] is None or pd.isna(e["promised"]) else e["promised"]
+        rows.append(
+            {
+                "backend": e["label"],
+                "pass": e["pass"],
+                "time exponent": _fit(e["time"]),
+                "time, 3 longest": _fit(e["time_tail"]),
+                "memory exponent": _fit(e["memory"]) + (" ⚠" if e["flag"] else ""),
+                "memory, 3 longest": _fit(e["memory_tail"]),
+                "promise": f"{e['promise']} → {promised:.2f}" if promised != "" else "unknown",
+                "lengths": _span(e["time"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def crossover_table(cross: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "backend": cross["label"],
+            "pass": cross["pass"],
+            "against": cross["reference"],
+            "faster from n =": [c.text() for c in cross["time"]],
+            "less memory from n =": [c.text() for c in cross["memory"]],
+        }
+    )
+
+
+def accuracy_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    ok = analysis.measured(df)
+    rows = []
+    for (label, pass_), g in ok.groupby(["label", "pass"], sort=False):
+        worst = g["max_err"].max()
+        tol = TOLERANCE.get(DTYPES.get(str(g["dtype"].iloc[0])), 1e-2)
+        failed = g["reason"].astype(str).str.startswith("CHECK FAILED").sum()
+        verdict = "CHECK FAILED" if failed else ("within" if worst <= tol else "above")
+        rows.append(
+            {
+                "backend": label,
+                "pass": pass_,
+                "max error vs own mask": "" if pd.isna(worst) else f"{worst:.2g}",
+                "tolerance": f"{tol:g}",
+                "verdict": verdict if not math.isnan(worst) else "",
+            }
+        )
+    own = pd.DataFrame(rows)
+    fwd = ok[ok["pass"] == ok["pass"].iloc[0]] if not ok.empty else ok
+    vs_full = pd.DataFrame()
+    if not fwd.empty:
+        vs_full = _pivot(
+            fwd,
+            fwd["pass"].iloc[0],
+            lambda r: "" if pd.isna(r["err_vs_full"]) else f"{r['err_vs_full']:.2g}",
+        )
+    return own, vs_full
+
+
+def failure_table(df: pd.DataFrame) -> pd.DataFrame:
+    bad = df[df["status"] != "ok"]
+    return pd.DataFrame(
+        {
+            "backend": bad["label"],
+            "pass": bad["pass"],
+            "n": bad["seq_len"].map(length_text),
+            "status": bad["status"],
+            "reason": bad["reason"].astype(str).str.slice(0, 160),
+        }
+    )

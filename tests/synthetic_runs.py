@@ -1,0 +1,124 @@
+"""Run folders with made-up results of known shape (exponents, crossovers, statuses), written
+exactly as a sweep writes them, for the report's tests."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import storage
+from harness.records import CaseResult
+
+LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
+
+
+@dataclass(frozen=True)
+class Series:
+    backend: str
+    family: str
+    params: dict
+    time_exp: float  # time_ms = time_at_1k * (n / 1024) ** time_exp
+    time_at_1k: float
+    mem_exp: float
+    mem_at_1k: float  # bytes
+    status: dict[int, str] = field(default_factory=dict)  # length -> non-ok status
+    label: str = ""
+
+    def rows(self, lengths=LENGTHS, pass_="fwd", device="cpu", dtype="float32", scale=1.0):
+        for n in lengths:
+            status = self.status.get(n, "ok")
+            ok = status == "ok"
+            t = scale * self.time_at_1k * (n / 1024) ** self.time_exp
+            yield CaseResult(
+                backend=self.backend,
+                family=self.family,
+                label=self.label or self.backend,
+                params=json.dumps(self.params, sort_keys=True, separators=(",", ":")),
+                seq_len=n,
+                pass_=pass_,
+                batch=1,
+                heads=4,
+                head_dim=64,
+                dtype=dtype,
+                device=device,
+                seed=0,
+                status=status,
+                reason="" if ok else f"{status} at {n}",
+                time_median_ms=t if ok else None,
+                time_iqr_ms=0.05 * t if ok else None,
+                repeats=5 if ok else None,
+                time_samples_ms=" ".join(f"{t * f:.4f}" for f in (0.98, 1, 1.02)) if ok else "",
+                peak_mem_bytes=int(self.mem_at_1k * (n / 1024) ** self.mem_exp) if ok else None,
+                max_err=2e-7 if ok else None,
+                err_vs_full=(0.0 if self.family == "full" else 0.6) if ok else None,
+                check_rows=128 if ok else None,
+                threads=2,
+                wall_s=1.0,
+            )
+
+
+NAIVE = Series(
+    "full-naive", "full", {"causal": False}, 2.0, 40.0, 2.0, 32 * 2**20, status={16384: "oom"}
+)
+SDPA = Series("full-sdpa", "full", {"causal": False}, 2.0, 10.0, 1.0, 2 * 2**20)
+# Time 30 x against full-sdpa's 10 x^2 and full-naive's 40 x^2 (x = n / 1024): the curves cross
+# at n = 3072 and 768. Memory 28 MiB x against 32 MiB x^2 (naive): crosses at 896.
+LONGFORMER = Series(
+    "longformer",
+    "longformer",
+    {"window": 256, "dilation": 1, "global_tokens": [], "causal": False},
+    1.0,
+    30.0,
+    1.0,
+    28 * 2**20,
+    label="longformer(window=256)",
+)
+# Memory grows as n^1.5, more than its O(n) promise allows: 1.5 MiB x^1.5 is below full-sdpa's
+# 2 MiB x at 512 and 1024 only, so it does not stay below. Time 15 x crosses sdpa at 1536.
+LEAKY = Series(
+    "bigbird",
+    "bigbird",
+    {"block_size": 64, "global_blocks": 1, "random_blocks": 3},
+    1.0,
+    15.0,
+    1.5,
+    1.5 * 2**20,
+    label="bigbird(block_size=64)",
+)
+SERIES = (NAIVE, SDPA, LONGFORMER, LEAKY)
+
+
+def meta(device: str = "cpu", name: str = "Test CPU") -> dict:
+    return {
+        "created": "2026-11-23T12:00:00+00:00",
+        "command": "run_bench.py --lengths 512 1024",
+        "git_commit": "0123abc",
+        "device": device,
+        "device_name": name,
+        "cpu": "Test CPU",
+        "cpu_count": 2,
+        "threads": 2,
+        "python": "3.11.7",
+        "torch": "2.13.0+cpu",
+        "config": {
+            "batch": 1,
+            "heads": 4,
+            "head_dim": 64,
+            "dtype": "float32",
+            "seed": 0,
+            "timing": {"warmup_s": 0.2, "min_repeats": 5, "min_time_s": 0.5},
+            "case_timeout_s": 300.0,
+        },
+    }
+
+
+def write_run(folder: Path, series=SERIES, passes=("fwd", "fwdbwd"), scale=1.0, **kw) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for pass_ in passes:
+        factor = scale * (3.0 if pass_ == "fwdbwd" else 1.0)
+        for s in series:
+            for result in s.rows(pass_=pass_, scale=factor, **kw):
+                storage.append_result(folder, result)
+    storage.write_meta(folder, meta(kw.get("device", "cpu")))
+    return folder

@@ -1,0 +1,267 @@
+"""Tests of harness.flops: the analytic pair counts against each backend's own ``mask``, the FLOP
+arithmetic, results.csv rows, the GPU peak table, and speed at long lengths."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import time
+from typing import Any
+
+import pytest
+import torch
+
+import attention_impls  # noqa: F401  (registers the backends)
+from attention_impls.bigbird import BigBirdParams, random_block_table
+from harness.flops import (
+    BACKWARD_FACTOR,
+    PEAK_DENSE_HALF_TFLOPS,
+    attended_pairs,
+    peak_tflops,
+    row_flops,
+    useful_flops,
+)
+from harness.inputs import Inputs
+from harness.records import CaseResult
+from harness.registry import get_backend_class
+
+
+def mask_of(
+    name: str, params: dict[str, Any], n: int, seed: int = 0, heads: int = 1
+) -> torch.Tensor:
+    """The backend's ``[B, H, N, N]`` mask (B = 1) on fresh random inputs."""
+    cls = get_backend_class(name)
+    backend = cls(cls.Params(**params))
+    inputs = Inputs(batch=1, heads=heads, seq_len=n, head_dim=8, seed=seed)
+    q, k, _ = inputs.make_qkv()
+    return backend.mask(inputs, q, k).expand(1, heads, n, n)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("n", [1, 2, 7, 64])
+def test_full_is_exact(n: int, causal: bool) -> None:
+    params = {"causal": causal}
+    for name in ("full-naive", "full-sdpa"):
+        assert attended_pairs("full", params, n) == mask_of(name, params, n).sum().item()
+
+
+# (N, window, dilation, global tokens): dilation 1/2/3 and beyond N, globals negative, duplicate,
+# in one another's windows and all of them, a window close to N, a window of zero.
+LONGFORMER = [
+    (64, 4, 1, ()),
+    (64, 4, 2, (0, -1)),
+    (65, 3, 3, (5, -1, 64, 5)),
+    (37, 5, 3, (0, 3, 6, 9, -1, 30)),
+    (50, 48, 1, (0,)),
+    (50, 49, 2, (-50, 0, 10, 11)),
+    (61, 7, 2, (1, 2, 3, 4, 5, -2)),
+    (20, 2, 25, (1,)),
+    (16, 2, 1, tuple(range(16))),
+    (33, 0, 1, (4, -4)),
+    (2, 1, 1, ()),
+]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("n", "w", "d", "glob"), LONGFORMER)
+def test_longformer_is_exact(n: int, w: int, d: int, glob: tuple[int, ...], causal: bool) -> None:
+    params = {"window": w, "dilation": d, "global_tokens": glob, "causal": causal}
+    expected = mask_of("longformer", params, n).sum().item()
+    assert attended_pairs("longformer", params, n) == expected
+    # as read back from results.csv: a JSON list instead of a tuple
+    assert attended_pairs("longformer", json.loads(json.dumps(params)), n) == expected
+
+
+# (N, block, g, r, seed): lengths b divides and not, g = 0 / 1 / 2, r = 0 / 3 / beyond the blocks
+# available, nb <= 2g (dense), a single partial block, g = 0 with a short last block (the only
+# case where the random draw changes the count: several seeds).
+BIGBIRD = [
+    (256, 16, 1, 3, 0),
+    (100, 16, 1, 3, 0),
+    (256, 16, 0, 2, 0),
+    (200, 16, 2, 1, 0),
+    (160, 16, 1, 0, 0),
+    (128, 16, 1, 20, 0),
+    (64, 16, 2, 3, 0),
+    (40, 16, 2, 1, 0),
+    (37, 5, 0, 0, 0),
+    (17, 16, 0, 3, 0),
+    (12, 16, 0, 3, 0),
+    (33, 16, 0, 3, 0),
+    *[(103, 8, 0, 3, seed) for seed in range(6)],
+    *[(70, 7, 0, 3, seed) for seed in range(3)],
+    (1000, 32, 1, 3, 5),
+    (1000, 32, 2, 3, 5),
+]
+
+
+@pytest.mark.parametrize(("n", "b", "g", "r", "seed"), BIGBIRD)
+def test_bigbird_is_exact(n: int, b: int, g: int, r: int, seed: int) -> None:
+    params = {"block_size": b, "global_blocks": g, "random_blocks": r}
+    expected = mask_of("bigbird", params, n, seed=seed).sum().item()
+    assert attended_pairs("bigbird", params, n, seed=seed) == expected
+
+
+def test_bigbird_grid_draws_the_short_last_block() -> None:
+    """The grid above must include the case where a random block is the partial last block."""
+    hits = 0
+    for n, b, g, r, seed in BIGBIRD:
+        nb = math.ceil(n / b)
+        if g == 0 and r and n % b:
+            table = random_block_table(n, BigBirdParams(b, g, r), seed)
+            hits += int((table == nb - 1).any())
+    assert hits > 0
+
+
+# (N, chunk, hashes, shared_qk, buckets): several chunks, one chunk, two chunks (the cap on N keys
+# binds), shared-QK on and off; lengths the chunk size divides.
+REFORMER = [
+    (128, 16, 2, True, None),
+    (128, 16, 3, False, None),
+    (128, 32, 1, True, 4),
+    (64, 32, 4, True, None),
+    (64, 32, 2, False, None),
+    (48, 64, 2, True, None),
+    (48, 64, 3, False, None),
+]
+
+
+@pytest.mark.parametrize(("n", "c", "hashes", "shared", "buckets"), REFORMER)
+def test_reformer_bounds_distinct_pairs(
+    n: int, c: int, hashes: int, shared: bool, buckets: int | None
+) -> None:
+    params = {"n_hashes": hashes, "chunk_size": c, "shared_qk": shared, "n_buckets": buckets}
+    formula = attended_pairs("reformer", params, n)
+    assert formula is not None
+    for distinct in mask_of("reformer", params, n, heads=3).sum(dim=(-1, -2)).flatten().tolist():
+        assert formula / hashes <= distinct <= formula
+
+
+@pytest.mark.parametrize(("n", "c", "hashes", "shared"), [(100, 16, 2, True), (70, 32, 3, False)])
+def test_reformer_upper_bound_when_padded(n: int, c: int, hashes: int, shared: bool) -> None:
+    params = {"n_hashes": hashes, "chunk_size": c, "shared_qk": shared}
+    formula = attended_pairs("reformer", params, n)
+    assert formula is not None
+    assert mask_of("reformer", params, n, heads=3).sum(dim=(-1, -2)).max().item() <= formula
+
+
+def test_reformer_formula() -> None:
+    # 4 rounds of 2c - 1 keys: 4 * 127 = 508 per query, below the N - 1 = 4095 others.
+    assert attended_pairs("reformer", {}, 4096) == 4096 * 4 * 127
+    # one chunk: N keys a round, capped at N - 1 distinct others (shared-QK) or N
+    assert attended_pairs("reformer", {"chunk_size": 64, "shared_qk": True}, 50) == 50 * 49
+    assert attended_pairs("reformer", {"chunk_size": 64, "shared_qk": False}, 50) == 50 * 50
+    assert attended_pairs("reformer", {}, 1) == 1
+
+
+def test_defaults_match_the_params_dataclasses() -> None:
+    from harness import flops
+
+    for name in ("full-naive", "longformer", "bigbird", "reformer"):
+        cls = get_backend_class(name)
+        assert flops._DEFAULTS[cls.family] == dataclasses.asdict(cls.Params()), name
+    # so a missing key means the default
+    assert attended_pairs("bigbird", {}, 1000) == attended_pairs(
+        "bigbird", {"block_size": 64, "global_blocks": 1, "random_blocks": 3}, 1000
+    )
+
+
+def test_flops_arithmetic() -> None:
+    params = {"window": 8, "global_tokens": [0, -1]}
+    pairs = attended_pairs("longformer", params, 512)
+    assert pairs is not None
+    fwd = useful_flops("longformer", params, 512, 2, 3, 64, "fwd")
+    assert fwd == 4 * 2 * 3 * 64 * pairs
+    assert useful_flops("longformer", params, 512, 2, 3, 64, "fwdbwd") == 3.5 * fwd
+    assert BACKWARD_FACTOR == 2.5
+    assert useful_flops("full", {"causal": False}, 1024, 1, 1, 64, "fwd") == 4 * 64 * 1024**2
+    assert useful_flops("nope", {}, 1024, 1, 1, 64, "fwd") is None
+    assert attended_pairs("nope", {}, 1024) is None
+    with pytest.raises(ValueError):
+        useful_flops("full", {}, 1024, 1, 1, 64, "bwd")
+
+
+def csv_row(family: str, backend: str, params: dict[str, Any], **fields: Any) -> dict[str, str]:
+    """One row written by the harness's record type and read back by ``csv``: all strings."""
+    row = CaseResult(
+        **{
+            "backend": backend,
+            "family": family,
+            "label": backend,
+            "params": json.dumps(params, sort_keys=True, separators=(",", ":")),
+            "seq_len": 1000,
+            "pass_": "fwdbwd",
+            "batch": 2,
+            "heads": 4,
+            "head_dim": 64,
+            "dtype": "float32",
+            "device": "cpu",
+            "seed": 3,
+            "status": "ok",
+            **fields,
+        }
+    ).row()
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(row))
+    writer.writeheader()
+    writer.writerow(row)
+    return next(csv.DictReader(io.StringIO(buffer.getvalue())))
+
+
+def test_row_flops() -> None:
+    params = {"block_size": 32, "global_blocks": 0, "random_blocks": 3}
+    row = csv_row("bigbird", "bigbird", params)
+    assert isinstance(row["seq_len"], str)
+    assert row_flops(row) == useful_flops("bigbird", params, 1000, 2, 4, 64, "fwdbwd", seed=3)
+    assert row_flops(csv_row("full", "full-sdpa", {"causal": True}, pass_="fwd")) == (
+        4 * 2 * 4 * 64 * 1000 * 1001 / 2
+    )
+    assert row_flops(csv_row("mystery", "mystery", {})) is None
+    assert row_flops({**row, "params": "{not json"}) is None
+    assert row_flops({**row, "params": "[1, 2]"}) is None
+    assert row_flops({**row, "seq_len": ""}) is None
+
+
+def test_peak_tflops() -> None:
+    assert peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert peak_tflops("NVIDIA H100 NVL") == PEAK_DENSE_HALF_TFLOPS["H100 NVL"]
+    assert peak_tflops("NVIDIA H200") == 989.0
+    assert peak_tflops("NVIDIA A100-SXM4-80GB") == peak_tflops("NVIDIA A100 80GB PCIe") == 312.0
+    assert peak_tflops("Tesla V100-SXM2-16GB") == 125.0
+    assert peak_tflops("Tesla V100-PCIE-32GB") == 112.0
+    assert peak_tflops("NVIDIA L4") == 121.0
+    assert peak_tflops("NVIDIA L40S") == 362.05
+    # a key is a whole word, not any substring
+    assert peak_tflops("NVIDIA A10G") is None
+    assert peak_tflops("NVIDIA GH200 480GB") is None
+    for name in ("cpu", "", "AMD EPYC 7B13", "NVIDIA GeForce RTX 4090"):
+        assert peak_tflops(name) is None
+
+
+@pytest.mark.parametrize(
+    ("family", "params"),
+    [
+        ("longformer", {"window": 256, "dilation": 2, "global_tokens": [0, 1, 2, 64, -1]}),
+        ("longformer", {"window": 512, "global_tokens": list(range(0, 4096, 7)), "causal": True}),
+        ("bigbird", {"block_size": 64, "global_blocks": 1, "random_blocks": 3}),
+        ("bigbird", {"block_size": 100, "global_blocks": 0, "random_blocks": 3}),
+    ],
+)
+def test_fast_at_long_lengths(family: str, params: dict[str, Any]) -> None:
+    start = time.perf_counter()
+    pairs = attended_pairs(family, params, 131072)
+    assert time.perf_counter() - start < 0.5
+    assert pairs is not None and 0 < pairs < 131072**2
+
+
+def test_import_does_not_load_the_backends() -> None:
+    """Reports can import the module alone: attention_impls is imported only when needed."""
+    import subprocess
+    import sys
+
+    code = "import sys, harness.flops; sys.exit('attention_impls' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
