@@ -42,7 +42,7 @@ def read_results(out_dir: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise RunFolderError(f"{path}: unreadable ({str(exc).splitlines()[0]})") from None
+        raise RunFolderError(f"{path}: truncated or corrupt ({str(exc).splitlines()[0]})") from None
     missing = [c for c in [*KEY_COLUMNS, "status"] if c not in df.columns]
     if missing:
         raise RunFolderError(f"{path}: missing columns {', '.join(missing)}")

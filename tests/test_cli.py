@@ -96,7 +96,11 @@ def test_sweep_end_to_end_then_resume(tmp_path):
     again = run_cli(*args)  # the folder holds results: refused without --resume
     assert again.returncode == 2 and "--resume" in again.stderr
     resumed = run_cli("--out", str(out), *QUICK, "--resume", "--backends", "full-sdpa",
-                      "--lengths", "64", "128")  # fmt: skip
+                      "--lengths", "64", "128", "--report")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr
     df2 = pd.read_csv(out / "results.csv")
     assert len(df2) == len(df) + 2  # only full-sdpa at 128, fwd and fwdbwd
+    # --report: the report of the whole run, written into it
+    for name in ("report.md", "report.html", "scaling-fwd.png", "relative-fwdbwd.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert "full-sdpa" in (out / "report.md").read_text()

@@ -1,0 +1,96 @@
+import re
+import shutil
+
+import pytest
+
+from harness.app import main
+from tests.synthetic_runs import write_run
+
+FIGURES = ("scaling-fwd.png", "relative-fwd.png", "scaling-fwdbwd.png", "relative-fwdbwd.png")
+
+
+@pytest.fixture(scope="module")
+def reported(tmp_path_factory):
+    run = write_run(tmp_path_factory.mktemp("report") / "run")
+    assert main(["report", str(run)]) == 0
+    return run
+
+
+def test_report_files(reported):
+    for name in ("report.md", "report.html", *FIGURES):
+        assert (reported / name).stat().st_size > 0, name
+    md = (reported / "report.md").read_text()
+    for name in FIGURES:
+        assert f"]({name})" in md
+
+
+def test_html_embeds_every_figure(reported):
+    html = (reported / "report.html").read_text()
+    assert len(re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+"', html)) == 4
+    assert ".png" not in html
+
+
+def test_report_holds_the_computed_numbers(reported):
+    md = (reported / "report.md").read_text()
+    for section in (
+        "## Context",
+        "## Scaling exponents",
+        "## Crossover lengths",
+        "## Achieved FLOP rate",
+        "## Accuracy",
+        "## Cases not measured",
+    ):
+        assert section in md
+    assert "Test CPU" in md and "0123abc" in md and "run_bench.py --lengths 512 1024" in md
+    assert re.search(r"\| full-naive +\| fwd +\| 2\.00 ± 0\.00 ", md)
+    assert re.search(r"\| bigbird\(block_size=64\) +\| fwd .*\| 1\.50 ± 0\.00 ⚠", md)
+    assert re.search(r"\| longformer\(window=256\) +\| fwd +\| full-sdpa +\| 4096 \(≈ 3072\)", md)
+    assert re.search(r"\| full-naive +\| fwd +\| 16K +\| oom +\| oom at 16384", md)
+    assert "O(n log n)" not in md  # no reformer in this run
+    assert "not within 512–16384" in md
+
+
+def test_same_report_from_a_moved_folder(reported, tmp_path):
+    moved = tmp_path / "elsewhere" / reported.name
+    shutil.copytree(reported, moved)
+    for name in ("report.md", *FIGURES):
+        (moved / name).unlink()
+    assert main(["report", str(moved)]) == 0
+    assert (moved / "report.md").read_text() == (reported / "report.md").read_text()
+
+
+def one_line_error(capsys, argv, expected):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert expected in err, err
+
+
+def test_bad_run_folders(tmp_path, capsys):
+    one_line_error(capsys, ["report", str(tmp_path / "missing")], "no such run folder")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line_error(capsys, ["report", str(empty)], "no results.csv")
+    header_only = write_run(tmp_path / "header", series=())
+    (header_only / "results.csv").write_text("backend,family\n")
+    one_line_error(capsys, ["report", str(header_only)], "missing columns")
+
+
+def test_truncated_and_corrupt_results(tmp_path, capsys):
+    run = write_run(tmp_path / "cut", passes=("fwd",))
+    text = (run / "results.csv").read_text()
+    for cut in (len(text) // 2, text.rindex("\n", 0, len(text) - 1) + 30):  # killed mid-write
+        (run / "results.csv").write_text(text[:cut])
+        one_line_error(capsys, ["report", str(run)], "truncated or corrupt")
+    (run / "results.csv").write_bytes(b"\x00\xff\xfe garbage \x89")
+    one_line_error(capsys, ["report", str(run)], "results.csv")
+    run = write_run(tmp_path / "nometa", passes=("fwd",))
+    (run / "meta.json").write_text("{not json")
+    one_line_error(capsys, ["report", str(run)], "not valid JSON")
+
+
+def test_usage_errors(tmp_path, capsys):
+    run = str(write_run(tmp_path / "run", passes=("fwd",)))
+    one_line_error(capsys, ["report"], "required")
+    one_line_error(capsys, ["report", run, run, run], "one run folder, or two")
+    one_line_error(capsys, ["report", run, "--out", str(tmp_path)], "--out applies")
