@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Benchmark attention backends across sequence lengths: time, memory, error.",
+        epilog=f"Reports: '{PROG} report RUN_DIR' writes report.md, report.html and figures into "
+        f"a run folder; '{PROG} report RUN_A RUN_B' compares two runs (ratios B/A).",
     )
     p.add_argument(
         "--list-backends", action="store_true", help="list backends and whether they can run here"

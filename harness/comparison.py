@@ -40,7 +40,10 @@ def match(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     m["memory_ratio"] = (
         m["peak_mem_bytes_b"] / m["peak_mem_bytes_a"].where(m["peak_mem_bytes_a"] > 0)
     ).where(both)
-    return m.sort_values(["pass", "label", "seq_len"], kind="stable"), differ
+    order = {label: i for i, label in enumerate(dict.fromkeys([*a["label"], *b["label"]]))}
+    passes = {p: i for i, p in enumerate(dict.fromkeys([*a["pass"], *b["pass"]]))}
+    m = m.assign(_p=m["pass"].map(passes), _l=m["label"].map(order))
+    return m.sort_values(["_p", "_l", "seq_len"]).drop(columns=["_p", "_l"]), differ
 
 
 def _side(r: pd.Series, side: str, metric: str) -> str:

@@ -51,6 +51,8 @@ def _md_cell(value: object) -> str:
 
 
 def _table_md(t: Table) -> str:
+    if t.frame.empty:
+        return f"{t.caption}\n\n(none)" if t.caption else "(none)"
     frame = t.frame.map(_md_cell).astype(str)
     frame = frame.apply(lambda col: col.str.replace("|", "\\|", regex=False))
     text = frame.to_markdown(index=False, disable_numparse=True)
@@ -80,6 +82,8 @@ def _inline(text: str) -> str:
 
 
 def _table_html(t: Table) -> str:
+    if t.frame.empty:
+        return f"<p>{_inline(t.caption)}</p><p>(none)</p>" if t.caption else "<p>(none)</p>"
     head = "".join(f"<th>{_inline(str(c))}</th>" for c in t.frame.columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{_inline(_md_cell(v))}</td>" for v in row) + "</tr>"

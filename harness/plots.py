@@ -175,8 +175,19 @@ def scaling_figure(df: pd.DataFrame, pass_: str, subtitle: str, styles: Styles) 
 
 
 def _ratio_axis(ax: Axes) -> None:
+    """Log scale with ratio ticks dense enough to read, whatever the range (call after plotting:
+    the ticks follow the data's limits)."""
     ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    lo, hi = ax.get_ylim()
+    if hi / lo > 20:
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    elif hi / lo > 3:
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=tuple(range(1, 10))))
+    else:  # within a factor of 3: linear steps of 0.05, 0.1, 0.2 or 0.5 around 1
+        step = next(s for s in (0.05, 0.1, 0.2, 0.5) if (hi - lo) / s <= 10)
+        ticks = np.arange(np.floor(lo / step), np.ceil(hi / step) + 1) * step
+        ax.yaxis.set_major_locator(FixedLocator(ticks[ticks > 0]))
+        ax.set_ylim(lo, hi)
     ax.yaxis.set_major_formatter(FuncFormatter(ratio_text))
     ax.yaxis.set_minor_locator(NullLocator())
 

@@ -136,6 +136,31 @@ def glance(df: pd.DataFrame) -> list[str]:
     return lines or ["No case finished."]
 
 
+def glance_crossovers(cross: pd.DataFrame) -> list[str]:
+    """One line per pass and full-attention reference: where each sparse backend pays off."""
+    lines = []
+    for (pass_, ref), g in cross.groupby(["pass", "reference"], sort=False):
+        parts = [
+            f"{backend_name(r['label'])} {_short(r['time'], 'faster')}, "
+            f"{_short(r['memory'], 'less memory')}"
+            for _, r in g.iterrows()
+        ]
+        lines.append(f"{PASS_TITLES.get(pass_, pass_)}, against {ref}: " + "; ".join(parts) + ".")
+    return lines
+
+
+def backend_name(label: str) -> str:
+    return label.split("(")[0]
+
+
+def _short(c: analysis.Crossover, what: str) -> str:
+    if c.first is None:
+        return f"never {what}" if c.lengths else f"{what}: not compared"
+    if c.first == c.lengths[0]:
+        return f"{what} at every length"
+    return f"{what} from {length_text(c.first)}"
+
+
 def _fit(fit: analysis.Fit | None) -> str:
     return fit.text() if fit is not None else "–"
 
@@ -156,7 +181,9 @@ def exponent_table(exps: pd.DataFrame) -> pd.DataFrame:
                 "time, 3 longest": _fit(e["time_tail"]),
                 "memory exponent": _fit(e["memory"]) + (" ⚠" if e["flag"] else ""),
                 "memory, 3 longest": _fit(e["memory_tail"]),
-                "promise": f"{e['promise']} → {promised:.2f}" if promised != "" else "unknown",
+                "promise": f"{e['promise']} → {promised:.2f}"
+                if promised != ""
+                else e["promise"] or "unknown",
                 "lengths": _span(e["time"]),
             }
         )

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from harness.app import main
-from tests.synthetic_runs import write_run
+from tests.synthetic_runs import LENGTHS, Series, write_run
 
 FIGURES = ("scaling-fwd.png", "relative-fwd.png", "scaling-fwdbwd.png", "relative-fwdbwd.png")
 
@@ -94,3 +94,18 @@ def test_usage_errors(tmp_path, capsys):
     one_line_error(capsys, ["report"], "required")
     one_line_error(capsys, ["report", run, run, run], "one run folder, or two")
     one_line_error(capsys, ["report", run, "--out", str(tmp_path)], "--out applies")
+
+
+def test_a_run_where_nothing_finished_still_reports(tmp_path):
+    skipped = Series("full-naive", "full", {}, 2, 1, 2, 1, status=dict.fromkeys(LENGTHS, "skipped"))
+    run = write_run(tmp_path / "run", series=(skipped,), passes=("fwd",))
+    assert main(["report", str(run)]) == 0
+    md = (run / "report.md").read_text()
+    assert "No case finished." in md and "nothing to fit" in md
+    assert md.count("| skipped at ") == len(LENGTHS)
+    one = Series("longformer", "longformer", {}, 1, 1, 1, 1e6)
+    run = write_run(tmp_path / "one", series=(one,), passes=("fwd",), lengths=(1024,))
+    assert main(["report", str(run)]) == 0
+    assert re.search(
+        r"\| longformer +\| fwd +\| – .*\| O\(n\) +\|", (run / "report.md").read_text()
+    )
