@@ -16,6 +16,7 @@ import torch
 from harness.config import PASSES, SweepConfig
 from harness.inputs import DTYPES
 from harness.registry import backend_names, get_backend_class
+from harness.storage import RunFolderError, check_appendable
 from harness.timing import TimingSettings
 
 PROG = "run_bench.py"
@@ -224,6 +225,11 @@ def resolve_out(args: argparse.Namespace, device: str) -> Path:
         raise UsageError(
             f"{out} already holds results: pass --resume to complete it, or another --out"
         )
+    if args.resume:
+        try:
+            check_appendable(out)
+        except RunFolderError as exc:
+            raise UsageError(str(exc)) from None
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"

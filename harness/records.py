@@ -28,6 +28,9 @@ class CaseResult:
     time_median_ms: float | None = None
     time_iqr_ms: float | None = None
     repeats: int | None = None
+    warmup_calls: int | None = None  # calls before timing, until two agreed (the first included)
+    prepare_ms: float | None = None  # per-shape setup (index tables, block masks), paid once
+    first_call_ms: float | None = None  # the first call: initialisation and any compilation
     time_samples_ms: str = ""  # every sample, space separated, for later statistics
     peak_mem_bytes: int | None = None
     max_err: float | None = None  # vs dense attention restricted to the backend's own mask

@@ -24,6 +24,7 @@ from harness.report_tables import (
     glance_crossovers,
     metric_table,
     rate_table,
+    setup_table,
 )
 
 REPORT_MD, REPORT_HTML = "report.md", "report.html"
@@ -126,7 +127,8 @@ def build(run_dir: Path) -> tuple[list[Block], list[tuple[Path, object]]]:
             ),
             Table(crossover_table(cross)),
         ]
-    blocks += _rate_section(df, meta) + _accuracy_section(df) + _failure_section(df)
+    blocks += _rate_section(df, meta) + _setup_section(df) + _accuracy_section(df)
+    blocks += _failure_section(df)
     return blocks, figures
 
 
@@ -149,6 +151,24 @@ def _rate_section(df: pd.DataFrame, meta: dict) -> list[Block]:
     for pass_ in df["pass"].unique():
         title = plots.PASS_TITLES.get(pass_, pass_)
         blocks.append(Table(rate_table(df, pass_), f"TFLOP/s, {title}"))
+    return blocks
+
+
+def _setup_section(df: pd.DataFrame) -> list[Block]:
+    if "prepare_ms" not in df.columns or df["prepare_ms"].isna().all():
+        return []  # a run from before these were recorded
+    blocks: list[Block] = [
+        Heading("Setup costs"),
+        Text(
+            "What a user pays besides the timed call: **prepare**, the per-shape setup done "
+            "once outside the timed region (index tables, BlockMasks), then the **first call**, "
+            "which includes lazy initialisation and any compilation (never part of the timed "
+            "samples; warm-up goes on until two calls in a row agree, by default within 20%)."
+        ),
+    ]
+    for pass_ in df["pass"].unique():
+        title = plots.PASS_TITLES.get(pass_, pass_)
+        blocks.append(Table(setup_table(df, pass_), f"prepare / first call, {title}"))
     return blocks
 
 

@@ -63,6 +63,16 @@ def rate_table(df: pd.DataFrame, pass_: str) -> pd.DataFrame:
     return _pivot(df, pass_, cell)
 
 
+def setup_table(df: pd.DataFrame, pass_: str) -> pd.DataFrame:
+    def cell(r: pd.Series) -> str:
+        status = _cell_status(r)
+        if status or pd.isna(r.get("prepare_ms")):
+            return status or ""
+        return f"{fmt_ms(r['prepare_ms'], 2)} / {fmt_ms(r['first_call_ms'], 2)}"
+
+    return _pivot(df, pass_, cell)
+
+
 def context_table(meta: dict) -> pd.DataFrame:
     config = meta.get("config", {})
     timing = config.get("timing", {})

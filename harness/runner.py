@@ -18,7 +18,13 @@ from harness.config import Case, SweepConfig
 from harness.inputs import dtype_name
 from harness.memory import MALLOC_ENV
 from harness.records import CaseResult
-from harness.storage import RESULTS, append_result, finished_keys, read_results
+from harness.storage import (
+    RESULTS,
+    append_result,
+    check_appendable,
+    finished_keys,
+    read_results,
+)
 from harness.worker import child_main
 
 FATAL = ("oom", "timeout")
@@ -125,6 +131,7 @@ def run_sweep(
     failures = _Failures()
     done: set[tuple] = set()
     if config.resume and (config.out_dir / RESULTS).exists():
+        check_appendable(config.out_dir)
         earlier = read_results(config.out_dir)
         done = finished_keys(earlier)
         for _, row in earlier.iterrows():  # what the earlier part learned about failures holds

@@ -35,6 +35,21 @@ def append_result(out_dir: Path, result: CaseResult) -> None:
         os.fsync(f.fileno())
 
 
+def check_appendable(out_dir: Path) -> None:
+    """Rows can be appended: no results yet, or ones with this version's columns (a file from
+    another version would get rows whose fields do not line up with its header)."""
+    path = Path(out_dir) / RESULTS
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open(newline="") as f:
+        header = next(csv.reader(f), [])
+    if header != COLUMNS:
+        raise RunFolderError(
+            f"{path} was written by another version of the harness (its columns differ): "
+            "resume is not possible, start a new run folder"
+        )
+
+
 def read_results(out_dir: Path) -> pd.DataFrame:
     path = Path(out_dir) / RESULTS
     if not path.is_file():

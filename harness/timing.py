@@ -23,11 +23,34 @@ FLOOR_SAMPLES = 3  # never fewer, however slow the call: a spread needs several 
 @dataclass(frozen=True)
 class TimingSettings:
     warmup_s: float = 0.2  # warm up at least this long before measuring
-    warmup_calls: int = 2  # ... and at least this many calls
+    warmup_calls: int = 2  # ... and at least this many calls ...
+    stable_within: float = 0.2  # ... until two calls in a row agree within this fraction
     min_time_s: float = 0.5  # measure at least this long ...
     min_repeats: int = 5  # ... and at least this many samples ...
-    max_time_s: float = 60.0  # ... but past this, stop at FLOOR_SAMPLES
+    max_time_s: float = 60.0  # ... but past this, stop at FLOOR_SAMPLES (and stop warming up)
     sample_s: float = 0.01  # CPU: short calls are batched so one sample lasts about this long
+
+
+@dataclass(frozen=True)
+class WarmUp:
+    """What warming up took: the calls' durations (seconds), the first one included."""
+
+    durations: tuple[float, ...] = ()
+
+    @property
+    def calls(self) -> int:
+        return len(self.durations)
+
+    @property
+    def spent(self) -> float:
+        return sum(self.durations)
+
+    def stable(self, within: float) -> bool:
+        """The last two calls agree: compilation, autotuning and caches are behind us."""
+        if len(self.durations) < 2:
+            return False
+        a, b = self.durations[-2:]
+        return abs(a - b) <= within * min(a, b)
 
 
 def synchronize(device: str) -> None:
@@ -35,27 +58,29 @@ def synchronize(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def warm_up(
-    call: Callable[[], object],
-    device: str,
-    settings: TimingSettings,
-    done: tuple[int, float, float] = (0, 0.0, 0.0),
-) -> float:
-    """Run ``call`` until warm; returns the last call's duration (seconds) as an estimate.
+def timed_call(call: Callable[[], object], device: str) -> tuple[float, object]:
+    """One call, synchronised: (seconds, its result)."""
+    t0 = time.perf_counter()
+    result = call()
+    synchronize(device)
+    return time.perf_counter() - t0, result
 
-    ``done`` counts warm-up the caller already did: (calls, seconds spent, last call's seconds).
-    """
-    calls, spent, last = done
-    start = time.perf_counter() - spent
-    while calls < settings.warmup_calls or time.perf_counter() - start < settings.warmup_s:
-        t0 = time.perf_counter()
-        call()
-        synchronize(device)
-        last = time.perf_counter() - t0
-        calls += 1
-        if time.perf_counter() - start > settings.max_time_s:
-            break
-    return last
+
+def warm_up(
+    call: Callable[[], object], device: str, settings: TimingSettings, done: WarmUp = WarmUp()
+) -> WarmUp:
+    """Call until warm: at least ``warmup_calls`` calls and ``warmup_s`` seconds, and then until
+    two calls in a row agree within ``stable_within`` (a compiled or autotuned kernel takes
+    several calls to settle), but no longer than ``max_time_s``. ``done`` is warm-up the caller
+    already did; the result includes it."""
+    durations = list(done.durations)
+    while (
+        len(durations) < settings.warmup_calls
+        or sum(durations) < settings.warmup_s
+        or not WarmUp(tuple(durations)).stable(settings.stable_within)
+    ) and sum(durations) < settings.max_time_s:
+        durations.append(timed_call(call, device)[0])
+    return WarmUp(tuple(durations))
 
 
 def _wanted(samples: list[float], elapsed: float, settings: TimingSettings) -> bool:
@@ -95,16 +120,13 @@ def time_cuda(call: Callable[[], object], device: str, settings: TimingSettings)
 
 
 def measure(
-    call: Callable[[], object],
-    device: str,
-    settings: TimingSettings,
-    done: tuple[int, float, float] = (0, 0.0, 0.0),
-) -> list[float]:
-    """Warm up (beyond ``done``, see ``warm_up``), then time ``call``; returns seconds."""
-    estimate = warm_up(call, device, settings, done)
+    call: Callable[[], object], device: str, settings: TimingSettings, done: WarmUp = WarmUp()
+) -> tuple[list[float], WarmUp]:
+    """Warm up (beyond ``done``, see ``warm_up``), then time ``call``: (seconds, the warm-up)."""
+    warm = warm_up(call, device, settings, done)
     if torch.device(device).type == "cuda":
-        return time_cuda(call, device, settings)
-    return time_cpu(call, estimate, settings)
+        return time_cuda(call, device, settings), warm
+    return time_cpu(call, warm.durations[-1] if warm.calls else 0.0, settings), warm
 
 
 def median_iqr(samples: list[float]) -> tuple[float, float]:

@@ -16,7 +16,7 @@ from harness.config import Case
 from harness.inputs import dtype_name
 from harness.memory import available_bytes, limit_address_space, peak_bytes
 from harness.reference import check_rows, masked_attention
-from harness.timing import measure, median_iqr, synchronize
+from harness.timing import WarmUp, measure, median_iqr, timed_call
 
 # Largest error against the float64/float32 reference that still counts as rounding.
 TOLERANCE = {torch.float64: 1e-8, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 6e-2}
@@ -77,7 +77,7 @@ def run_case(case: Case) -> dict[str, Any]:
         limit_address_space(free)
 
     q, k, v = inputs.make_qkv()
-    fn = backend.prepare(inputs)
+    prepare_s, fn = timed_call(lambda: backend.prepare(inputs), device)  # per shape, paid once
     if case.pass_ == "fwdbwd":
         call = _forward_backward(fn, q, k, v, inputs.make_grad_out())
     else:
@@ -85,21 +85,22 @@ def run_case(case: Case) -> dict[str, Any]:
         def call():
             return fn(q, k, v), None
 
-    start = time.perf_counter()
-    call()  # first call: lazy initialisation, compilation; never measured
-    synchronize(device)
+    first_s, _ = timed_call(call, device)  # lazy initialisation, compilation: never measured
     second = time.perf_counter()
     peak, (out, _) = peak_bytes(call, device)
-    done = (2, time.perf_counter() - start, time.perf_counter() - second)  # both warmed up
+    done = WarmUp((first_s, time.perf_counter() - second))  # the memory call warms up too
     check = check_output(case, out, q, k, v)
     del out
-    samples = measure(call, device, case.timing, done)
+    samples, warm = measure(call, device, case.timing, done)
     median, iqr = median_iqr(samples)
     result = {
         "status": "ok",
         "time_median_ms": median * 1e3,
         "time_iqr_ms": iqr * 1e3,
         "repeats": len(samples),
+        "prepare_ms": prepare_s * 1e3,
+        "first_call_ms": first_s * 1e3,
+        "warmup_calls": warm.calls,
         "time_samples_ms": " ".join(f"{s * 1e3:.6g}" for s in samples),
         "peak_mem_bytes": peak,
         **{k: check[k] for k in ("max_err", "err_vs_full", "check_rows")},

@@ -109,3 +109,17 @@ def test_a_run_where_nothing_finished_still_reports(tmp_path):
     assert re.search(
         r"\| longformer +\| fwd +\| – .*\| O\(n\) +\|", (run / "report.md").read_text()
     )
+
+
+def test_setup_costs_appear_when_recorded(tmp_path):
+    import pandas as pd
+
+    run = write_run(tmp_path / "run", passes=("fwd",))
+    assert main(["report", str(run)]) == 0
+    assert "## Setup costs" not in (run / "report.md").read_text()  # none recorded
+    df = pd.read_csv(run / "results.csv")
+    df["prepare_ms"], df["first_call_ms"] = 1.5, 2500.0
+    df.to_csv(run / "results.csv", index=False)
+    assert main(["report", str(run)]) == 0
+    md = (run / "report.md").read_text()
+    assert "## Setup costs" in md and "| 1.5 ms / 2.5 s " in md

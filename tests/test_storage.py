@@ -8,6 +8,7 @@ from harness.records import COLUMNS, CaseResult
 from harness.storage import (
     RunFolderError,
     append_result,
+    check_appendable,
     finished_keys,
     read_meta,
     read_results,
@@ -54,3 +55,10 @@ def test_meta_round_trip_and_corrupt_meta(tmp_path):
     (tmp_path / "meta.json").write_text("{not json")
     with pytest.raises(RunFolderError, match="not valid JSON"):
         read_meta(tmp_path)
+
+
+def test_resume_refuses_a_file_with_other_columns(tmp_path):
+    check_appendable(tmp_path)  # no file yet: fine
+    (tmp_path / "results.csv").write_text("backend,family,seq_len\nx,y,1\n")
+    with pytest.raises(RunFolderError, match="another version"):
+        check_appendable(tmp_path)

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from harness.timing import TimingSettings, measure, median_iqr
+from harness.timing import TimingSettings, WarmUp, measure, median_iqr, warm_up
 
 
 def test_median_and_iqr():
@@ -20,7 +20,7 @@ def test_cpu_timer_measures_the_call_and_repeats():
         time.sleep(0.005)
 
     settings = TimingSettings(warmup_s=0.01, min_time_s=0.05, min_repeats=4, sample_s=0.001)
-    samples = measure(call, "cpu", settings)
+    samples, _ = measure(call, "cpu", settings)
     assert len(samples) >= 4
     assert len(calls) >= len(samples) + 2  # warm-up calls came first
     assert 0.005 <= median_iqr(samples)[0] < 0.05
@@ -29,7 +29,7 @@ def test_cpu_timer_measures_the_call_and_repeats():
 def test_short_calls_are_batched_per_sample():
     calls = []
     settings = TimingSettings(warmup_s=0.01, min_time_s=0.01, min_repeats=2, sample_s=0.01)
-    samples = measure(lambda: calls.append(1), "cpu", settings)
+    samples, _ = measure(lambda: calls.append(1), "cpu", settings)
     assert len(calls) > 10 * len(samples)  # many calls per sample amortise the timer
     assert median_iqr(samples)[0] == pytest.approx(0, abs=1e-4)
 
@@ -37,5 +37,26 @@ def test_short_calls_are_batched_per_sample():
 def test_a_slow_call_still_gets_three_samples():
     settings = TimingSettings(warmup_s=0, warmup_calls=1, min_time_s=0, min_repeats=5,
                               max_time_s=0.001)  # fmt: skip
-    samples = measure(lambda: time.sleep(0.002), "cpu", settings)
+    samples, _ = measure(lambda: time.sleep(0.002), "cpu", settings)
     assert len(samples) == 3
+
+
+def test_warm_up_lasts_until_two_calls_agree():
+    durations = iter([0.2, 0.1, 0.05, 0.02, 0.02, 0.02, 0.02, 0.02])  # compiling, then settling
+
+    def call():
+        time.sleep(next(durations))
+
+    warm = warm_up(call, "cpu", TimingSettings(warmup_s=0, warmup_calls=2, stable_within=0.5))
+    assert 5 <= warm.calls <= 7  # 0.02 after 0.02 is the first pair that agrees within 50%
+    assert warm.stable(0.5) and not WarmUp((0.05, 0.02)).stable(0.5)
+
+
+def test_warm_up_counts_what_the_caller_did_and_stops_at_max_time():
+    settings = TimingSettings(warmup_s=0, warmup_calls=2, stable_within=0.01, max_time_s=0.05)
+    warm = warm_up(lambda: time.sleep(0.004), "cpu", settings, WarmUp((0.03,)))
+    assert warm.durations[0] == 0.03 and warm.calls >= 2
+    assert warm.spent < 0.05 + 0.02  # never agreeing within 1%: stopped by max_time_s
+    calls = []
+    warm = warm_up(lambda: calls.append(1), "cpu", settings, WarmUp((0.001, 0.001)))
+    assert warm.calls == 2 and calls == []  # already warm: no more calls
