@@ -24,7 +24,8 @@ FLOOR_SAMPLES = 3  # never fewer, however slow the call: a spread needs several 
 class TimingSettings:
     warmup_s: float = 0.2  # warm up at least this long before measuring
     warmup_calls: int = 2  # ... and at least this many calls ...
-    stable_within: float = 0.2  # ... until two calls in a row agree within this fraction
+    stable_within: float = 0.2  # ... until two calls in a row agree within this fraction,
+    settle_s: float = 3.0  # ... for at most this long after the first call (noise never agrees)
     min_time_s: float = 0.5  # measure at least this long ...
     min_repeats: int = 5  # ... and at least this many samples ...
     max_time_s: float = 60.0  # ... but past this, stop at FLOOR_SAMPLES (and stop warming up)
@@ -71,14 +72,19 @@ def warm_up(
 ) -> WarmUp:
     """Call until warm: at least ``warmup_calls`` calls and ``warmup_s`` seconds, and then until
     two calls in a row agree within ``stable_within`` (a compiled or autotuned kernel takes
-    several calls to settle), but no longer than ``max_time_s``. ``done`` is warm-up the caller
-    already did; the result includes it."""
+    several calls to settle) or ``settle_s`` have passed since the first call; never beyond
+    ``max_time_s``. ``done`` is warm-up the caller already did; the result includes it."""
     durations = list(done.durations)
-    while (
-        len(durations) < settings.warmup_calls
-        or sum(durations) < settings.warmup_s
-        or not WarmUp(tuple(durations)).stable(settings.stable_within)
-    ) and sum(durations) < settings.max_time_s:
+
+    def wanted() -> bool:
+        if sum(durations) >= settings.max_time_s:
+            return False
+        if len(durations) < settings.warmup_calls or sum(durations) < settings.warmup_s:
+            return True
+        unsettled = not WarmUp(tuple(durations)).stable(settings.stable_within)
+        return unsettled and sum(durations[1:]) < settings.settle_s
+
+    while wanted():
         durations.append(timed_call(call, device)[0])
     return WarmUp(tuple(durations))
 

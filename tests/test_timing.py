@@ -57,6 +57,9 @@ def test_warm_up_counts_what_the_caller_did_and_stops_at_max_time():
     warm = warm_up(lambda: time.sleep(0.004), "cpu", settings, WarmUp((0.03,)))
     assert warm.durations[0] == 0.03 and warm.calls >= 2
     assert warm.spent < 0.05 + 0.02  # never agreeing within 1%: stopped by max_time_s
+    settle = TimingSettings(warmup_s=0, stable_within=0.0, settle_s=0.03, max_time_s=60)
+    warm = warm_up(lambda: time.sleep(0.004), "cpu", settle, WarmUp((1.0,)))
+    assert sum(warm.durations[1:]) < 0.03 + 0.02  # the long first call does not count
     calls = []
     warm = warm_up(lambda: calls.append(1), "cpu", settings, WarmUp((0.001, 0.001)))
     assert warm.calls == 2 and calls == []  # already warm: no more calls
