@@ -1,0 +1,25 @@
+"""``--list-backends``: every registered backend, and a reason wherever it cannot run."""
+
+from __future__ import annotations
+
+import torch
+
+import attention_impls  # noqa: F401  (registers every backend)
+from harness.listing import backend_table
+from harness.registry import backend_names
+
+
+def test_every_backend_is_listed_with_a_reason_when_it_cannot_run():
+    table = backend_table("cpu", torch.float32)
+    assert list(table["backend"]) == backend_names()
+    runs = table["runs here (cpu, float32)"]
+    assert set(runs) <= {"yes", "no"}
+    assert (table["why not"][runs == "no"].str.len() > 10).all()
+    assert (table["why not"][runs == "yes"] == "").all()
+    assert runs[table["backend"] == "full-sdpa"].tolist() == ["yes"]
+
+
+def test_a_fake_cuda_only_backend_says_why(fake_backends):
+    table = backend_table("cpu", torch.float32).set_index("backend")
+    assert table.loc["test-cuda-only", "runs here (cpu, float32)"] == "no"
+    assert "device cpu not supported" in table.loc["test-cuda-only", "why not"]
