@@ -84,8 +84,13 @@ def test_sweep_end_to_end_then_resume(tmp_path):
     df = pd.read_csv(out / "results.csv")
     assert list(df.columns) == COLUMNS
     assert len(df) == len(backend_names()) * 2 * 2
-    assert (df.status == "ok").all(), df[["backend", "status", "reason"]]
-    assert (df.max_err < 1e-4).all()
+    # every backend ran, except kernels this machine lacks, which say why
+    ran = df.status == "ok"
+    lacking = (df.status == "skipped") & df.backend.str.startswith(("sdpa-", "xformers-", "flex-"))
+    assert (ran | lacking).all(), df[["backend", "status", "reason"]]
+    assert (df.reason[lacking].str.len() > 20).all()
+    assert {"full-naive", "full-sdpa", "longformer", "bigbird", "reformer"} <= set(df.backend[ran])
+    assert (df.max_err[ran] < 1e-4).all()
     meta = json.loads((out / "meta.json").read_text())
     for key in ("torch", "python", "device_name", "threads", "git_commit", "command", "created"):
         assert key in meta

@@ -45,12 +45,20 @@ def test_every_backend_meets_the_contract(name, tmp_path):
     assert cls.__module__.startswith("attention_impls.") and cls.family
     assert re.search(r"\(.*\b20\d\d\b", sys.modules[cls.__module__].__doc__ or "")  # cites paper
     backend = SweepConfig((300,), (name,), tmp_path, param_overrides=SMALL).make_backend(name)
-    inputs = Inputs(1, 2, 300, 16, seed=4)
-    assert backend.not_supported_reasons(inputs) == []
     assert backend.param_errors(300) == []
-    assert isinstance(backend.estimate_bytes(inputs), int)
     assert backend.label().startswith(name)
-    mask = assert_matches_reference(backend, inputs)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    inputs = Inputs(1, 2, 300, 16, seed=4, device=device, requires_grad=True)
+    assert isinstance(backend.estimate_bytes(inputs), int)
+    forward_only = Inputs(**{**inputs.__dict__, "requires_grad": False})
+    if backend.not_supported_reasons(forward_only):
+        # Only a kernel that needs a GPU may refuse float32 here, and it must say why in words
+        # that name the device.
+        assert device == "cpu" and name.startswith(("sdpa-", "xformers-")), name
+        assert all(re.search(r"\bcpu\b", r) for r in backend.not_supported_reasons(inputs))
+        return
+    grads = not backend.not_supported_reasons(inputs)  # compiled Flex on CPU: forward only
+    mask = assert_matches_reference(backend, inputs, **({} if grads else {"grads": False}))
     if cls.is_sparse:
         assert mask.float().mean() < 0.9  # the pattern really leaves pairs out
     reasons = backend.not_supported_reasons(Inputs(1, 2, 300, 16, dtype=torch.int32))

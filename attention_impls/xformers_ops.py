@@ -1,0 +1,206 @@
+"""Full and Longformer-window attention through xformers' fused kernels.
+
+API: ``xformers.ops.memory_efficient_attention(q, k, v, attn_bias)`` (xformers docs,
+"xformers.ops"), which dispatches to FlashAttention-3, FlashAttention-2 or its CUTLASS
+memory-efficient kernel (Rabe and Staats, 2021, arXiv:2112.05682), whichever accepts the inputs
+first. Masks are bias objects that the kernels apply without an ``N x N`` tensor:
+
+- ``xformers-full``: no bias, or ``LowerTriangularMask()`` when causal (``j <= i``).
+- ``xformers-longformer``: the Longformer window (Beltagy et al., 2020, arXiv:2004.05150,
+  section 3.1) with dilation 1 and no global tokens: ``|i - j| <= w``, and ``j <= i`` when causal.
+  ``LocalAttentionFromBottomRightMask(window_left=w, window_right=w)`` keeps
+  ``i - w <= j + (N_q - N_k) <= i + w``, exactly the window when ``N_q == N_k``; causal uses
+  ``LowerTriangularFromBottomRightLocalAttentionMask(w + 1)``, which keeps ``i - w <= j <= i``
+  (its window counts the diagonal) and, unlike the symmetric bias, the CUTLASS kernel takes it.
+  The tests materialise both biases and compare them with the Longformer mask.
+
+Layout: the project's ``[B, H, N, D]``; xformers takes ``[B, N, H, D]``. The closure gets and
+returns ``[B, H, N, D]`` tensors and converts with ``transpose(1, 2)``, a view (no copy, no time):
+xformers' kernels take strided inputs as long as the last dimension is contiguous. The timed call
+is the kernel plus whatever copy xformers itself decides to make.
+
+xformers kernels exist only for CUDA (``devices = {"cuda"}``), and which one takes which inputs
+changes with the version and the GPU, so ``not_supported_reasons`` asks xformers: the forward
+operators its dispatcher would try (and their backward operators when gradients are wanted) are
+each asked ``not_supported_reasons`` on tiny inputs of the case's dtype and device. xformers is
+imported only then: importing it is slow, and it warns when it has no kernels for this torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from attention_impls.full import _Full
+from attention_impls.longformer import Longformer
+from harness.backend import AttentionBackend, AttentionFn
+from harness.inputs import Inputs
+from harness.registry import register
+
+PROBE_LEN = 16
+XFORMERS_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})
+_CLASS_REPR = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>")
+
+
+@dataclass(frozen=True)
+class XformersLongformerParams:
+    window: int = 256  # one-sided window w: 2w+1 keys per query
+    causal: bool = False  # keys j <= i only
+    # Not parameters (no dataclass fields): what the inherited Longformer logic reads.
+    dilation: ClassVar[int] = 1
+    global_tokens: ClassVar[tuple[int, ...]] = ()
+
+
+def _import_fmha() -> tuple[Any, str]:
+    """``(xformers.ops.fmha, version)``; raises what a failed import raises."""
+    import xformers
+    import xformers.ops.fmha as fmha
+
+    return fmha, xformers.__version__
+
+
+def make_bias(fmha: Any, causal: bool, window: int | None) -> Any:
+    """The bias object for full (``window`` None) or windowed attention, ``N_q == N_k``."""
+    bias_mod = fmha.attn_bias
+    if window is None:
+        return bias_mod.LowerTriangularMask() if causal else None
+    if causal:
+        return bias_mod.LowerTriangularFromBottomRightLocalAttentionMask(window + 1)
+    return bias_mod.LocalAttentionFromBottomRightMask(window_left=window, window_right=window)
+
+
+def _summary(version: str, stage: str, refusals: list[tuple[str, list[str]]]) -> str:
+    """One line from every operator's refusals: shared reasons once, then each one's own."""
+    texts = [(name, [_CLASS_REPR.sub(r"\1", r) for r in reasons]) for name, reasons in refusals]
+    shared = [r for r in texts[0][1] if all(r in own for _, own in texts[1:])]
+    parts = list(shared)
+    for name, own in texts:
+        extra = [r for r in own if r not in shared]
+        if extra:
+            parts.append(f"{name}: [{'; '.join(extra)}]")
+    names = ", ".join(name for name, _ in texts)
+    said = "; ".join(parts)
+    return f"xformers {version}, no {stage} operator takes these inputs ({names}): {said}"
+
+
+def _forward_ops(fmha: Any, inp: Any, needs_gradient: bool) -> list[Any]:
+    # What memory_efficient_attention tries, in its order. With a torch built without CUDA
+    # (torch.version.cuda is None) that is the ROCm kernel ``ckF``, so CPU reasons name it.
+    dispatch = fmha.dispatch
+    if hasattr(dispatch, "_dispatch_fw_priority_list"):
+        return list(dispatch._dispatch_fw_priority_list(inp, needs_gradient))
+    return [fmha.flash.FwOp, fmha.cutlass.FwOp]  # older versions: their CUDA order
+
+
+def _backward_ops(forward_ops: list[Any]) -> list[Any]:
+    # Each kernel module pairs its FwOp with a BwOp; xformers' backward dispatcher tries the
+    # same kernels in the same order.
+    ops = [getattr(sys.modules[op.__module__], "BwOp", None) for op in forward_ops]
+    return list(dict.fromkeys(op for op in ops if op is not None))
+
+
+@functools.lru_cache(maxsize=256)
+def xformers_reasons(
+    device: str,
+    dtype: torch.dtype,
+    head_dim: int,
+    causal: bool,
+    requires_grad: bool,
+    window: int | None,
+) -> tuple[str, ...]:
+    """Why ``memory_efficient_attention`` refuses such inputs, in xformers' words; () if it runs.
+
+    Cached: ``--list-backends`` and every case of a sweep ask it.
+    """
+    try:
+        fmha, version = _import_fmha()
+    except Exception as exc:  # ImportError, or anything a broken build raises at import time
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return (f"xformers is not importable ({type(exc).__name__}: {first})",)
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return (f"xformers {version} needs CUDA, which is not available to torch",)
+    # [1, 16, 1, D]: xformers' [B, N, H, D], built as the closure builds it (a transposed view).
+    x = torch.zeros(1, 1, PROBE_LEN, head_dim, dtype=dtype, device=dev).transpose(1, 2)
+    try:
+        inp = fmha.Inputs(query=x, key=x, value=x, attn_bias=make_bias(fmha, causal, window))
+        forward = _forward_ops(fmha, inp, requires_grad)
+        stages = [("forward", forward)]
+        if requires_grad:
+            stages.append(("backward", _backward_ops(forward)))
+        for stage, ops in stages:
+            refusals = [(op.NAME, list(op.not_supported_reasons(inp))) for op in ops]
+            if not refusals:
+                return (f"xformers {version} lists no {stage} operator for these inputs",)
+            if all(reasons for _, reasons in refusals):
+                return (_summary(version, stage, refusals),)
+    except Exception as exc:  # private dispatch API changed: a reason, not a failed listing
+        return (f"xformers {version} could not be asked ({type(exc).__name__}: {exc})",)
+    return ()
+
+
+def _xformers_prepare(causal: bool, window: int | None) -> AttentionFn:
+    fmha, _ = _import_fmha()
+    bias = make_bias(fmha, causal, window)
+    attention = fmha.memory_efficient_attention
+
+    def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # Views only: [B, H, N, D] -> [B, N, H, D] costs no copy; the output view back is free.
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, N, H, D]
+        return attention(q, k, v, attn_bias=bias).transpose(1, 2)  # [B, H, N, D]
+
+    return fn
+
+
+class _Xformers(AttentionBackend):
+    """Declarations and the support check shared by both xformers backends; listed first among
+    the bases, before the plain backend that gives the family, ``Params`` and ``mask``."""
+
+    devices = frozenset({"cuda"})
+    dtypes = XFORMERS_DTYPES
+    uses_window: ClassVar[bool] = False  # whether the bias takes the params' window
+
+    def not_supported_reasons(self, inputs: Inputs) -> list[str]:
+        declared = super().not_supported_reasons(inputs)
+        if torch.device(inputs.device).type not in ("cpu", "cuda"):
+            return declared  # no tensors can be built there to ask xformers
+        params = self.params
+        # xformers' own reasons first: they also say why the declared device or dtype is refused.
+        asked = xformers_reasons(
+            str(inputs.device),
+            inputs.dtype,
+            inputs.head_dim,
+            params.causal,
+            inputs.requires_grad,
+            params.window if self.uses_window else None,
+        )
+        return list(asked) or declared
+
+    def estimate_bytes(self, inputs: Inputs) -> int:
+        # Fused kernels: no score matrix, only the output (and gradients).
+        return AttentionBackend.estimate_bytes(self, inputs)
+
+
+@register
+class XformersFull(_Xformers, _Full):
+    name = "xformers-full"
+    description = "xformers memory_efficient_attention, no bias or LowerTriangularMask"
+
+    def prepare(self, inputs: Inputs) -> AttentionFn:
+        return _xformers_prepare(self.params.causal, None)
+
+
+@register
+class XformersLongformer(_Xformers, Longformer):
+    name = "xformers-longformer"
+    description = "xformers memory_efficient_attention with a local-window bias (dilation 1)"
+    Params = XformersLongformerParams
+    uses_window = True
+
+    def prepare(self, inputs: Inputs) -> AttentionFn:
+        return _xformers_prepare(self.params.causal, self.params.window)
