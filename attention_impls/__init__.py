@@ -2,7 +2,8 @@
 
 The plain PyTorch implementation of each family lives in the family's module (``full``,
 ``longformer``, ``bigbird``, ``reformer``); the fast kernels for the same patterns are grouped by
-the library they use (``sdpa_kernels``, ``xformers_ops``), since that is what their code shares.
+the library they use (``sdpa_kernels``, ``xformers_ops``, ``flex``), since that is what their code
+shares.
 
 The order here is the order of listings and default sweeps.
 """
@@ -14,3 +15,4 @@ from attention_impls import longformer
 from attention_impls import bigbird
 from attention_impls import reformer
 from attention_impls import xformers_ops
+from attention_impls import flex

@@ -46,6 +46,9 @@ class AttentionBackend:
     dtypes: ClassVar[frozenset[torch.dtype]] = ALL_DTYPES
     supports_backward: ClassVar[bool] = True
     is_sparse: ClassVar[bool] = False
+    # Modules the case processes should import before forking (once per sweep), so that one-off
+    # imports such as torch.compile's do not land in the first case's prepare time.
+    preload: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type] = NoParams
 
     def __init__(self, params: Any = None) -> None:

@@ -30,12 +30,12 @@ from harness.worker import child_main
 FATAL = ("oom", "timeout")
 
 
-def _context() -> mp.context.BaseContext:
+def _context(preload: tuple[str, ...] = ()) -> mp.context.BaseContext:
     # A forkserver that has imported torch once hands out fresh processes in milliseconds; each
     # case still gets its own address space (and never inherits a CUDA context).
     os.environ.update(MALLOC_ENV)  # read by each new process's malloc
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "harness.worker", "attention_impls"])
+    ctx.set_forkserver_preload(["torch", "harness.worker", "attention_impls", *preload])
     return ctx
 
 
@@ -139,7 +139,8 @@ def run_sweep(
                 row["backend"], row["params"], row["pass"], int(row["seq_len"]), row["status"]
             )
     todo = [c for c in cases if c.key() not in done]
-    ctx = _context() if todo else None
+    preload = sorted({m for c in todo for m in c.backend.preload})
+    ctx = _context(tuple(preload)) if todo else None
     results = []
     for case in progress(todo):
         cause = failures.cause(case)

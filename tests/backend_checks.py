@@ -10,28 +10,36 @@ from harness.reference import masked_attention
 
 
 def assert_matches_reference(
-    backend: AttentionBackend, inputs: Inputs, atol: float = 1e-5, rtol: float = 1e-5
+    backend: AttentionBackend,
+    inputs: Inputs,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+    grads: bool = True,
 ) -> torch.Tensor:
     """Run ``backend`` on fresh random inputs; compare output and dq, dk, dv with the reference.
 
-    Returns the full ``[B, H, N, N]`` mask so callers can also check its structure.
+    ``grads=False`` compares the output only, on inputs without ``requires_grad`` (for backends
+    with no backward pass on this device). Returns the full ``[B, H, N, N]`` mask so callers can
+    also check its structure.
     """
-    inputs = Inputs(**{**inputs.__dict__, "requires_grad": True})
+    inputs = Inputs(**{**inputs.__dict__, "requires_grad": grads})
     q, k, v = inputs.make_qkv()
-    grad_out = inputs.make_grad_out()
 
     out = backend.prepare(inputs)(q, k, v)
     assert out.shape == q.shape and out.dtype == q.dtype
-    grads = torch.autograd.grad(out, (q, k, v), grad_out, allow_unused=True)
 
     mask = backend.mask(inputs, q.detach(), k.detach())
     mask = mask.expand(inputs.batch, inputs.heads, inputs.seq_len, inputs.seq_len)
     assert mask.any(dim=-1).all(), "every query must attend at least one key"
     ref = masked_attention(q, backend.reference_keys(q, k), v, mask, compute_dtype=q.dtype)
-    ref_grads = torch.autograd.grad(ref, (q, k, v), grad_out, allow_unused=True)
-
     torch.testing.assert_close(out, ref, atol=atol, rtol=rtol)
-    for name, g, rg in zip("qkv", grads, ref_grads, strict=True):
+    if not grads:
+        return mask
+
+    grad_out = inputs.make_grad_out()
+    out_grads = torch.autograd.grad(out, (q, k, v), grad_out, allow_unused=True)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), grad_out, allow_unused=True)
+    for name, g, rg in zip("qkv", out_grads, ref_grads, strict=True):
         if rg is None:  # the reference does not use this input (shared-QK ignores k)
             assert g is None or g.abs().max() == 0, f"d{name} should be zero"
             continue

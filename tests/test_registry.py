@@ -44,10 +44,13 @@ def test_every_backend_meets_the_contract(name, tmp_path):
     assert dataclasses.is_dataclass(cls.Params) and cls.Params.__dataclass_params__.frozen
     assert cls.__module__.startswith("attention_impls.") and cls.family
     assert re.search(r"\(.*\b20\d\d\b", sys.modules[cls.__module__].__doc__ or "")  # cites paper
-    backend = SweepConfig((300,), (name,), tmp_path, param_overrides=SMALL).make_backend(name)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    overrides = SMALL
+    if name == "flex-reformer" and device == "cpu":
+        overrides += (("n_hashes", 1),)  # merging rounds needs a log-sum-exp the CPU lacks
+    backend = SweepConfig((300,), (name,), tmp_path, param_overrides=overrides).make_backend(name)
     assert backend.param_errors(300) == []
     assert backend.label().startswith(name)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     inputs = Inputs(1, 2, 300, 16, seed=4, device=device, requires_grad=True)
     assert isinstance(backend.estimate_bytes(inputs), int)
     forward_only = Inputs(**{**inputs.__dict__, "requires_grad": False})

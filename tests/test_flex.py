@@ -1,0 +1,352 @@
+"""FlexAttention backends: outputs against the dense masked reference and the plain backends, their
+mask_mods against the plain ``mask``, the BlockMask built without an N x N tensor, and the reasons
+they give where they cannot run.
+
+Compiled FlexAttention costs seconds per new shape on CPU, so the compiled tests share few shapes
+(B=1, H=2, D=16; one length per backend that is a multiple of 128, one that is not). Reformer's
+n_hashes > 1 needs the log-sum-exp that compiled CPU flex lacks: its merge is checked here with
+the uncompiled flex_attention (forward, float64), and compiled with gradients on CUDA.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import warnings
+
+import pytest
+import torch
+from torch.nn.attention.flex_attention import create_block_mask, create_mask, flex_attention
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import attention_impls.flex as fx
+from attention_impls.bigbird import BigBird, BigBirdParams
+from attention_impls.flex import FlexBigBird, FlexLongformer, FlexReformer
+from attention_impls.longformer import Longformer, LongformerParams
+from attention_impls.reformer import Reformer, ReformerParams
+from harness.inputs import Inputs
+from harness.registry import get_backend_class
+from tests.backend_checks import assert_matches_reference
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(autouse=True)
+def _many_shapes():
+    # dynamo gives up compiling (and runs flex eagerly) after 8 shapes of one function
+    with torch._dynamo.config.patch(recompile_limit=64):
+        yield
+
+
+@pytest.fixture
+def eager_flex(monkeypatch):
+    """Uncompiled flex_attention in place of the compiled one: log-sum-exp on CPU, float64."""
+    monkeypatch.setattr(fx, "_flex", lambda: flex_attention)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*(without torch.compile|deprecated).*")
+        yield
+
+
+def check_forward(flex, plain, inputs: Inputs, atol: float = 1e-5) -> None:
+    """The flex backend against the dense masked reference and the plain backend, same inputs."""
+    assert_matches_reference(flex, inputs, atol=atol, rtol=atol, grads=False)
+    q, k, v = inputs.make_qkv()
+    out = flex.prepare(inputs)(q, k, v)
+    torch.testing.assert_close(out, plain.prepare(inputs)(q, k, v), atol=atol, rtol=atol)
+
+
+def full_mask(mod, n: int) -> torch.Tensor:
+    return create_mask(mod, 1, 1, n, n, "cpu")[0, 0]  # [N, N]
+
+
+# -- Longformer ----------------------------------------------------------------------------------
+
+LONGFORMER = [  # (N, window, dilation, global_tokens, causal)
+    (300, 5, 1, (), False),
+    (300, 4, 2, (0, -1, 7), True),
+    (300, 7, 3, (150,), False),
+    (300, 16, 1, (0, 0, -300), True),
+    (256, 8, 1, (0, -1), False),
+    (256, 3, 2, (), True),
+]
+
+
+@pytest.mark.parametrize(("n", "window", "dilation", "global_tokens", "causal"), LONGFORMER)
+def test_longformer_forward(n, window, dilation, global_tokens, causal):
+    params = LongformerParams(window, dilation, global_tokens, causal)
+    check_forward(FlexLongformer(params), Longformer(params), Inputs(1, 2, n, 16, seed=n))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_longformer_mask_mod_is_the_mask(seed):
+    gen = torch.Generator().manual_seed(seed)
+
+    def pick(high: int) -> int:
+        return int(torch.randint(high, (), generator=gen))
+
+    for _ in range(10):
+        n = 2 + pick(150)
+        globals_ = tuple(pick(2 * n) - n for _ in range(pick(4)))
+        dilation = [1, 2, 3, n, n + 5][pick(5)]
+        params = LongformerParams(1 + pick(n - 1), dilation, globals_, bool(pick(2)))
+        backend, inputs = FlexLongformer(params), Inputs(1, 1, n, 4)
+        q, k, _ = inputs.make_qkv()
+        assert torch.equal(full_mask(backend.mask_mod(inputs), n), backend.mask(inputs, q, k)[0, 0])
+
+
+# -- BigBird -------------------------------------------------------------------------------------
+
+BIGBIRD = [  # (N, block_size, global_blocks, random_blocks): tile 128 for b = 16, 64 for b = 64
+    (300, 16, 1, 3),
+    (300, 16, 0, 3),
+    (300, 16, 0, 0),
+    (300, 16, 1, 0),
+    (256, 64, 1, 3),
+    (256, 64, 0, 3),
+]
+
+
+@pytest.mark.parametrize(("n", "b", "g", "r"), BIGBIRD)
+def test_bigbird_forward(n, b, g, r):
+    params = BigBirdParams(b, g, r)
+    check_forward(FlexBigBird(params), BigBird(params), Inputs(1, 2, n, 16, seed=7))
+
+
+@pytest.mark.parametrize(
+    ("n", "b", "g", "r"),
+    [*BIGBIRD, (100, 16, 1, 20), (40, 16, 2, 1), (37, 5, 0, 2), (17, 16, 0, 3)],
+)
+def test_bigbird_mask_mod_is_the_mask(n, b, g, r):
+    backend, inputs = FlexBigBird(BigBirdParams(b, g, r)), Inputs(1, 1, n, 4, seed=3)
+    q, k, _ = inputs.make_qkv()
+    assert torch.equal(full_mask(backend.mask_mod(inputs), n), backend.mask(inputs, q, k)[0, 0])
+
+
+# -- Reformer ------------------------------------------------------------------------------------
+
+REFORMER_CPU = [  # (N, chunk_size, shared_qk), one round: padded to 304 (tile 128) and exact
+    (300, 16, True),
+    (300, 16, False),
+    (256, 64, True),
+    (256, 64, False),
+]
+
+
+@pytest.mark.parametrize(("n", "c", "shared"), REFORMER_CPU)
+def test_reformer_forward(n, c, shared):
+    params = ReformerParams(n_hashes=1, chunk_size=c, shared_qk=shared)
+    check_forward(FlexReformer(params), Reformer(params), Inputs(1, 2, n, 16, seed=n))
+
+
+@pytest.mark.parametrize(
+    ("n", "params"),
+    [
+        (300, dict(n_hashes=4, chunk_size=16)),
+        (300, dict(n_hashes=4, chunk_size=16, shared_qk=False)),
+        (45, dict(n_hashes=3, chunk_size=8, n_buckets=4)),  # few buckets: many repeated pairs
+        (13, dict(n_hashes=2, chunk_size=8)),  # two chunks: no count needed
+        (1, dict(n_hashes=4, chunk_size=4)),  # a single token attends itself
+        (100, dict(n_hashes=2, chunk_size=8, shared_qk=False)),
+    ],
+)
+def test_reformer_rounds_merged_uncompiled(eager_flex, n, params):
+    """The round merge and the count score_mod, with flex_attention's unfused implementation."""
+    params = ReformerParams(**params)
+    inputs = Inputs(2, 2, n, 16, dtype=torch.float64, seed=n)
+    check_forward(FlexReformer(params), Reformer(params), inputs, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("n", "c", "shared"),
+    [*REFORMER_CPU, (1, 4, True), (13, 8, True), (45, 8, False), (40, 8, True)],
+)
+def test_reformer_sorted_mask_mod_is_the_mask(n, c, shared):
+    """Read through one round's sort, the sorted-coordinate mask_mod is ``Reformer.mask``."""
+    backend = FlexReformer(ReformerParams(n_hashes=1, chunk_size=c, shared_qk=shared))
+    inputs = Inputs(1, 2, n, 8, seed=5)
+    q, k, _ = inputs.make_qkv()
+    sorted_mask = full_mask(backend.mask_mod(inputs), -(-n // c) * c)  # [Np, Np]
+    _, slot_q, _, slot_k = backend._sort_qk(inputs, q, k, fx.rotations(inputs, backend.params))
+    for h in range(2):
+        rows, cols = slot_q[0, h, 0, :n], slot_k[0, h, 0, :n]
+        token_mask = sorted_mask[rows][:, cols]  # [N, N]
+        assert torch.equal(token_mask, backend.mask(inputs, q, k)[0, h])
+
+
+# -- BlockMask, memory, compilation ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", [FlexLongformer(LongformerParams(9, 2, (3,))), FlexBigBird()])
+def test_block_mask_in_slabs_is_create_block_mask(monkeypatch, backend):
+    inputs = Inputs(1, 1, 700, 4)
+    mod, tile = backend.mask_mod(inputs), backend.tile(inputs)
+    whole = create_block_mask(mod, None, None, 700, 700, device="cpu", BLOCK_SIZE=tile)
+    monkeypatch.setattr(fx, "MASK_SLAB_ELEMENTS", 1)  # one tile of rows per slab
+    slabs = fx.build_block_mask(mod, 700, "cpu", tile)
+    assert torch.equal(slabs.to_dense(), whole.to_dense())
+    for name in ("kv_num_blocks", "full_kv_num_blocks", "q_num_blocks", "full_q_num_blocks"):
+        assert torch.equal(getattr(slabs, name), getattr(whole, name)), name
+    assert slabs.seq_lengths == (700, 700) and slabs.BLOCK_SIZE == whole.BLOCK_SIZE
+
+
+def test_block_mask_compiled_beyond_eager_length(monkeypatch):
+    """Long inputs build the BlockMask with compiled create_block_mask: the same tiles."""
+    backend = FlexBigBird(BigBirdParams(64, 1, 3))
+    inputs = Inputs(1, 1, 1000, 4)
+    mod = backend.mask_mod(inputs)
+    eager = fx.build_block_mask(mod, 1000, "cpu", 64)
+    monkeypatch.setattr(fx, "EAGER_MASK_MAX_LEN", 0)
+    compiled = fx.build_block_mask(mod, 1000, "cpu", 64)
+    assert torch.equal(compiled.to_dense(), eager.to_dense())
+    assert torch.equal(compiled.full_kv_num_blocks, eager.full_kv_num_blocks)
+
+
+class _Largest(TorchDispatchMode):
+    largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def _tensors(fn) -> list[torch.Tensor]:
+    cells = [c.cell_contents for c in fn.__closure__ or ()]
+    return [t for t in cells if isinstance(t, torch.Tensor)]
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        FlexLongformer(LongformerParams(16, 2, (0, -1))),
+        FlexBigBird(BigBirdParams(64, 1, 3)),
+        FlexReformer(ReformerParams(n_hashes=1)),
+    ],
+)
+def test_prepare_builds_no_quadratic_tensor(monkeypatch, backend):
+    n = 2048
+    inputs = Inputs(1, 2, n, 16)
+    monkeypatch.setattr(fx, "MASK_SLAB_ELEMENTS", 1 << 16)  # slabs of 128 rows at this n
+    with _Largest() as record:
+        backend.prepare(inputs)
+    assert 0 < record.largest <= 128 * n * 2  # one slab of mask_mod values, not n * n
+    mod = backend.mask_mod(inputs)
+    assert sum(t.numel() for t in _tensors(mod)) <= 2 * n + 256
+    block_mask = fx.build_block_mask(mod, n, "cpu", backend.tile(inputs))
+    tiles = -(-n // block_mask.BLOCK_SIZE[0])
+    assert all(t.numel() <= tiles * tiles for t in block_mask.as_tuple() if torch.is_tensor(t))
+
+
+def test_reformer_score_mod_tables_are_linear(monkeypatch):
+    """The count score_mod captures per-token tables: O(B H R^2 N), nothing N x N."""
+    captured = {}
+
+    def spy(q, k, v, **kwargs):
+        captured.update(kwargs)
+        return flex_attention(q, k, v, **kwargs)
+
+    monkeypatch.setattr(fx, "_flex", lambda: spy)
+    b, h, n, rounds = 1, 2, 1000, 3
+    inputs = Inputs(b, h, n, 8, dtype=torch.float64)
+    backend = FlexReformer(ReformerParams(n_hashes=rounds, chunk_size=32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        backend.prepare(inputs)(*inputs.make_qkv())
+    tables = _tensors(captured["score_mod"])
+    assert tables and max(t.numel() for t in tables) <= b * h * rounds * 1024 * rounds
+
+
+def test_compiled_once():
+    assert fx._flex() is fx._flex()
+    assert fx._compiled(create_block_mask) is fx._compiled(create_block_mask)
+
+
+def test_tiles():
+    assert fx.tile_for(64, "cpu") == 64 and fx.tile_for(256, "cpu") == 256
+    assert fx.tile_for(16, "cpu") == fx.tile_for(96, "cpu") == 128
+    assert fx.tile_for(64, "cuda") == 128 and fx.tile_for(256, "cuda") == 256
+    assert FlexLongformer().tile(Inputs(1, 1, 64, 8)) == 128
+    assert FlexReformer(ReformerParams(chunk_size=64)).tile(Inputs(1, 1, 64, 8)) == 64
+
+
+# -- declarations and reasons --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cls", "plain"),
+    [(FlexLongformer, Longformer), (FlexBigBird, BigBird), (FlexReformer, Reformer)],
+)
+def test_registered_subclass_of_plain(cls, plain):
+    assert get_backend_class(cls.name) is cls and issubclass(cls, plain)
+    assert cls.Params is plain.Params and cls.family == plain.family and cls.is_sparse
+    assert cls.supports_backward and torch.float64 not in cls.dtypes
+    backend = cls()  # default Reformer parameters: 4 rounds, refused on CPU
+    assert len(backend.not_supported_reasons(Inputs(1, 4, 1024, 64))) == (cls is FlexReformer)
+    small, large = (backend.estimate_bytes(Inputs(1, 4, n, 64)) for n in (4096, 8192))
+    assert large == 2 * small and small < 4 * 4096 * 4096 * 4  # [B, H, N, N] float32
+    assert backend.estimate_bytes(Inputs(1, 4, 4096, 64, requires_grad=True)) > small
+
+
+@pytest.mark.parametrize("cls", [FlexLongformer, FlexBigBird, FlexReformer])
+def test_cpu_reasons(cls):
+    params = cls.Params(n_hashes=1) if cls is FlexReformer else cls.Params()
+    backend = cls(params)
+    assert backend.not_supported_reasons(Inputs(1, 4, 1024, 64)) == []
+    reasons = backend.not_supported_reasons(Inputs(1, 4, 1024, 64, requires_grad=True))
+    assert reasons == [
+        f"compiled FlexAttention on CPU supports inference only in torch {torch.__version__} "
+        "(no backward)"
+    ]
+    reasons = backend.not_supported_reasons(Inputs(1, 4, 1024, 64, dtype=torch.float64))
+    assert len(reasons) == 1 and "dtype float64 not supported" in reasons[0]
+
+
+def test_reformer_cpu_rounds_reason():
+    reasons = FlexReformer(ReformerParams(n_hashes=4)).not_supported_reasons(Inputs(1, 4, 1024, 64))
+    assert len(reasons) == 1 and "n_hashes 4 > 1" in reasons[0] and "return_lse" in reasons[0]
+    reasons = FlexReformer(ReformerParams(n_hashes=0)).not_supported_reasons(Inputs(1, 4, 64, 8))
+    assert any("n_hashes must be >= 1" in r for r in reasons)  # the plain parameter checks
+
+
+def test_cuda_reasons_name_triton():
+    reasons = fx.flex_reasons(Inputs(1, 4, 1024, 64, device="cuda", requires_grad=True))
+    missing = importlib.util.find_spec("triton") is None
+    assert reasons == (
+        ["triton is not installed: torch.compile cannot build the CUDA kernel"] * missing
+    )
+
+
+# -- CUDA: compiled, forward and backward ----------------------------------------------------------
+
+CUDA_CASES = [
+    (FlexLongformer, Longformer, LongformerParams(8, 2, (0, -1), True), 300),
+    (FlexBigBird, BigBird, BigBirdParams(64, 1, 3), 1000),
+    (FlexReformer, Reformer, ReformerParams(n_hashes=1, chunk_size=32), 300),
+    (FlexReformer, Reformer, ReformerParams(n_hashes=4, chunk_size=32), 1000),
+    (FlexReformer, Reformer, ReformerParams(n_hashes=4, chunk_size=32, shared_qk=False), 300),
+]
+
+
+@pytest.mark.cuda
+@CUDA
+@pytest.mark.parametrize(("cls", "plain", "params", "n"), CUDA_CASES)
+def test_cuda_forward_backward(cls, plain, params, n):
+    inputs = Inputs(2, 2, n, 32, device="cuda", requires_grad=True)
+    backend = cls(params)
+    assert backend.not_supported_reasons(inputs) == []
+    # Looser than CPU: kernels reduce in other orders than the dense reference's matmul.
+    assert_matches_reference(backend, inputs, atol=2e-4, rtol=2e-4)
+    q, k, v = inputs.make_qkv()
+    out = backend.prepare(inputs)(q, k, v)
+    torch.testing.assert_close(out, plain(params).prepare(inputs)(q, k, v), atol=2e-4, rtol=2e-4)
+
+
+@pytest.mark.cuda
+@CUDA
+def test_cuda_bfloat16_runs():
+    inputs = Inputs(1, 2, 1000, 64, dtype=torch.bfloat16, device="cuda")
+    backend = FlexBigBird()
+    out = backend.prepare(inputs)(*inputs.make_qkv())
+    assert out.dtype == torch.bfloat16 and math.isfinite(out.float().abs().max().item())
