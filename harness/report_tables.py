@@ -14,9 +14,10 @@ from harness.worker import TOLERANCE
 
 
 def fmt_ms(ms: float, digits: int = 3) -> str:
-    if ms >= 1000:
-        return f"{ms / 1000:.{digits}g} s"
-    return f"{ms:.{digits}g} ms"
+    """``digits`` significant digits in ms or s, never in exponent notation (396, not 4e+02)."""
+    value, unit = (ms / 1000, "s") if ms >= 1000 else (ms, "ms")
+    text = f"{value:.{digits}g}"
+    return f"{value:.0f} {unit}" if "e" in text else f"{text} {unit}"
 
 
 def _cell_status(row: pd.Series) -> str | None:

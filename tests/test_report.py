@@ -123,3 +123,14 @@ def test_setup_costs_appear_when_recorded(tmp_path):
     assert main(["report", str(run)]) == 0
     md = (run / "report.md").read_text()
     assert "## Setup costs" in md and "| 1.5 ms / 2.5 s " in md
+
+
+def test_times_read_without_exponents():
+    from harness.report_tables import fmt_ms
+
+    assert [fmt_ms(x, 2) for x in (396.4, 0.0581, 21000, 1.25)] == [
+        "396 ms",
+        "0.058 ms",
+        "21 s",
+        "1.2 ms",
+    ]
