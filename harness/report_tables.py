@@ -9,15 +9,8 @@ import pandas as pd
 from harness import analysis
 from harness.inputs import DTYPES
 from harness.plots import PASS_TITLES, length_text
-from harness.summary import fmt_bytes
+from harness.summary import fmt_bytes, fmt_ms
 from harness.worker import TOLERANCE
-
-
-def fmt_ms(ms: float, digits: int = 3) -> str:
-    """``digits`` significant digits in ms or s, never in exponent notation (396, not 4e+02)."""
-    value, unit = (ms / 1000, "s") if ms >= 1000 else (ms, "ms")
-    text = f"{value:.{digits}g}"
-    return f"{value:.0f} {unit}" if "e" in text else f"{text} {unit}"
 
 
 def _cell_status(row: pd.Series) -> str | None:

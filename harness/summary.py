@@ -8,12 +8,19 @@ import pandas as pd
 def _cell(row: pd.Series) -> str:
     if row["status"] != "ok":
         return row["status"]
-    text = f"{row['time_median_ms']:.3g} ms ±{row['time_iqr_ms']:.2g}"
+    text = f"{fmt_ms(row['time_median_ms'])} ±{fmt_ms(row['time_iqr_ms'], 2)}"
     if pd.notna(row.get("peak_mem_bytes")):
         text += f", {fmt_bytes(row['peak_mem_bytes'])}"
     if str(row.get("reason", "")).startswith("CHECK FAILED"):
         text += " CHECK FAILED"
     return text
+
+
+def fmt_ms(ms: float, digits: int = 3) -> str:
+    """``digits`` significant digits in ms or s, never in exponent notation (396, not 4e+02)."""
+    value, unit = (ms / 1000, "s") if ms >= 1000 else (ms, "ms")
+    text = f"{value:.{digits}g}"
+    return f"{value:.0f} {unit}" if "e" in text else f"{text} {unit}"
 
 
 def fmt_bytes(n: float) -> str:

@@ -126,7 +126,7 @@ def test_setup_costs_appear_when_recorded(tmp_path):
 
 
 def test_times_read_without_exponents():
-    from harness.report_tables import fmt_ms
+    from harness.summary import fmt_ms
 
     assert [fmt_ms(x, 2) for x in (396.4, 0.0581, 21000, 1.25)] == [
         "396 ms",

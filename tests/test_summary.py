@@ -16,9 +16,9 @@ def test_summary_has_a_cell_per_backend_and_length():
              **{"pass": "fwd"}),
     ])  # fmt: skip
     text = summary_tables(df)
-    assert "1.23 ms ±0.1, 3 MiB" in text
+    assert "1.23 ms ±0.1 ms, 3 MiB" in text
     assert "oom" in text and "CUDA out of memory" in text
-    assert "20 ms ±1, 5 GiB CHECK FAILED" in text
+    assert "20 ms ±1 ms, 5 GiB CHECK FAILED" in text
     header = text.splitlines()[1]
     assert "512" in header and "1024" in header
 
