@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 
-from harness import machine, storage
+from harness import baselines, checks, machine, reference_op, storage
+from harness.checks import CheckSettings
 from harness.cli import (
     PROG,
     UsageError,
     build_config,
     build_parser,
+    check_settings,
+    parse_baseline_args,
+    parse_compare_args,
     parse_report_args,
     resolve_device,
     resolve_dtype,
@@ -60,9 +65,39 @@ def report(argv: list[str]) -> int:
     return 0
 
 
+def compare(argv: list[str]) -> int:
+    """``compare BASELINE_RUN NEW_RUN``: 1 when a case regressed, else 0."""
+    base, new, settings, out = parse_compare_args(argv)
+    return _check(base, new, settings, out)
+
+
+def _check(base: Path, new: Path, settings: CheckSettings, out: Path | None = None) -> int:
+    table, bad, path = checks.compare(base, new, settings, out)
+    print(checks.display_table(table).to_markdown(index=False))
+    counts = ", ".join(f"{n} {v}" for v, n in table["verdict"].value_counts().items())
+    print(f"\n{counts}; written to {path} and {path.with_suffix('.csv')}")
+    if bad:
+        print(f"{PROG}: regression against {base}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def baseline(argv: list[str]) -> int:
+    """``baseline save RUN_DIR NAME``."""
+    run_dir, name, replace = parse_baseline_args(argv)
+    try:
+        target = baselines.save(run_dir, name, replace=replace)
+    except baselines.BaselineError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"baseline {name!r}: {target}")
+    return 0
+
+
+COMMANDS = {"report": report, "compare": compare, "baseline": baseline}
+
+
 def run(argv: list[str]) -> int:
-    if argv[:1] == ["report"]:
-        return report(argv[1:])
+    if argv[:1] and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     if args.list_backends:
         device = resolve_device(args.device)
@@ -70,6 +105,12 @@ def run(argv: list[str]) -> int:
         return 0
     config = build_config(args)
     report_after = args.report
+    against = None
+    if args.check_against:
+        try:
+            against = baselines.find(args.check_against)
+        except baselines.BaselineError as exc:
+            raise UsageError(str(exc)) from None
     threads = config.threads or torch.get_num_threads()
     meta = machine.describe(config.device, threads, [PROG, *argv])
     meta["config"] = describe_config(config)
@@ -77,6 +118,8 @@ def run(argv: list[str]) -> int:
         first = storage.read_meta(config.out_dir)
         first.setdefault("resumed", []).append(meta)
         meta = first
+    reference = reference_op.measure_reference(config.device, config.timing, config.threads)
+    meta.setdefault("reference_op", {}).setdefault("before", reference)
     storage.write_meta(config.out_dir, meta)
     print(f"sweep: {len(config.cases())} cases on {meta['device_name']} -> {config.out_dir}",
           file=sys.stderr)  # fmt: skip
@@ -86,10 +129,16 @@ def run(argv: list[str]) -> int:
         print(f"\ninterrupted: finished cases are in {config.out_dir}; add --resume to complete",
               file=sys.stderr)  # fmt: skip
         return 130
+    meta["reference_op"]["after"] = reference_op.measure_reference(
+        config.device, config.timing, config.threads
+    )
+    storage.write_meta(config.out_dir, meta)
     print(summary_tables(storage.read_results(config.out_dir)))
     print(f"\nresults: {config.out_dir / storage.RESULTS}  meta: {config.out_dir / storage.META}")
     if report_after:
-        return report([str(config.out_dir)])
+        report([str(config.out_dir)])
+    if against is not None:
+        return _check(against, config.out_dir, check_settings(args))
     return 0
 
 

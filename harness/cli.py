@@ -13,9 +13,11 @@ from typing import NoReturn
 
 import torch
 
+from harness.checks import CheckSettings
 from harness.config import PASSES, SweepConfig
 from harness.inputs import DTYPES
 from harness.registry import backend_names, get_backend_class
+from harness.regression import Tolerances, parse_fraction
 from harness.storage import RunFolderError, check_appendable
 from harness.timing import TimingSettings
 
@@ -71,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Benchmark attention backends across sequence lengths: time, memory, error.",
         epilog=f"Reports: '{PROG} report RUN_DIR' writes report.md, report.html and figures into "
-        f"a run folder; '{PROG} report RUN_A RUN_B' compares two runs (ratios B/A).",
+        f"a run folder; '{PROG} report RUN_A RUN_B' compares two runs (ratios B/A). Regression "
+        f"checks: '{PROG} compare BASELINE_RUN NEW_RUN' (exit 1 on a regression), "
+        f"'{PROG} baseline save RUN_DIR NAME'.",
     )
     p.add_argument(
         "--list-backends", action="store_true", help="list backends and whether they can run here"
@@ -110,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--report", action="store_true", help="write the run's report when the sweep is done"
     )
+    s.add_argument(
+        "--check-against", metavar="NAME",
+        help="then compare with baseline NAME (results/baselines/NAME); exit 1 on a regression",
+    )  # fmt: skip
     b = p.add_argument_group("backend parameters (each backend takes those it has)")
     b.add_argument("--window", type=_positive_int, help="longformer: one-sided window w (256)")
     b.add_argument("--dilation", type=_positive_int, help="longformer: dilation d (1)")
@@ -157,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=128,
         help="query rows compared with the dense reference per case (128)",
     )
+    add_check_options(p)
     return p  # fmt: skip
 
 
@@ -181,6 +190,72 @@ def parse_report_args(argv: list[str]) -> tuple[list[Path], Path | None]:
         if not run.is_dir():
             raise UsageError(f"{run}: no such run folder")
     return list(args.runs), args.out
+
+
+def _fraction(text: str) -> float:
+    try:
+        return parse_fraction(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_check_options(p: argparse.ArgumentParser) -> None:
+    """Tolerances of a regression check, shared by ``compare`` and ``--check-against``."""
+    g = p.add_argument_group("regression check")
+    g.add_argument(
+        "--time-tolerance",
+        type=_fraction,
+        default=Tolerances.time,
+        metavar="FRACTION",
+        help="slowdown allowed before a significant one fails, e.g. 10%% or 0.1 (10%%)",
+    )
+    g.add_argument(
+        "--memory-tolerance",
+        type=_fraction,
+        default=Tolerances.memory,
+        metavar="FRACTION",
+        help="memory growth allowed on CUDA (1%%); on CPU max(5%%, 2 MiB) as RSS has slack",
+    )
+    g.add_argument(
+        "--normalise", action="store_true",
+        help="divide times by each run's reference matmul, so that runs on days when the "
+        "machine ran at another speed compare fairly",
+    )  # fmt: skip
+
+
+def check_settings(args: argparse.Namespace) -> CheckSettings:
+    tolerances = Tolerances(time=args.time_tolerance, memory=args.memory_tolerance)
+    return CheckSettings(tolerances=tolerances, normalise=args.normalise)
+
+
+def parse_compare_args(argv: list[str]) -> tuple[Path, Path, CheckSettings, Path | None]:
+    p = _Parser(
+        prog=f"{PROG} compare",
+        description="Judge NEW_RUN against BASELINE_RUN case by case; exit 1 when a case "
+        "regressed (slower beyond tolerance and significant, hungrier, or newly failing).",
+    )
+    p.add_argument("baseline", type=Path, metavar="BASELINE_RUN")
+    p.add_argument("new", type=Path, metavar="NEW_RUN")
+    p.add_argument("--out", type=Path, help="where compare.md/.csv go (default: NEW_RUN)")
+    add_check_options(p)
+    args = p.parse_args(argv)
+    for run in (args.baseline, args.new):
+        if not run.is_dir():
+            raise UsageError(f"{run}: no such run folder")
+    return args.baseline, args.new, check_settings(args), args.out
+
+
+def parse_baseline_args(argv: list[str]) -> tuple[Path, str, bool]:
+    p = _Parser(prog=f"{PROG} baseline", description="Store a run as a named baseline.")
+    sub = p.add_subparsers(dest="action", required=True)
+    save = sub.add_parser("save", help="copy RUN_DIR to results/baselines/NAME/")
+    save.add_argument("run", type=Path, metavar="RUN_DIR")
+    save.add_argument("name", metavar="NAME")
+    save.add_argument("--replace", action="store_true", help="overwrite an existing baseline")
+    args = p.parse_args(argv)
+    if not args.run.is_dir():
+        raise UsageError(f"{args.run}: no such run folder")
+    return args.run, args.name, args.replace
 
 
 def resolve_device(text: str) -> str:

@@ -1,0 +1,46 @@
+"""Named baselines: stored runs under ``results/baselines/NAME/`` that later runs are checked
+against (``baseline save RUN_DIR NAME``, then ``--check-against NAME`` or ``compare``)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from harness import storage
+
+BASELINES = Path("results") / "baselines"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_KEPT = (storage.RESULTS, storage.META)
+
+
+class BaselineError(ValueError):
+    """A bad baseline name, or a baseline that is missing or already there."""
+
+
+def baseline_dir(name: str, root: Path = BASELINES) -> Path:
+    if not _NAME.match(name):
+        raise BaselineError(f"baseline name {name!r}: use letters, digits, '.', '_' and '-'")
+    return Path(root) / name
+
+
+def save(run_dir: Path, name: str, root: Path = BASELINES, replace: bool = False) -> Path:
+    """Copies the run's results and meta (checked readable first) to the named baseline."""
+    run_dir = Path(run_dir)
+    storage.read_results(run_dir)  # refuses a folder that is not a readable run
+    storage.read_meta(run_dir)
+    target = baseline_dir(name, root)
+    if target.exists() and not replace:
+        raise BaselineError(f"baseline {name!r} exists at {target}: pass --replace to overwrite")
+    target.mkdir(parents=True, exist_ok=True)
+    for file in _KEPT:
+        shutil.copy2(run_dir / file, target / file)
+    return target
+
+
+def find(name: str, root: Path = BASELINES) -> Path:
+    target = baseline_dir(name, root)
+    if not (target / storage.RESULTS).is_file():
+        known = sorted(p.name for p in Path(root).glob("*") if (p / storage.RESULTS).is_file())
+        raise BaselineError(f"no baseline {name!r} in {root} (known: {', '.join(known) or 'none'})")
+    return target

@@ -1,0 +1,81 @@
+"""``compare`` and ``baseline`` on the command line: exit codes, files, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from harness.app import main
+from tests.synthetic_runs import LONGFORMER, SDPA, write_run
+
+SERIES = (SDPA, LONGFORMER)
+
+
+def with_reference(run, median_ms):
+    meta = json.loads((run / "meta.json").read_text())
+    meta["reference_op"] = {"before": {"median_ms": median_ms}, "after": {"median_ms": median_ms}}
+    (run / "meta.json").write_text(json.dumps(meta))
+    return run
+
+
+def test_unchanged_passes_and_a_slowdown_fails(tmp_path, capsys):
+    base = write_run(tmp_path / "base", series=SERIES)
+    same = write_run(tmp_path / "same", series=SERIES)
+    slow = write_run(tmp_path / "slow", series=SERIES, scale=1.25)
+    assert main(["compare", str(base), str(same)]) == 0
+    table = pd.read_csv(same / "compare.csv")
+    assert set(table["verdict"]) == {"same"} and len(table) == 24
+    assert main(["compare", str(base), str(slow)]) == 1
+    assert "regression against" in capsys.readouterr().err
+    md = (slow / "compare.md").read_text()
+    assert "24 regressed" in md and "| regressed |" in md
+    # a wider tolerance lets the same slowdown through
+    assert main(["compare", str(base), str(slow), "--time-tolerance", "30%"]) == 0
+
+
+def test_normalised_mode_forgives_a_slower_machine(tmp_path):
+    base = with_reference(write_run(tmp_path / "base", series=SERIES), 10.0)
+    slow_day = with_reference(write_run(tmp_path / "new", series=SERIES, scale=1.5), 15.0)
+    assert main(["compare", str(base), str(slow_day)]) == 1
+    assert main(["compare", str(base), str(slow_day), "--normalise", "--out", str(tmp_path)]) == 0
+    assert "normalised by the reference operation" in (tmp_path / "compare.md").read_text()
+
+
+def test_bad_input(tmp_path, capsys):
+    base = write_run(tmp_path / "base", series=(SDPA,), passes=("fwd",))
+    other = write_run(tmp_path / "other", series=(LONGFORMER,), passes=("fwd",))
+    for argv, says in (
+        (["compare", str(base)], "required"),
+        (["compare", str(base), str(tmp_path / "nope")], "no such run folder"),
+        (["compare", str(base), str(other)], "no case in common"),
+        (["compare", str(base), str(base), "--normalise"], "no reference-operation time"),
+        (["compare", str(base), str(base), "--time-tolerance", "-5%"], "time-tolerance"),
+        (["baseline", "save", str(base), "bad/name"], "baseline name"),
+        (["baseline", "load"], "invalid choice"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err, (argv, err)
+
+
+def test_baseline_save_then_check_against(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    first = tmp_path / "first"
+    quick = ["--lengths", "64", "--backends", "full-sdpa", "--passes", "fwd", "--heads", "2",
+             "--head-dim", "16", "--min-time", "0.02", "--warmup", "0.01"]  # fmt: skip
+    assert main([*quick, "--out", str(first)]) == 0
+    assert main(["baseline", "save", str(first), "cpu-quick"]) == 0
+    saved = tmp_path / "results" / "baselines" / "cpu-quick"
+    assert {p.name for p in saved.iterdir()} == {"results.csv", "meta.json"}
+    assert main(["baseline", "save", str(first), "cpu-quick"]) == 2  # exists: --replace
+    assert "--replace" in capsys.readouterr().err
+    assert main(["baseline", "save", str(first), "cpu-quick", "--replace"]) == 0
+    # one step, as a CI job does it; a 1000x tolerance so that machine noise cannot fail it
+    code = main([*quick, "--out", str(tmp_path / "second"), "--check-against", "cpu-quick",
+                 "--normalise", "--time-tolerance", "1000"])  # fmt: skip
+    assert code == 0
+    table = pd.read_csv(tmp_path / "second" / "compare.csv")
+    assert table["verdict"].isin(["same", "faster", "slower"]).all()
+    assert main([*quick, "--out", str(tmp_path / "x"), "--check-against", "nope"]) == 2
+    assert "no baseline 'nope'" in capsys.readouterr().err

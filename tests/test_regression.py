@@ -1,0 +1,240 @@
+"""The statistics of ``run_bench.py compare``: known p-values, a bootstrap that covers the truth,
+no false alarms on A/A noise, and planted slowdowns, memory growth and status changes caught."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import storage
+from harness.records import CaseResult
+from harness.regression import (
+    Tolerances,
+    _u_counts,
+    bootstrap_ratio_ci,
+    compare_runs,
+    mann_whitney_p,
+    parse_fraction,
+    regressed,
+    verdict_memory,
+    verdict_time,
+)
+
+TOL = Tolerances()
+MiB = 2**20
+
+
+def test_exact_mann_whitney_known_values():
+    # complete separation of 5 and 5: 2 of the C(10, 5) = 252 orderings are as extreme
+    assert mann_whitney_p(range(1, 6), range(6, 11)) == pytest.approx(2 / 252, rel=1e-12)
+    assert mann_whitney_p(range(6, 11), range(1, 6)) == pytest.approx(2 / 252, rel=1e-12)
+    # reference values: scipy.stats.mannwhitneyu(a, b, method="exact") (scipy 1.17.1)
+    assert mann_whitney_p([1, 2, 4, 7, 9], [3, 5, 6, 8, 10, 11]) == pytest.approx(
+        0.24675324675324672, rel=1e-9
+    )
+    a = [1.1, 2.3, 4.0, 7.2, 9.9, 12.0, 13.5]
+    b = [3.3, 5.1, 6.6, 8.0, 10.2, 11.4, 14.8, 15.0, 16.1]
+    assert mann_whitney_p(a, b) == pytest.approx(0.2522727272727273, rel=1e-9)
+    assert mann_whitney_p([1, 2, 3], [1, 2, 3]) == 1.0  # ties: the approximation, p = 1
+    assert mann_whitney_p([4.0, 5.0, 6.0], [4.5, 5.5, 6.5]) == pytest.approx(0.7)  # exact, 14/20
+    for n, m in [(1, 1), (3, 4), (6, 6), (10, 10)]:  # a distribution over every ordering
+        assert sum(_u_counts(n, m)) == math.comb(n + m, n)
+
+
+def test_approximate_mann_whitney_known_values():
+    # reference values: scipy.stats.mannwhitneyu(a, b, method="asymptotic") (scipy 1.17.1),
+    # which applies the tie and continuity corrections
+    assert mann_whitney_p(range(1, 12), range(12, 23)) == pytest.approx(8.151536127743244e-05)
+    ties_a, ties_b = [1, 2, 2, 3, 3, 3, 4, 5], [3, 4, 4, 5, 5, 6, 6, 7, 8]
+    assert mann_whitney_p(ties_a, ties_b) == pytest.approx(0.006373133838085873)
+    assert mann_whitney_p([3, 3, 3, 3], [3, 3, 3, 3]) == 1.0
+    same = np.random.default_rng(0).lognormal(0, 0.05, 50)
+    assert mann_whitney_p(same, same) == 1.0
+    with pytest.raises(ValueError):
+        mann_whitney_p([], [1.0])
+
+
+def test_bootstrap_ci_covers_the_true_ratio_and_is_deterministic():
+    covered = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        a, b = rng.lognormal(0, 0.05, 10), 1.2 * rng.lognormal(0, 0.05, 10)
+        low, high = bootstrap_ratio_ci(a, b, seed=seed)
+        assert low < high
+        covered += low <= 1.2 <= high
+    assert covered >= 0.9 * 200  # nominal 95% (measured: 189 of 200)
+    rng = np.random.default_rng(1)
+    a, b = rng.lognormal(0, 0.05, 20), rng.lognormal(0, 0.05, 20)
+    assert bootstrap_ratio_ci(a, b, seed=3) == bootstrap_ratio_ci(a, b, seed=3)
+    assert bootstrap_ratio_ci(a, b, seed=3) != bootstrap_ratio_ci(a, b, seed=4)
+    low, high = bootstrap_ratio_ci(a, b, level=0.5)
+    wide_low, wide_high = bootstrap_ratio_ci(a, b, level=0.99)
+    assert wide_low < low < high < wide_high
+
+
+def _verdicts(factor: float, samples: int = 10, cases: int = 200) -> Counter:
+    """Verdicts over ``cases`` synthetic cases, each ``samples`` lognormal (sigma 5%) draws a
+    side, the new side ``factor`` times slower."""
+    rng = np.random.default_rng(0)
+    counts: Counter = Counter()
+    for _ in range(cases):
+        a = rng.lognormal(0, 0.05, samples)
+        b = factor * rng.lognormal(0, 0.05, samples)
+        counts[verdict_time(a, b, TOL).verdict] += 1
+    return counts
+
+
+def test_no_false_alarms_on_a_and_a_noise():
+    counts = _verdicts(1.0)
+    assert counts["regressed"] == 0  # measured: 198 same, 1 slower, 1 faster
+    assert counts["same"] >= 190
+
+
+def test_planted_slowdown_is_caught():
+    counts = _verdicts(1.25)
+    assert counts["regressed"] >= 198  # measured: 200 of 200
+
+
+def test_slowdown_within_tolerance_is_slower_not_regressed():
+    counts = _verdicts(1.05, samples=30)
+    assert counts["regressed"] == 0  # measured: 160 slower, 40 same
+    assert counts["slower"] > counts["same"]
+    # with 10 samples the medians alone are ~3% uncertain, so a 5% slowdown whose median
+    # lands beyond 10% is caught now and then (measured: 9 of 200), still mostly not
+    assert _verdicts(1.05)["regressed"] <= 20
+
+
+def test_faster_and_verdict_fields():
+    rng = np.random.default_rng(5)
+    a = rng.lognormal(0, 0.05, 15)
+    v = verdict_time(a, 0.7 * rng.lognormal(0, 0.05, 15), TOL)
+    assert v.verdict == "faster" and v.enough_samples
+    assert v.ci_high < 1 and v.p < TOL.alpha and v.ratio == pytest.approx(0.7, rel=0.05)
+    # complete separation of 5 and 5 reaches p = 2/252 < 0.01: tested, not just compared
+    five = verdict_time([10, 10.1, 10.2, 10.3, 10.4], [13, 13.1, 13.2, 13.3, 13.4], TOL)
+    assert five.enough_samples and five.verdict == "regressed" and five.p == pytest.approx(2 / 252)
+
+
+def test_too_few_samples_decide_on_the_medians():
+    for a, b in [([10.0, 10.2], [12.5, 12.6]), ([10.0, 10.1, 10.2], [12.5, 12.6, 12.7])]:
+        # 3 vs 3 cannot reach p < 0.01 (p >= 0.1) and would always say "same"
+        v = verdict_time(a, b, TOL)
+        assert not v.enough_samples and math.isnan(v.p) and math.isnan(v.ci_low)
+        assert v.verdict == "regressed"
+    assert verdict_time([10.0], [10.5], TOL).verdict == "same"
+    assert verdict_time([10.0], [8.0], TOL).verdict == "faster"
+
+
+def test_memory_rules_on_cpu_and_cuda():
+    # CPU: RSS has page-level slack; 1 MiB is under the 2 MiB floor, 10% is over 5%
+    assert verdict_memory(10 * MiB, 11 * MiB, "cpu", TOL) == (pytest.approx(1.1), "same")
+    assert verdict_memory(100 * MiB, 110 * MiB, "cpu", TOL)[1] == "regressed"
+    assert verdict_memory(100 * MiB, 104 * MiB, "cpu", TOL)[1] == "same"
+    assert verdict_memory(100 * MiB, 90 * MiB, "cpu", TOL)[1] == "leaner"
+    assert verdict_memory(0, 1 * MiB, "cpu", TOL)[1] == "same"
+    # CUDA: the allocator's peak is deterministic, anything beyond 1% counts
+    assert verdict_memory(100 * MiB, 101 * MiB + 1, "cuda", TOL)[1] == "regressed"
+    assert verdict_memory(100 * MiB, 100 * MiB + MiB // 2, "cuda:0", TOL)[1] == "same"
+    assert verdict_memory(100 * MiB, 98 * MiB, "cuda", TOL)[1] == "leaner"
+    assert verdict_memory(10 * MiB, 11 * MiB, "cuda", TOL)[1] == "regressed"
+    ratio, word = verdict_memory(float("nan"), 5 * MiB, "cuda", TOL)
+    assert math.isnan(ratio) and word == "same"
+
+
+def _case(label: str, n: int = 1024, status: str = "ok", time: float = 10.0, mem: int = 64 * MiB,
+          device: str = "cpu", reason: str = "", seed: int = 0) -> CaseResult:  # fmt: skip
+    ok = status == "ok"
+    samples = time * np.random.default_rng(seed).lognormal(0, 0.02, 10)
+    return CaseResult(
+        backend=label, family="full", label=label, params="{}", seq_len=n, pass_="fwd", batch=1,
+        heads=4, head_dim=64, dtype="float32", device=device, seed=0, status=status,
+        reason=reason or ("" if ok else f"{status} at {n}"),
+        time_median_ms=float(np.median(samples)) if ok else None,
+        time_samples_ms=" ".join(f"{s:.4f}" for s in samples) if ok else "",
+        peak_mem_bytes=mem if ok else None,
+    )  # fmt: skip
+
+
+def _run(tmp_path, name: str, cases: list[CaseResult]) -> pd.DataFrame:
+    """Written and read back exactly as a sweep's results.csv."""
+    out = tmp_path / name
+    out.mkdir()
+    for c in cases:
+        storage.append_result(out, c)
+    return storage.read_results(out)
+
+
+def test_status_changes_and_order(tmp_path):
+    base = _run(tmp_path, "base", [
+        _case("steady", seed=1), _case("breaks", seed=2), _case("mends", status="oom"),
+        _case("both-fail", status="oom"), _case("dropped"), _case("wrong", seed=3),
+        _case("steady", n=2048, seed=4), _case("wrong-again", status="oom"),
+    ])  # fmt: skip
+    new = _run(tmp_path, "new", [
+        _case("added"), _case("steady", n=2048, seed=5), _case("wrong", seed=6,
+        reason="CHECK FAILED: max error 0.1"), _case("both-fail", status="timeout"),
+        _case("mends"), _case("breaks", status="oom"), _case("steady", seed=7),
+        _case("wrong-again", reason="CHECK FAILED: max error 0.2"),
+    ])  # fmt: skip
+    table = compare_runs(base, new, TOL)
+    assert list(zip(table["backend"], table["seq_len"], table["verdict"], strict=True)) == [
+        ("steady", 1024, "same"), ("breaks", 1024, "regressed"), ("mends", 1024, "fixed"),
+        ("both-fail", 1024, "skipped"), ("dropped", 1024, "missing"),
+        ("wrong", 1024, "regressed"), ("steady", 2048, "same"),
+        ("wrong-again", 1024, "skipped"), ("added", 1024, "new"),
+    ]  # fmt: skip
+    why = dict(zip(table["backend"], table["why"], strict=False))
+    assert why["breaks"] == "ok -> oom" and why["mends"] == "oom -> ok"
+    assert why["both-fail"] == "oom -> timeout" and why["wrong"].startswith("check failed now")
+    assert why["wrong-again"] == "oom -> ok (CHECK FAILED)"  # runs again, wrongly: not fixed
+    assert table.loc[0, "time_p"] > TOL.alpha and table.loc[0, "time_base_ms"] > 0
+    assert regressed(table)
+    assert not regressed(table[table["verdict"] != "regressed"])
+
+
+def test_compare_runs_time_and_memory(tmp_path):
+    base = _run(tmp_path, "base", [_case("a", seed=1), _case("b", seed=2, device="cuda"),
+                                   _case("c", seed=3, device="cuda")])  # fmt: skip
+    new = _run(tmp_path, "new", [
+        _case("a", time=13.0, seed=4), _case("b", seed=5, device="cuda", mem=66 * MiB),
+        _case("c", seed=6, device="cuda", time=7.0, mem=60 * MiB),
+    ])  # fmt: skip
+    table = compare_runs(base, new, TOL).set_index("backend")
+    assert table.loc["a", "verdict"] == "regressed"
+    assert re.fullmatch(r"time \+[23]\d% \(p=[0-9.e-]+\)", table.loc["a", "why"])
+    assert table.loc["a", "time_ci_low"] > 1.1 and table.loc["a", "time_p"] < 1e-3
+    assert table.loc["b", "verdict"] == "regressed" and "memory +3%" in table.loc["b", "why"]
+    assert table.loc["b", "memory_ratio"] == pytest.approx(66 / 64)
+    assert table.loc["c", "verdict"] == "faster" and "memory -6%" in table.loc["c", "why"]
+    assert not regressed(compare_runs(base, base, TOL))
+
+
+def test_normalised_mode_cancels_machine_speed(tmp_path):
+    base = _run(tmp_path, "base", [_case("a", seed=1), _case("b", n=2048, time=40.0, seed=2)])
+    new = _run(tmp_path, "new", [_case("a", time=20.0, seed=3),
+                                 _case("b", n=2048, time=80.0, seed=4)])  # fmt: skip
+    raw = compare_runs(base, new, TOL)
+    assert list(raw["verdict"]) == ["regressed", "regressed"]
+    normalised = compare_runs(base, new, TOL, scale_base=1.5, scale_new=3.0)
+    assert list(normalised["verdict"]) == ["same", "same"]
+    assert normalised["time_ratio"].to_numpy() == pytest.approx(1.0, rel=0.05)
+    assert normalised["time_new_ms"].to_numpy() == pytest.approx([20.0, 80.0], rel=0.05)
+
+
+def test_tolerances_and_fractions():
+    assert parse_fraction("10%") == pytest.approx(0.10)
+    assert parse_fraction("0.01") == pytest.approx(0.01)
+    for bad in ["-5%", "x", "nan"]:
+        with pytest.raises(ValueError):
+            parse_fraction(bad)
+    with pytest.raises(ValueError):
+        Tolerances(alpha=0)
+    with pytest.raises(ValueError):
+        Tolerances(time=-0.1)
+    with pytest.raises(AttributeError):
+        TOL.time = 0.2  # type: ignore[misc]
