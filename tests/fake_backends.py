@@ -95,4 +95,32 @@ class CudaOnly(_Fake):
     supports_backward = False
 
 
-FAKES = (Boom, Hog, Sleepy, Segfault, Killed, Wrong, CudaOnly)
+class Work(AttentionBackend):
+    """Attention plus a fixed amount of matmul work, for regression checks: ``test-work-plus25``
+    does 25% more of it under the same label, as a change that slows a backend down would."""
+
+    name = "test-work"
+    family = "test"
+    rounds = 8  # [384, 384] matmuls per call, about 0.9 GFLOP: it dominates at small lengths
+
+    def label(self) -> str:
+        return "test-work"
+
+    def prepare(self, inputs: Inputs):
+        w = torch.randn(384, 384, generator=torch.Generator().manual_seed(0)) / 20
+
+        def fn(q, k, v):
+            x = w
+            for _ in range(self.rounds):
+                x = x @ w
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+        return fn
+
+
+class WorkPlus25(Work):
+    name = "test-work-plus25"
+    rounds = 10
+
+
+FAKES = (Boom, Hog, Sleepy, Segfault, Killed, Wrong, CudaOnly, Work, WorkPlus25)

@@ -1,0 +1,98 @@
+"""pytest-benchmark suite over the backend registry: every backend at a few small lengths, forward
+(``fwd``) and forward + backward (``fwdbwd``, gradients of q, k and v), on inputs laid out
+``[B, H, N, D]`` and built as a sweep builds them (``harness.config.SweepConfig``).
+
+Each case follows ``harness.worker.run_case`` up to the timing: the same skip reasons, the same
+per-shape ``prepare`` outside the measurement, the same warm-up (``harness.timing.warm_up``: call
+until two calls agree, so compilation and autotuning never land in a sample), the peak memory of
+one call (``harness.memory.peak_bytes``) and the output checked against the dense masked
+reference. Only the timing itself is pytest-benchmark's (``benchmark(call)``), so that its
+options (--benchmark-max-time, --benchmark-min-rounds, --benchmark-autosave,
+--benchmark-compare, --benchmark-compare-fail, ...) work as usual. ``benchmark.extra_info``
+holds the harness's row for the case (``harness.runner.make_result``) without the times, plus
+its useful FLOPs (``harness.flops.row_flops``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from harness.config import Case, SweepConfig
+from harness.flops import row_flops
+from harness.memory import available_bytes, peak_bytes
+from harness.runner import make_result
+from harness.timing import synchronize, timed_call, warm_up
+from harness.worker import TOLERANCE, _forward_backward, check_output
+
+# Selectable with -m benchmark / -m "not benchmark"; no settings here, so that the command
+# line's --benchmark-* options are never overridden.
+pytestmark = pytest.mark.benchmark
+
+
+def case_description(case: Case, fields: dict[str, Any]) -> dict[str, Any]:
+    """The harness's results.csv row for ``case`` (backend, family, label, params JSON, seq_len,
+    pass, shape, dtype, device, seed, threads, ...) with ``fields`` filled in, empty columns left
+    out, plus ``useful_flops`` of one call (None for a family the FLOP model does not know)."""
+    row = make_result(case, fields).row()
+    row["useful_flops"] = row_flops(row)
+    return {key: value for key, value in row.items() if value not in (None, "")}
+
+
+def test_backend(
+    benchmark, bench_config: SweepConfig, backend_name: str, pass_: str, seq_len: int
+) -> None:
+    backend = bench_config.make_backend(backend_name)
+    inputs = bench_config.inputs(seq_len, pass_)
+    device = inputs.device
+    # The sweep refuses bad parameters up front; here they are a skipped row like the others.
+    # dict.fromkeys: Reformer's reasons already include its parameter errors.
+    reasons = backend.param_errors(seq_len) + backend.not_supported_reasons(inputs)
+    reasons = list(dict.fromkeys(reasons))
+    if reasons:
+        pytest.skip("; ".join(reasons))
+    free = available_bytes(device)
+    need = backend.estimate_bytes(inputs) + inputs.qkv_bytes() * (2 if inputs.requires_grad else 1)
+    if free is not None and need > free:
+        pytest.skip(f"predicted {need / 2**30:.1f} GiB > {free / 2**30:.1f} GiB free")
+
+    q, k, v = inputs.make_qkv()  # [B, H, N, D] each
+    prepare_s, fn = timed_call(lambda: backend.prepare(inputs), device)  # per shape, paid once
+    if pass_ == "fwdbwd":
+        step = _forward_backward(fn, q, k, v, inputs.make_grad_out())
+    else:
+
+        def step():
+            return fn(q, k, v), None
+
+    def call():
+        # CUDA launches are asynchronous: without the synchronisation pytest-benchmark's wall
+        # clock would time only the launch.
+        result = step()
+        synchronize(device)
+        return result
+
+    warm = warm_up(call, device, bench_config.timing)  # first call included: compilation
+    peak, (out, _) = peak_bytes(call, device)
+    case = Case(backend, inputs, pass_, bench_config.timing, bench_config.check_rows)
+    check = check_output(case, out, q, k, v)
+    del out
+    assert check["check_ok"], (
+        f"max error {check['max_err']:.3g} vs the dense masked reference exceeds "
+        f"{TOLERANCE.get(inputs.dtype, 1e-2):g}: timing a wrong result would mislead"
+    )
+
+    fields = {
+        "status": "ok",
+        "prepare_ms": prepare_s * 1e3,
+        "first_call_ms": warm.durations[0] * 1e3,
+        "warmup_calls": warm.calls,
+        "peak_mem_bytes": peak,
+        "threads": torch.get_num_threads(),
+        **{key: check[key] for key in ("max_err", "err_vs_full", "check_rows")},
+    }
+    benchmark.extra_info.update(case_description(case, fields))
+    benchmark.group = f"{pass_} n={seq_len}"  # the table compares backends at one length
+    benchmark(call)
