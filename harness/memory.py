@@ -3,64 +3,23 @@
 CUDA: the caching allocator's own peak counter. CPU: the allocator keeps no peak, so the call
 runs in a fresh process (see ``harness.worker``) and we read the kernel's resident-set
 high-water mark. Linux lets a process reset that mark (``/proc/self/clear_refs``, value 5), so
-the peak can be taken after a warm-up call.
-
-For that one call only, glibc's malloc is told to serve every block over 64 KiB with mmap and to
-keep no free memory (``mallopt``, then ``malloc_trim``), so that memory freed before the call has
-left the process and the peak is not hidden in recycled heap pages. Afterwards it is set to the
-state its dynamic thresholds reach in a long-running program (blocks up to 32 MiB recycled on the
-heap), because timing every call with fresh, page-faulting mmap blocks would add costs a model in
-steady state does not pay (about 30% on small CPU cases).
+the peak can be taken after a warm-up call; glibc's malloc is told to serve every block over
+64 KiB with mmap (``MALLOC_MMAP_THRESHOLD_``, set by the runner) so freed memory leaves the
+process at once and a later peak is not hidden in recycled heap pages.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import resource
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import cache
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 
 T = TypeVar("T")
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-MEASURE_MMAP_THRESHOLD = 64 * 2**10
-STEADY_MMAP_THRESHOLD = 32 * 2**20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
-STEADY_TRIM_THRESHOLD = 2 * STEADY_MMAP_THRESHOLD  # glibc keeps trim at twice the mmap threshold
-
-
-@cache
-def _glibc() -> ctypes.CDLL | None:
-    path = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(path) if path else None
-    except OSError:
-        return None
-    if libc is None or not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):
-        return None  # not glibc: the CPU peak is then an upper bound of recycled memory too
-    return libc
-
-
-@contextmanager
-def malloc_for_measuring() -> Iterator[None]:
-    """Within: large blocks are mmapped and freed memory is returned at once; after: steady."""
-    libc = _glibc()
-    if libc is None:
-        yield
-        return
-    libc.mallopt(M_MMAP_THRESHOLD, MEASURE_MMAP_THRESHOLD)
-    libc.mallopt(M_TRIM_THRESHOLD, 0)
-    libc.malloc_trim(0)
-    try:
-        yield
-    finally:
-        libc.mallopt(M_MMAP_THRESHOLD, STEADY_MMAP_THRESHOLD)
-        libc.mallopt(M_TRIM_THRESHOLD, STEADY_TRIM_THRESHOLD)
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
 
 
 def _status_kib(key: str) -> int | None:
@@ -118,13 +77,12 @@ def peak_bytes(call: Callable[[], T], device: str) -> tuple[int, T]:
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - before
         return peak, result
-    with malloc_for_measuring():
-        if _reset_cpu_peak():
-            before = (_status_kib("VmRSS") or 0) * 1024
-            result = call()
-            peak = (_status_kib("VmHWM") or 0) * 1024 - before
-        else:  # no resettable high-water mark: fall back to the process's lifetime peak
-            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            result = call()
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    if _reset_cpu_peak():
+        before = (_status_kib("VmRSS") or 0) * 1024
+        result = call()
+        peak = (_status_kib("VmHWM") or 0) * 1024 - before
+    else:  # no resettable high-water mark: fall back to the process's lifetime peak
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        result = call()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
     return max(peak, 0), result

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable
 
 from harness.config import Case, SweepConfig
 from harness.inputs import dtype_name
+from harness.memory import MALLOC_ENV
 from harness.records import CaseResult
 from harness.storage import (
     RESULTS,
@@ -31,6 +33,7 @@ FATAL = ("oom", "timeout")
 def _context(preload: tuple[str, ...] = ()) -> mp.context.BaseContext:
     # A forkserver that has imported torch once hands out fresh processes in milliseconds; each
     # case still gets its own address space (and never inherits a CUDA context).
+    os.environ.update(MALLOC_ENV)  # read by each new process's malloc
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "harness.worker", "attention_impls", *preload])
     return ctx
