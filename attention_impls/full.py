@@ -29,6 +29,14 @@ def causal_mask(inputs: Inputs, rows: torch.Tensor | None, device: torch.device)
     return (torch.arange(n, device=device)[None, :] <= q_pos[:, None])[None, None]  # [1, 1, M, N]
 
 
+def score_matrices_bytes(inputs: Inputs) -> int:
+    """What materialised attention holds at its peak: the scores and probabilities, and with a
+    backward pass their gradients, each ``[B, H, N, N]``."""
+    b, h, n, _ = inputs.shape
+    matrices = 4 if inputs.requires_grad else 2
+    return matrices * b * h * n * n * inputs.element_size
+
+
 class _Full(AttentionBackend):
     family = "full"
     Params = FullParams
@@ -59,9 +67,7 @@ class FullNaive(_Full):
         return fn
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        b, h, n, _ = inputs.shape
-        matrices = 4 if inputs.requires_grad else 2  # scores and probabilities, and their grads
-        return matrices * b * h * n * n * inputs.element_size
+        return score_matrices_bytes(inputs)
 
 
 @register

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from attention_impls.full import _Full
+from attention_impls.full import _Full, score_matrices_bytes
 from harness.backend import AttentionFn
 from harness.inputs import Inputs, dtype_name
 from harness.registry import register
@@ -171,9 +171,7 @@ class SdpaMath(_PinnedSdpa):
     kernel = SDPBackend.MATH
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        b, h, n, _ = inputs.shape
-        matrices = 4 if inputs.requires_grad else 2  # scores and probabilities, and their grads
-        return matrices * b * h * n * n * inputs.element_size
+        return score_matrices_bytes(inputs)
 
 
 # The fused kernels keep no N x N matrix: the base estimate (output, and gradients) applies.

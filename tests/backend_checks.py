@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from harness.backend import AttentionBackend
 from harness.inputs import Inputs
@@ -48,27 +49,30 @@ def assert_matches_reference(
     return mask
 
 
+class LargestTensor(TorchDispatchMode):
+    """While active, records the element count of the largest tensor any op creates."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
 def largest_intermediate(backend: AttentionBackend, inputs: Inputs) -> int:
     """The element count of the largest tensor any op creates in one forward(+backward) call.
 
     A sparse backend promising O(N) memory must keep this well below N * N.
     """
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Record(TorchDispatchMode):
-        largest = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(t, torch.Tensor):
-                    Record.largest = max(Record.largest, t.numel())
-            return out
-
     q, k, v = inputs.make_qkv()
     fn = backend.prepare(inputs)
-    with Record():
+    with LargestTensor() as record:
         out = fn(q, k, v)
         if inputs.requires_grad:
             torch.autograd.grad(out, (q, k, v), inputs.make_grad_out(), allow_unused=True)
-    return Record.largest
+    return record.largest

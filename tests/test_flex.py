@@ -17,7 +17,6 @@ import warnings
 import pytest
 import torch
 from torch.nn.attention.flex_attention import create_block_mask, create_mask, flex_attention
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import attention_impls.flex as fx
 from attention_impls.bigbird import BigBird, BigBirdParams
@@ -26,7 +25,7 @@ from attention_impls.longformer import Longformer, LongformerParams
 from attention_impls.reformer import Reformer, ReformerParams
 from harness.inputs import Inputs
 from harness.registry import get_backend_class
-from tests.backend_checks import assert_matches_reference
+from tests.backend_checks import LargestTensor, assert_matches_reference
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -201,17 +200,6 @@ def test_block_mask_compiled_beyond_eager_length(monkeypatch):
     assert torch.equal(compiled.full_kv_num_blocks, eager.full_kv_num_blocks)
 
 
-class _Largest(TorchDispatchMode):
-    largest = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for t in out if isinstance(out, (tuple, list)) else (out,):
-            if isinstance(t, torch.Tensor):
-                self.largest = max(self.largest, t.numel())
-        return out
-
-
 def _tensors(fn) -> list[torch.Tensor]:
     cells = [c.cell_contents for c in fn.__closure__ or ()]
     return [t for t in cells if isinstance(t, torch.Tensor)]
@@ -229,7 +217,7 @@ def test_prepare_builds_no_quadratic_tensor(monkeypatch, backend):
     n = 2048
     inputs = Inputs(1, 2, n, 16)
     monkeypatch.setattr(fx, "MASK_SLAB_ELEMENTS", 1 << 16)  # slabs of 128 rows at this n
-    with _Largest() as record:
+    with LargestTensor() as record:
         backend.prepare(inputs)
     assert 0 < record.largest <= 128 * n * 2  # one slab of mask_mod values, not n * n
     mod = backend.mask_mod(inputs)
