@@ -20,6 +20,7 @@ from harness.cli import (
     parse_report_args,
     resolve_device,
     resolve_dtype,
+    with_baseline_options,
 )
 from harness.config import SweepConfig
 from harness.inputs import dtype_name
@@ -40,6 +41,7 @@ def describe_config(config: SweepConfig) -> dict:
         "seed": config.seed,
         "timing": config.timing.__dict__,
         "case_timeout_s": config.case_timeout_s,
+        "processes": config.processes,
         "check_rows": config.check_rows,
     }
 
@@ -103,14 +105,16 @@ def run(argv: list[str]) -> int:
         device = resolve_device(args.device)
         print(format_table(backend_table(device, resolve_dtype(args.dtype, device))))
         return 0
-    config = build_config(args)
-    report_after = args.report
     against = None
     if args.check_against:
         try:
             against = baselines.find(args.check_against)
         except baselines.BaselineError as exc:
             raise UsageError(str(exc)) from None
+        command = storage.read_meta(against).get("command", PROG)
+        args = with_baseline_options(argv, args.check_against, command)
+    config = build_config(args)
+    report_after = args.report
     threads = config.threads or torch.get_num_threads()
     meta = machine.describe(config.device, threads, [PROG, *argv])
     meta["config"] = describe_config(config)

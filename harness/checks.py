@@ -27,9 +27,9 @@ class CheckSettings:
     normalise: bool = False
 
 
-def _scales(meta_base: dict, meta_new: dict, normalise: bool) -> tuple[float, float]:
+def _scales(meta_base: dict, meta_new: dict, normalise: bool) -> tuple[float, float] | None:
     if not normalise:
-        return 1.0, 1.0
+        return None
     base, new = reference_op.reference_ms(meta_base), reference_op.reference_ms(meta_new)
     if base is None or new is None:
         which = "baseline" if base is None else "new run"
@@ -74,8 +74,8 @@ def compare(base_dir: Path, new_dir: Path, settings: CheckSettings, out: Path | 
     the Markdown path)."""
     base, new = storage.read_results(base_dir), storage.read_results(new_dir)
     meta_base, meta_new = storage.read_meta(base_dir), storage.read_meta(new_dir)
-    scale_base, scale_new = _scales(meta_base, meta_new, settings.normalise)
-    table = regression.compare_runs(base, new, settings.tolerances, scale_base, scale_new)
+    scales = _scales(meta_base, meta_new, settings.normalise)
+    table = regression.compare_runs(base, new, settings.tolerances, scales)
     shared = ~table["verdict"].isin(["new", "missing"])
     if not shared.any():
         raise storage.RunFolderError(f"{base_dir} and {new_dir} have no case in common")
@@ -83,6 +83,7 @@ def compare(base_dir: Path, new_dir: Path, settings: CheckSettings, out: Path | 
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / COMPARE_CSV, index=False)
     tol = settings.tolerances
+    dev = str(table["device"].dropna().iloc[0]) if table["device"].notna().any() else "cpu"
     counts = table["verdict"].value_counts()
     head = (
         f"# Regression check: {Path(new_dir).name} against {Path(base_dir).name}\n\n"
@@ -90,8 +91,10 @@ def compare(base_dir: Path, new_dir: Path, settings: CheckSettings, out: Path | 
         f"bootstrap 95% interval of the median ratio above 1); memory tolerance "
         f"{tol.memory:.0%} on CUDA, max({tol.cpu_memory:.0%}, "
         f"{fmt_bytes(tol.cpu_memory_floor_bytes)}) on CPU"
-        + (f"; times normalised by the reference operation ({scale_base:.3g} ms in the "
-           f"baseline, {scale_new:.3g} ms in the new run)" if settings.normalise else "")
+        + (f"; times normalised by the reference operation ({reference_op.describe(dev)}): "
+           "the time measured in each case's process where both runs have it, else the run's "
+           f"({scales[0]:.3g} ms in the baseline, {scales[1]:.3g} ms in the new run)"
+           if scales else "")
         + ".\n\n"
         + ", ".join(f"{n} {v}" for v, n in counts.items())
         + "\n\n"

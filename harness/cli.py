@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import shlex
 from pathlib import Path
 from typing import NoReturn
 
@@ -116,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument(
         "--check-against", metavar="NAME",
-        help="then compare with baseline NAME (results/baselines/NAME); exit 1 on a regression",
+        help="sweep what baseline NAME (results/baselines/NAME) measured, with its options "
+        "unless given here, then compare with it; exit 1 on a regression",
     )  # fmt: skip
     b = p.add_argument_group("backend parameters (each backend takes those it has)")
     b.add_argument("--window", type=_positive_int, help="longformer: one-sided window w (256)")
@@ -152,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-repeats", type=_positive_int, default=5, help="samples per case at least (5)"
     )
     m.add_argument("--warmup", type=_positive_float, default=0.2, help="seconds of warm-up (0.2)")
+    m.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="time each case in K fresh processes, one after another (1); the regression "
+        "check then judges the K medians, which shared machines need (5 or more)",
+    )
     m.add_argument(
         "--case-timeout",
         type=_positive_float,
@@ -221,6 +231,26 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         help="divide times by each run's reference matmul, so that runs on days when the "
         "machine ran at another speed compare fairly",
     )  # fmt: skip
+
+
+# Options that say where a run goes and how it is judged, not what it measures: a baseline's
+# own values of these are not carried over to the run checked against it
+NOT_CARRIED = ("out", "resume", "report", "check_against", "list_backends", "time_tolerance",
+               "memory_tolerance", "normalise")  # fmt: skip
+
+
+def with_baseline_options(argv: list[str], name: str, command: str) -> argparse.Namespace:
+    """``argv`` parsed on top of the sweep options of the baseline's recorded ``command``:
+    what is given in ``argv`` wins, the rest is what the baseline measured."""
+    parser = build_parser()
+    try:
+        recorded = parser.parse_args(shlex.split(command)[1:])
+    except (UsageError, ValueError) as exc:
+        raise UsageError(f"baseline {name!r}: its command line does not parse: {exc}") from None
+    for dest in NOT_CARRIED:
+        delattr(recorded, dest)
+    # argparse fills in a default only for what the namespace does not hold yet
+    return parser.parse_args(argv, namespace=recorded)
 
 
 def check_settings(args: argparse.Namespace) -> CheckSettings:
@@ -364,6 +394,7 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
             max_time_s=max(60.0, 4 * args.min_time),
         ),
         case_timeout_s=args.case_timeout,
+        processes=args.processes,
         check_rows=args.check_rows,
         resume=args.resume,
         threads=args.threads,

@@ -34,7 +34,8 @@ class SweepConfig:
     # (window, block_size, n_hashes, ...); each backend takes the ones it has.
     param_overrides: tuple[tuple[str, Any], ...] = ()
     timing: TimingSettings = field(default_factory=TimingSettings)
-    case_timeout_s: float = 300.0
+    case_timeout_s: float = 300.0  # per process
+    processes: int = 1  # fresh processes per case, one after another (``harness.repeats``)
     check_rows: int = 128
     resume: bool = False
     threads: int | None = None

@@ -3,23 +3,58 @@
 CUDA: the caching allocator's own peak counter. CPU: the allocator keeps no peak, so the call
 runs in a fresh process (see ``harness.worker``) and we read the kernel's resident-set
 high-water mark. Linux lets a process reset that mark (``/proc/self/clear_refs``, value 5), so
-the peak can be taken after a warm-up call; glibc's malloc is told to serve every block over
-64 KiB with mmap (``MALLOC_MMAP_THRESHOLD_``, set by the runner) so freed memory leaves the
-process at once and a later peak is not hidden in recycled heap pages.
+the peak can be taken after warm-up calls.
+
+For that call glibc's malloc is first told to serve every block over 64 KiB with mmap and to
+keep no free memory (``mallopt``, then ``malloc_trim``), so that memory freed earlier has left
+the process and the peak is not hidden in recycled heap pages. That setting stays (glibc has no
+way back to its dynamic thresholds), and it must not be in force while timing: every
+intermediate tensor would then be a fresh mmap that page-faults on first touch, which made
+small CPU cases about 40% slower, and their times twice as variable from process to process,
+as with the allocator behaviour a long-running program has. So a case process measures memory
+after its timing (``harness.worker``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import resource
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 
 T = TypeVar("T")
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536"}
+MEASURING_MMAP_THRESHOLD = 64 * 2**10
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+@cache
+def _glibc() -> ctypes.CDLL | None:
+    path = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(path) if path else None
+    except OSError:
+        return None
+    if libc is None or not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):
+        return None
+    return libc
+
+
+def malloc_for_measuring() -> bool:
+    """Large blocks mmapped, freed memory returned at once, from now on in this process; False
+    where the C library is not glibc (the CPU peak may then miss recycled memory)."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.mallopt(M_MMAP_THRESHOLD, MEASURING_MMAP_THRESHOLD)
+    libc.mallopt(M_TRIM_THRESHOLD, 0)
+    libc.malloc_trim(0)
+    return True
 
 
 def _status_kib(key: str) -> int | None:
@@ -67,7 +102,8 @@ def _reset_cpu_peak() -> bool:
 
 
 def peak_bytes(call: Callable[[], T], device: str) -> tuple[int, T]:
-    """Peak memory of one ``call`` beyond what was in use just before it, and its result."""
+    """Peak memory of one ``call`` beyond what was in use just before it, and its result. On
+    CPU this switches malloc to ``malloc_for_measuring`` for good: time nothing after it."""
     gc.collect()
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
@@ -77,6 +113,7 @@ def peak_bytes(call: Callable[[], T], device: str) -> tuple[int, T]:
         torch.cuda.synchronize(device)
         peak = torch.cuda.max_memory_allocated(device) - before
         return peak, result
+    malloc_for_measuring()
     if _reset_cpu_peak():
         before = (_status_kib("VmRSS") or 0) * 1024
         result = call()

@@ -32,6 +32,10 @@ class CaseResult:
     prepare_ms: float | None = None  # per-shape setup (index tables, block masks), paid once
     first_call_ms: float | None = None  # the first call: initialisation and any compilation
     time_samples_ms: str = ""  # every sample, space separated, for later statistics
+    # Each process's median, and the reference operation's median timed in that process just
+    # before and after the case (``harness.reference_op``): machine speed at the case's time
+    process_medians_ms: str = ""
+    process_ref_ms: str = ""
     peak_mem_bytes: int | None = None
     max_err: float | None = None  # vs dense attention restricted to the backend's own mask
     err_vs_full: float | None = None  # relative error vs full attention: what sparsity costs

@@ -1,7 +1,8 @@
 """``run_bench.py compare BASELINE NEW``: did a case get slower or hungrier beyond tolerance?
 
-Pure functions of two runs' ``results.csv`` rows. Time is judged on every stored sample
-(``time_samples_ms``), not on the medians alone, so that noise does not fail CI: a case has
+Pure functions of two runs' ``results.csv`` rows. Time is judged on repeated measurements,
+not on two medians, so that noise does not fail CI (``time_values``: the medians of several
+processes where a run has them, else every stored sample): a case has
 *regressed* when its median grew beyond the tolerance AND the growth is significant, by the
 two-sided Mann-Whitney U test (Mann & Whitney 1947; exact null distribution for small samples
 without ties, normal approximation with tie and continuity corrections otherwise) and by a
@@ -177,11 +178,43 @@ def verdict_memory(
     return ratio, "same"
 
 
-def _samples(row: pd.Series, side: str) -> np.ndarray:
-    """The stored samples; the median alone where a row kept none."""
-    text = row.get(f"time_samples_ms_{side}")
-    values = [float(x) for x in text.split()] if isinstance(text, str) else []
-    return np.asarray(values or [float(row[f"time_median_ms_{side}"])])
+def _floats(row: pd.Series, column: str) -> np.ndarray:
+    text = row.get(column)
+    return np.asarray([float(x) for x in text.split()] if isinstance(text, str) else [])
+
+
+def time_values(
+    r: pd.Series, run_scales: tuple[float, float] | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """What a case's time verdict compares: (baseline values, new values, what they are).
+
+    Where both sides timed the case in 3 or more processes, the per-process medians: samples
+    within one process share its moment and would make a slow minute look significant.
+    Otherwise every stored sample (the median alone for rows that kept none).
+    ``run_scales`` (normalised mode, each run's reference time) is the fallback divisor
+    for rows without their own reference times: where both have them, each process's values are
+    divided by the reference timed in that process."""
+    sides = []
+    for side in ("base", "new"):
+        processes = _floats(r, f"process_medians_ms_{side}")
+        samples = _floats(r, f"time_samples_ms_{side}")
+        if not len(samples):
+            samples = np.asarray([float(r[f"time_median_ms_{side}"])])
+        sides.append((processes, samples, _floats(r, f"process_ref_ms_{side}")))
+    per_process = min(len(sides[0][0]), len(sides[1][0])) >= 3
+    what = "process medians" if per_process else "samples"
+    own_refs = run_scales is not None and all(len(ref) == len(p) > 0 for p, _, ref in sides)
+    values = []
+    for i, (processes, samples, ref) in enumerate(sides):
+        v = processes if per_process else samples
+        if own_refs:
+            v = v / ref if per_process else v / np.median(ref)
+        elif run_scales is not None:
+            v = v / run_scales[i]
+        values.append(v)
+    if run_scales is not None:
+        what += ", per-case reference" if own_refs else ", per-run reference"
+    return values[0], values[1], what
 
 
 def _checked(reason: object) -> bool:
@@ -192,7 +225,7 @@ def _percent(ratio: float) -> str:
     return "inf" if math.isinf(ratio) else f"{(ratio - 1) * 100:+.0f}%"
 
 
-def _judge(r: pd.Series, tol: Tolerances, scale_base: float, scale_new: float) -> dict:
+def _judge(r: pd.Series, tol: Tolerances, run_scales: tuple[float, float] | None) -> dict:
     """The verdict of one case, with its statistics where both sides measured it."""
     base, new = r["status_base"], r["status_new"]
     if r["_merge"] != "both":
@@ -208,11 +241,16 @@ def _judge(r: pd.Series, tol: Tolerances, scale_base: float, scale_new: float) -
         if base == "ok" and new in FAILED:
             word = "regressed"
         return dict(verdict=word, why=f"{base} -> {new_text}")
-    t = verdict_time(_samples(r, "base"), _samples(r, "new"), tol, scale_base, scale_new)
+    a, b, what = time_values(r, run_scales)
+    t = verdict_time(a, b, tol)
     memory_ratio, memory_word = verdict_memory(
         r["peak_mem_bytes_base"], r["peak_mem_bytes_new"], r["device"], tol
     )
-    test = f"p={t.p:.2g}" if t.enough_samples else "medians only: too few samples"
+    test = (
+        f"p={t.p:.2g}, {len(a)} vs {len(b)} {what}"
+        if t.enough_samples
+        else (f"medians only: {len(a)} vs {len(b)} {what} are too few for the test")
+    )
     why = [f"time {_percent(t.ratio)} ({test})"]
     if memory_word != "same":
         why.append(f"memory {_percent(memory_ratio)}")
@@ -239,18 +277,17 @@ def compare_runs(
     base: pd.DataFrame,
     new: pd.DataFrame,
     tol: Tolerances,
-    scale_base: float = 1.0,
-    scale_new: float = 1.0,
+    run_scales: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
     """One row per case on either side (matched on ``KEYS``), in the base run's order, cases
     only in the new run last. ``time_*_ms`` are the stored medians; ``time_ratio`` is of the
-    scaled sample medians (the same thing unless normalised)."""
+    compared values' medians (see ``time_values``; normalised when ``run_scales`` is given)."""
     # a resumed run may repeat a case: its last row stands
     base = base.drop_duplicates(KEYS, keep="last").assign(_order=lambda d: np.arange(len(d)))
     new = new.drop_duplicates(KEYS, keep="last").assign(_order=lambda d: np.arange(len(d)))
     m = base.merge(new, on=KEYS, how="outer", suffixes=("_base", "_new"), indicator=True)
     m = m.sort_values(["_order_base", "_order_new"], na_position="last").reset_index(drop=True)
-    rows = [_judge(r, tol, scale_base, scale_new) for _, r in m.iterrows()]
+    rows = [_judge(r, tol, run_scales) for _, r in m.iterrows()]
     judged = pd.DataFrame(rows, index=m.index, columns=[
         "verdict", "why", "time_ratio", "time_ci_low", "time_ci_high", "time_p", "memory_ratio",
     ])  # fmt: skip

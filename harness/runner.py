@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import os
 import signal
 import time
 from collections.abc import Callable, Iterable
 
 from harness.config import Case, SweepConfig
 from harness.inputs import dtype_name
-from harness.memory import MALLOC_ENV
 from harness.records import CaseResult
+from harness.repeats import combine
 from harness.storage import (
     RESULTS,
     append_result,
@@ -33,7 +32,6 @@ FATAL = ("oom", "timeout")
 def _context(preload: tuple[str, ...] = ()) -> mp.context.BaseContext:
     # A forkserver that has imported torch once hands out fresh processes in milliseconds; each
     # case still gets its own address space (and never inherits a CUDA context).
-    os.environ.update(MALLOC_ENV)  # read by each new process's malloc
     ctx = mp.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "harness.worker", "attention_impls", *preload])
     return ctx
@@ -147,7 +145,10 @@ def run_sweep(
         if cause:
             fields = {"status": "skipped", "reason": cause}
         else:
-            fields = run_in_process(ctx, case, config.case_timeout_s, config.threads)
+            parts = []
+            while len(parts) < config.processes and (not parts or parts[-1]["status"] == "ok"):
+                parts.append(run_in_process(ctx, case, config.case_timeout_s, config.threads))
+            fields = combine(parts, config.processes)
         result = make_result(case, fields)
         failures.record(result.backend, result.params, result.pass_, result.seq_len, result.status)
         append_result(config.out_dir, result)

@@ -15,7 +15,8 @@ from harness.records import COLUMNS, KEY_COLUMNS, STATUSES, CaseResult
 
 RESULTS = "results.csv"
 META = "meta.json"
-TEXT_COLUMNS = {"reason", "params", "label", "time_samples_ms"}
+TEXT_COLUMNS = {"reason", "params", "label", "time_samples_ms", "process_medians_ms",
+                "process_ref_ms"}  # fmt: skip
 
 
 class RunFolderError(ValueError):

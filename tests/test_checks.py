@@ -71,11 +71,18 @@ def test_baseline_save_then_check_against(tmp_path, monkeypatch, capsys):
     assert main(["baseline", "save", str(first), "cpu-quick"]) == 2  # exists: --replace
     assert "--replace" in capsys.readouterr().err
     assert main(["baseline", "save", str(first), "cpu-quick", "--replace"]) == 0
-    # one step, as a CI job does it; a 1000x tolerance so that machine noise cannot fail it
-    code = main([*quick, "--out", str(tmp_path / "second"), "--check-against", "cpu-quick",
+    # one step, as a CI job does it: the baseline's own sweep, its options unless given here;
+    # a 1000x tolerance so that machine noise cannot fail it
+    code = main(["--out", str(tmp_path / "second"), "--check-against", "cpu-quick",
                  "--normalise", "--time-tolerance", "1000"])  # fmt: skip
     assert code == 0
     table = pd.read_csv(tmp_path / "second" / "compare.csv")
-    assert table["verdict"].isin(["same", "faster", "slower"]).all()
+    assert table["verdict"].isin(["same", "faster", "slower"]).all() and len(table) == 1
+    config = json.loads((tmp_path / "second" / "meta.json").read_text())["config"]
+    assert config == json.loads((first / "meta.json").read_text())["config"]
+    # what is given wins: another shape shares no case with the baseline
+    assert main(["--out", str(tmp_path / "third"), "--check-against", "cpu-quick",
+                 "--heads", "1"]) == 2  # fmt: skip
+    assert "no case in common" in capsys.readouterr().err
     assert main([*quick, "--out", str(tmp_path / "x"), "--check-against", "nope"]) == 2
     assert "no baseline 'nope'" in capsys.readouterr().err

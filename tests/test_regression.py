@@ -146,8 +146,9 @@ def test_memory_rules_on_cpu_and_cuda():
     assert math.isnan(ratio) and word == "same"
 
 
-def _case(label: str, n: int = 1024, status: str = "ok", time: float = 10.0, mem: int = 64 * MiB,
-          device: str = "cpu", reason: str = "", seed: int = 0) -> CaseResult:  # fmt: skip
+def _case(label: str, time: float = 10.0, seed: int = 0, n: int = 1024, status: str = "ok",
+          mem: int = 64 * MiB, device: str = "cpu", reason: str = "",
+          processes: list[float] = (), refs: list[float] = ()) -> CaseResult:  # fmt: skip
     ok = status == "ok"
     samples = time * np.random.default_rng(seed).lognormal(0, 0.02, 10)
     return CaseResult(
@@ -157,6 +158,7 @@ def _case(label: str, n: int = 1024, status: str = "ok", time: float = 10.0, mem
         time_median_ms=float(np.median(samples)) if ok else None,
         time_samples_ms=" ".join(f"{s:.4f}" for s in samples) if ok else "",
         peak_mem_bytes=mem if ok else None,
+        process_medians_ms=" ".join(map(str, processes)), process_ref_ms=" ".join(map(str, refs)),
     )  # fmt: skip
 
 
@@ -206,7 +208,7 @@ def test_compare_runs_time_and_memory(tmp_path):
     ])  # fmt: skip
     table = compare_runs(base, new, TOL).set_index("backend")
     assert table.loc["a", "verdict"] == "regressed"
-    assert re.fullmatch(r"time \+[23]\d% \(p=[0-9.e-]+\)", table.loc["a", "why"])
+    assert re.fullmatch(r"time \+[23]\d% \(p=[0-9.e-]+, 10 vs 10 samples\)", table.loc["a", "why"])
     assert table.loc["a", "time_ci_low"] > 1.1 and table.loc["a", "time_p"] < 1e-3
     assert table.loc["b", "verdict"] == "regressed" and "memory +3%" in table.loc["b", "why"]
     assert table.loc["b", "memory_ratio"] == pytest.approx(66 / 64)
@@ -220,10 +222,47 @@ def test_normalised_mode_cancels_machine_speed(tmp_path):
                                  _case("b", n=2048, time=80.0, seed=4)])  # fmt: skip
     raw = compare_runs(base, new, TOL)
     assert list(raw["verdict"]) == ["regressed", "regressed"]
-    normalised = compare_runs(base, new, TOL, scale_base=1.5, scale_new=3.0)
+    normalised = compare_runs(base, new, TOL, run_scales=(1.5, 3.0))
     assert list(normalised["verdict"]) == ["same", "same"]
     assert normalised["time_ratio"].to_numpy() == pytest.approx(1.0, rel=0.05)
     assert normalised["time_new_ms"].to_numpy() == pytest.approx([20.0, 80.0], rel=0.05)
+
+
+def test_process_medians_are_judged_not_their_samples(tmp_path):
+    # each process's samples are tight, but the processes disagree by 20%: the samples alone
+    # would make a 15% difference look certain; five process medians per side do not
+    base = _run(tmp_path, "base", [_case("a", 10, 1, processes=[10, 12, 9.5, 11, 10.5])])
+    new = _run(tmp_path, "new", [_case("a", 11.5, 2, processes=[11.5, 9.8, 12, 10.8, 11])])
+    samples_only = compare_runs(base.assign(process_medians_ms=""),
+                                new.assign(process_medians_ms=""), TOL).loc[0]  # fmt: skip
+    assert samples_only["verdict"] == "regressed" and "10 vs 10 samples" in samples_only["why"]
+    row = compare_runs(base, new, TOL).loc[0]
+    assert row["verdict"] == "same" and "5 vs 5 process medians" in row["why"]
+    slow = _run(tmp_path, "slow", [_case("a", 14, 3, processes=[14, 13.5, 14.5, 15, 13.8])])
+    row = compare_runs(base, slow, TOL).loc[0]
+    assert row["verdict"] == "regressed" and row["time_ratio"] == pytest.approx(14 / 10.5)
+    # fewer than three processes on either side: back to the samples
+    two = _run(tmp_path, "two", [_case("a", time=11.5, seed=2, processes=[11.5, 11])])
+    assert "samples" in compare_runs(base, two, TOL).loc[0, "why"]
+
+
+def test_per_case_reference_follows_the_machine_within_a_run(tmp_path):
+    # the new run's case ran while the machine was 1.5x slower, and so did the reference timed
+    # next to it: divided by it, nothing changed; the run's reference, timed before and after
+    # the sweep, missed the slow stretch
+    base = _run(tmp_path, "base", [_case("a", processes=[10, 10.1, 9.9, 10.05, 9.95],
+                                         refs=[20] * 5, seed=1)])  # fmt: skip
+    slow = [15, 15.1, 14.9, 15.2, 14.8]
+    new = _run(tmp_path, "new", [_case("a", processes=slow, refs=[30, 30.2, 29.8, 30.4, 29.6],
+                                       seed=2)])  # fmt: skip
+    assert compare_runs(base, new, TOL).loc[0, "verdict"] == "regressed"
+    row = compare_runs(base, new, TOL, run_scales=(20.0, 20.0)).loc[0]
+    assert row["verdict"] == "same" and "per-case reference" in row["why"]
+    assert row["time_ratio"] == pytest.approx(1.0)
+    # a run without per-case references: both sides fall back to the runs' references
+    old = _run(tmp_path, "old", [_case("a", processes=slow, seed=2)])
+    row = compare_runs(base, old, TOL, run_scales=(20.0, 20.0)).loc[0]
+    assert "per-run reference" in row["why"] and row["verdict"] == "regressed"
 
 
 def test_tolerances_and_fractions():

@@ -14,8 +14,6 @@ Options (each also read from an environment variable, so that tox can pass it th
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 from pathlib import Path
 
@@ -25,11 +23,10 @@ import torch
 from harness.cli import UsageError, resolve_device, resolve_dtype
 from harness.config import SweepConfig
 from harness.inputs import DTYPES, dtype_name
-from harness.memory import MALLOC_ENV
+from harness.memory import malloc_for_measuring
 from harness.registry import backend_names
 
 DEFAULT_LENGTHS = (512, 1024, 2048)
-M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter behind MALLOC_MMAP_THRESHOLD_
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -67,30 +64,17 @@ def parse_lengths(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(lengths)))
 
 
-def _serve_large_blocks_with_mmap() -> None:
-    """What the harness's MALLOC_ENV does for its case processes, done at run time: glibc then
-    returns every freed block over 64 KiB to the kernel at once, so the resident-set peak that
-    ``harness.memory.peak_bytes`` reads is not hidden in recycled heap pages (and times are
-    taken under the same allocator behaviour as a sweep's)."""
-    name = next(iter(MALLOC_ENV))
-    if name in os.environ:  # the user chose a value at process start: keep it
-        return
-    path = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(path) if path else None
-        if libc is not None and hasattr(libc, "mallopt"):
-            libc.mallopt(M_MMAP_THRESHOLD, int(MALLOC_ENV[name]))
-    except OSError:  # not glibc: the CPU peak is then only a relative figure
-        pass
-
-
 CONFIG_KEY = pytest.StashKey[SweepConfig]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Resolve the options once, as the harness's command line does: a bad device or dtype is a
     usage error before anything is collected."""
-    _serve_large_blocks_with_mmap()
+    # One process runs every benchmark, and a CPU memory measurement leaves malloc mmapping
+    # every large block (harness.memory): set that from the start, so that every benchmark is
+    # timed under the same allocator behaviour. (A sweep times under glibc's default and
+    # measures memory after; small CPU cases read faster there.)
+    malloc_for_measuring()
     try:
         device = resolve_device(config.getoption("bench_device"))
         dtype = resolve_dtype(config.getoption("bench_dtype"), device)

@@ -1,0 +1,49 @@
+"""Several processes' results of one case become one row."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.repeats import combine
+
+
+def _ok(median: float, ref: float, mem: int = 1000, err: float = 1e-6, reason: str = "") -> dict:
+    samples = [median * f for f in (0.99, 1.0, 1.01)]
+    return {
+        "status": "ok", "reason": reason, "time_median_ms": median, "time_iqr_ms": 0.01,
+        "repeats": 3, "warmup_calls": 2, "prepare_ms": 0.5, "first_call_ms": 2 * median,
+        "time_samples_ms": " ".join(f"{s:.6g}" for s in samples),
+        "process_medians_ms": f"{median:.6g}", "process_ref_ms": f"{ref:.6g}",
+        "peak_mem_bytes": mem, "max_err": err, "err_vs_full": 0.5, "check_rows": 8,
+        "threads": 2, "wall_s": 1.0,
+    }  # fmt: skip
+
+
+def test_one_process_is_its_own_row():
+    part = _ok(3.0, 10.0)
+    assert combine([part], 1) == part
+
+
+def test_processes_combine_into_the_median_of_medians():
+    row = combine([_ok(3.0, 10.0, mem=1000), _ok(9.0, 30.0, mem=1200), _ok(4.0, 11.0, mem=900)], 3)
+    assert row["time_median_ms"] == 4.0  # the slow process does not drag the median
+    assert row["process_medians_ms"] == "3 9 4" and row["process_ref_ms"] == "10 30 11"
+    assert row["repeats"] == 9 and len(row["time_samples_ms"].split()) == 9
+    assert row["time_iqr_ms"] > 1.0  # the spread between processes shows
+    assert row["peak_mem_bytes"] == 1000 and row["wall_s"] == pytest.approx(3.0)
+
+
+def test_a_failed_check_in_any_process_stays_on_the_row():
+    row = combine(
+        [_ok(3.0, 10.0), _ok(3.1, 10.0, err=0.5, reason="CHECK FAILED: max error 0.5")], 2
+    )
+    assert row["reason"].startswith("CHECK FAILED") and row["max_err"] == 0.5
+
+
+def test_a_failing_process_ends_the_case_with_its_status():
+    died = {"status": "oom", "reason": "process killed (SIGKILL), likely out of memory"}
+    row = combine([_ok(3.0, 10.0), died], 5)
+    assert row["status"] == "oom"
+    assert row["reason"] == "process 2 of 5: process killed (SIGKILL), likely out of memory"
+    with pytest.raises(ValueError):
+        combine([], 1)
