@@ -21,8 +21,8 @@ import torch
 from harness.timing import TimingSettings, measure, median_iqr
 
 SIZES = {"cpu": 1024, "cuda": 4096}
-# a few tenths of a second around each case: about ten 1024^3 matmuls on a 2-core CPU
-IN_CASE = TimingSettings(warmup_s=0.02, warmup_calls=2, settle_s=0.2, min_time_s=0.1)
+# about 0.1 s on each side of a case: five to ten 1024^3 matmuls on a 2-core CPU
+IN_CASE = TimingSettings(warmup_s=0.02, warmup_calls=2, settle_s=0.1, min_time_s=0.05)
 
 
 def describe(device: str) -> str:

@@ -33,7 +33,12 @@ def _context(preload: tuple[str, ...] = ()) -> mp.context.BaseContext:
     # A forkserver that has imported torch once hands out fresh processes in milliseconds; each
     # case still gets its own address space (and never inherits a CUDA context).
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "harness.worker", "attention_impls", *preload])
+    # harness.app (and pandas, which it imports): each new process re-imports the parent's main
+    # module, run_bench.py (0.35 s to 1 s each, unless the server has); symbolic_shapes:
+    # autograd imports it on a process's first backward (0.5 s)
+    modules = ["torch", "pandas", "harness.app", "torch.fx.experimental.symbolic_shapes",
+               "harness.worker", "attention_impls"]  # fmt: skip
+    ctx.set_forkserver_preload([*modules, *preload])
     return ctx
 
 
