@@ -2,9 +2,10 @@
 
 ``compare BASELINE NEW`` judges every case the runs share (``harness.regression``), prints the
 table, writes it as ``compare.md`` and ``compare.csv`` into the new run (or ``--out``) and
-returns exit code 1 when a case regressed, 0 otherwise. With ``normalise`` each run's times are
-divided by its reference operation (``harness.reference_op``), so that a baseline recorded on
-one day compares fairly with a run on another.
+returns exit code 1 when a case regressed, 0 otherwise. With ``normalise`` times are divided by
+the reference operation (``harness.reference_op``) timed next to each case, or by the run's
+where a run lacks those, so that a baseline recorded on one day compares fairly with a run on
+another.
 """
 
 from __future__ import annotations

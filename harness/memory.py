@@ -6,13 +6,15 @@ high-water mark. Linux lets a process reset that mark (``/proc/self/clear_refs``
 the peak can be taken after warm-up calls.
 
 For that call glibc's malloc is first told to serve every block over 64 KiB with mmap and to
-keep no free memory (``mallopt``, then ``malloc_trim``), so that memory freed earlier has left
-the process and the peak is not hidden in recycled heap pages. That setting stays (glibc has no
-way back to its dynamic thresholds), and it must not be in force while timing: every
-intermediate tensor would then be a fresh mmap that page-faults on first touch, which made
-small CPU cases about 40% slower, and their times twice as variable from process to process,
-as with the allocator behaviour a long-running program has. So a case process measures memory
-after its timing (``harness.worker``).
+keep no free memory (``malloc_for_measuring``: ``mallopt``, then ``malloc_trim``), so that
+memory freed earlier has left the process and the peak is not hidden in recycled heap pages.
+That setting must not be in force while timing: every intermediate tensor would be a fresh mmap
+that page-faults on first touch, which made small CPU cases about 40% slower and twice as
+variable from process to process. Nor is glibc's default right for timing: its thresholds move
+with the order of allocations and frees, and the same case settled at 12 ms in some processes
+and 25 ms in others. So timing runs under ``malloc_for_timing``: blocks up to 32 MiB (glibc's
+largest threshold) come from the heap, and freed memory is kept for reuse, as in a long-running
+program that has reached its steady state.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import torch
 
 T = TypeVar("T")
 MEASURING_MMAP_THRESHOLD = 64 * 2**10
+TIMING_MMAP_THRESHOLD = 32 * 2**20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
+TIMING_TRIM_THRESHOLD = 2**31 - 1  # an int: never give freed heap memory back while timing
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
@@ -43,6 +47,17 @@ def _glibc() -> ctypes.CDLL | None:
     if libc is None or not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):
         return None
     return libc
+
+
+def malloc_for_timing() -> bool:
+    """Blocks up to 32 MiB served from the heap and freed memory kept, from now on in this
+    process (see the module docstring); False where the C library is not glibc."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.mallopt(M_MMAP_THRESHOLD, TIMING_MMAP_THRESHOLD)
+    libc.mallopt(M_TRIM_THRESHOLD, TIMING_TRIM_THRESHOLD)
+    return True
 
 
 def malloc_for_measuring() -> bool:
@@ -103,7 +118,8 @@ def _reset_cpu_peak() -> bool:
 
 def peak_bytes(call: Callable[[], T], device: str) -> tuple[int, T]:
     """Peak memory of one ``call`` beyond what was in use just before it, and its result. On
-    CPU this switches malloc to ``malloc_for_measuring`` for good: time nothing after it."""
+    CPU this switches malloc to ``malloc_for_measuring``: call ``malloc_for_timing`` before
+    timing anything after it."""
     gc.collect()
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)

@@ -86,3 +86,15 @@ def test_baseline_save_then_check_against(tmp_path, monkeypatch, capsys):
     assert "no case in common" in capsys.readouterr().err
     assert main([*quick, "--out", str(tmp_path / "x"), "--check-against", "nope"]) == 2
     assert "no baseline 'nope'" in capsys.readouterr().err
+
+
+def test_check_against_a_baseline_whose_command_does_not_parse(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    run = write_run(tmp_path / "run", series=(SDPA,), passes=("fwd",))
+    meta = json.loads((run / "meta.json").read_text())
+    meta["command"] = "run_bench.py --lengths 1024 --an-option-of-another-version"
+    (run / "meta.json").write_text(json.dumps(meta))
+    assert main(["baseline", "save", str(run), "odd"]) == 0
+    assert main(["--out", str(tmp_path / "x"), "--check-against", "odd"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "baseline 'odd': its command line does not parse" in err

@@ -23,7 +23,6 @@ import torch
 from harness.cli import UsageError, resolve_device, resolve_dtype
 from harness.config import SweepConfig
 from harness.inputs import DTYPES, dtype_name
-from harness.memory import malloc_for_measuring
 from harness.registry import backend_names
 
 DEFAULT_LENGTHS = (512, 1024, 2048)
@@ -70,11 +69,6 @@ CONFIG_KEY = pytest.StashKey[SweepConfig]()
 def pytest_configure(config: pytest.Config) -> None:
     """Resolve the options once, as the harness's command line does: a bad device or dtype is a
     usage error before anything is collected."""
-    # One process runs every benchmark, and a CPU memory measurement leaves malloc mmapping
-    # every large block (harness.memory): set that from the start, so that every benchmark is
-    # timed under the same allocator behaviour. (A sweep times under glibc's default and
-    # measures memory after; small CPU cases read faster there.)
-    malloc_for_measuring()
     try:
         device = resolve_device(config.getoption("bench_device"))
         dtype = resolve_dtype(config.getoption("bench_dtype"), device)
