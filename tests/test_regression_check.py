@@ -1,38 +1,68 @@
 """The regression check end to end on this machine, at small sizes: an unchanged backend passes
 (A/A) and a backend doing 25% more work fails, with each case timed in several processes and
-normalised by the reference operation timed next to it, as the CI job does it."""
+normalised by the reference operation timed next to it, as the CI job does it.
+
+The three sides are timed back to back in one sweep and then split into three run folders
+(``compare`` reads only the folders): separate sweeps would sit further apart in time, and a
+shared machine's speed moves between them by more than the check can tell from a slowdown in
+a test this short (in one CI run the planted slowdown read +14% that way). How separate runs
+fare is measured, at the CI check's real sizes, in the README ("Regression checks").
+
+The planted slowdown was caught in 10 of 10 trials on the 2-core VM (README), not a certainty
+on a shared machine: the test allows it three trials, and requires every A/A comparison to
+pass.
+"""
 
 from __future__ import annotations
+
+import shutil
+from pathlib import Path
 
 import pandas as pd
 
 from harness.app import main
+from harness.storage import META, RESULTS
 
 # 11 processes a side: 5 against 5 reach p < 0.01 only when every new process is slower than
-# every old one, which one process caught in a quiet moment on a shared machine undoes; with 7
-# the planted slowdown was caught in 9 of 10 trials, with 11 in every one (see the README)
+# every old one, which one process caught in a quiet moment on a shared machine undoes
 SWEEP = ["--lengths", "64", "--passes", "fwd", "--heads", "2", "--head-dim", "16",
          "--device", "cpu", "--threads", "1", "--processes", "11", "--min-time", "0.1",
          "--warmup", "0.05"]  # fmt: skip
 CHECK = ["--normalise", "--time-tolerance", "10%"]
+SIDES = {"base": "test-work", "same": "test-work-again", "slower": "test-work-plus25"}
 
 
-def _sweep(tmp_path, name: str, backend: str) -> str:
-    out = tmp_path / name
-    assert main([*SWEEP, "--backends", backend, "--out", str(out)]) == 0
-    return str(out)
+def split_run(run: Path, root: Path) -> dict[str, str]:
+    """One run folder per backend of ``run``, each with the run's meta.json."""
+    rows = pd.read_csv(run / RESULTS, keep_default_na=False, na_values=[""])
+    root.mkdir()
+    folders = {}
+    for side, backend in SIDES.items():
+        out = root / side
+        out.mkdir()
+        rows[rows["backend"] == backend].to_csv(out / RESULTS, index=False)
+        shutil.copy(run / META, out / META)
+        folders[side] = str(out)
+    return folders
 
 
 def test_unchanged_passes_and_a_planted_slowdown_fails(tmp_path, fake_backends, capsys):
-    base = _sweep(tmp_path, "base", "test-work")
-    same = _sweep(tmp_path, "same", "test-work")
-    slower = _sweep(tmp_path, "slower", "test-work-plus25")  # same label: the same case
-    assert main(["compare", base, same, *CHECK]) == 0
-    aa = pd.read_csv(f"{same}/compare.csv").iloc[0]
-    assert aa["verdict"] in ("same", "faster", "slower") and "11 vs 11 process medians" in aa["why"]
-    capsys.readouterr()
-    assert main(["compare", base, slower, *CHECK]) == 1
-    row = pd.read_csv(f"{slower}/compare.csv").iloc[0]
+    seen = []
+    for trial in range(3):
+        run = tmp_path / f"run{trial}"
+        assert main([*SWEEP, "--backends", *SIDES.values(), "--out", str(run)]) == 0
+        sides = split_run(run, tmp_path / f"trial{trial}")  # one label, "test-work": one case
+        assert main(["compare", sides["base"], sides["same"], *CHECK]) == 0
+        aa = pd.read_csv(f"{sides['same']}/compare.csv").iloc[0]
+        assert aa["verdict"] in ("same", "faster", "slower")
+        assert "11 vs 11 process medians" in aa["why"]
+        capsys.readouterr()
+        caught = main(["compare", sides["base"], sides["slower"], *CHECK]) == 1
+        row = pd.read_csv(f"{sides['slower']}/compare.csv").iloc[0]
+        seen.append(f"{row['time_ratio']:.3f}x p={row['time_p']:.2g}")
+        if caught:
+            break
+    assert caught, f"a 25% slowdown went unnoticed in 3 trials: {seen}"
     assert row["verdict"] == "regressed" and "per-case reference" in row["why"]
     # 8 -> 10 matmul rounds plus the same attention: between 1.1x and 1.25x, allowing noise
     assert 1.1 < row["time_ratio"] < 1.45 and row["time_p"] < 0.01
