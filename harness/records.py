@@ -49,6 +49,12 @@ class CaseResult:
         return {c: d[c] for c in COLUMNS}
 
 
+def parse_floats(text: object) -> list[float]:
+    """The numbers of a space-separated column (``time_samples_ms``, ``process_*_ms``); none
+    for an empty or missing field."""
+    return [float(x) for x in text.split()] if isinstance(text, str) else []
+
+
 COLUMNS = [("pass" if f.name == "pass_" else f.name) for f in dataclasses.fields(CaseResult)]
 KEY_COLUMNS = ["backend", "params", "seq_len", "pass", "batch", "heads", "head_dim", "dtype",
                "device", "seed"]  # fmt: skip

@@ -21,6 +21,8 @@ from functools import cache
 import numpy as np
 import pandas as pd
 
+from harness.records import parse_floats
+
 FAILED = ("oom", "error", "timeout")
 KEYS = ["label", "pass", "seq_len", "batch", "heads", "head_dim", "dtype", "device"]
 EXACT_MAX_N = 20  # exact U distribution up to this many samples in all (C(20, 10) = 184756)
@@ -130,13 +132,11 @@ def verdict_time(
     a_samples: np.ndarray | list[float],
     b_samples: np.ndarray | list[float],
     tol: Tolerances,
-    scale_a: float = 1.0,
-    scale_b: float = 1.0,
 ) -> TimeVerdict:
-    """Judge new samples ``b`` against baseline samples ``a``; ``scale_*`` divide the samples
-    (normalised mode: each run's reference-operation median, which cancels machine speed)."""
-    a = np.asarray(a_samples, dtype=float) / scale_a
-    b = np.asarray(b_samples, dtype=float) / scale_b
+    """Judge new values ``b`` against baseline values ``a`` (samples or process medians,
+    normalised or not: ``time_values`` prepares them)."""
+    a = np.asarray(a_samples, dtype=float)
+    b = np.asarray(b_samples, dtype=float)
     ratio = float(np.median(b) / np.median(a))
     # below 3 a side, or where even complete separation cannot reach alpha (3 vs 3 gives
     # p >= 0.1, 4 vs 4 p >= 0.029), the test would call everything "same": use the medians
@@ -179,8 +179,7 @@ def verdict_memory(
 
 
 def _floats(row: pd.Series, column: str) -> np.ndarray:
-    text = row.get(column)
-    return np.asarray([float(x) for x in text.split()] if isinstance(text, str) else [])
+    return np.asarray(parse_floats(row.get(column)))
 
 
 def time_values(

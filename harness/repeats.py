@@ -12,11 +12,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from harness.records import parse_floats
 from harness.timing import median_iqr
-
-
-def _floats(text: str) -> list[float]:
-    return [float(x) for x in text.split()]
 
 
 def combine(parts: list[dict[str, Any]], planned: int) -> dict[str, Any]:
@@ -31,7 +28,7 @@ def combine(parts: list[dict[str, Any]], planned: int) -> dict[str, Any]:
         if part.get("status") != "ok":
             reason = part.get("reason", "")
             return {**part, "reason": f"process {i + 1} of {planned}: {reason}".rstrip(": ")}
-    samples = [s for p in parts for s in _floats(p["time_samples_ms"])]
+    samples = [s for p in parts for s in parse_floats(p["time_samples_ms"])]
     _, iqr = median_iqr(samples)
     failed_checks = [p["reason"] for p in parts if p.get("reason")]
     first = parts[0]
