@@ -1,14 +1,21 @@
-"""``run_bench.py``: validate the command line, describe the run, sweep, summarise."""
+"""``run_bench.py``: validate the command line, describe the run, sweep, summarise.
+
+Exit codes: 0 done (no regression, every case decided); 1 a regression (``compare``,
+``--check-against``); 2 bad input; 3 no regression, but a case could not be decided because it
+was measured under unstable conditions (``--allow-inconclusive`` makes that 0); 130
+interrupted.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+import time
 from pathlib import Path
 
 import torch
 
-from harness import baselines, checks, machine, reference_op, storage
-from harness.checks import CheckSettings
+from harness import baselines, checks, conditions, machine, reference_op, stability, storage
 from harness.cli import (
     PROG,
     UsageError,
@@ -22,11 +29,14 @@ from harness.cli import (
     resolve_dtype,
     with_baseline_options,
 )
-from harness.config import SweepConfig
+from harness.config import Case, SweepConfig
 from harness.inputs import dtype_name
 from harness.listing import backend_table, format_table
+from harness.regression import CheckSettings
 from harness.runner import run_sweep
 from harness.summary import summary_tables
+
+QUIET_WAIT_S = 30  # before a recheck round, wait at most this long for other work to stop
 
 
 def describe_config(config: SweepConfig) -> dict:
@@ -68,19 +78,41 @@ def report(argv: list[str]) -> int:
 
 
 def compare(argv: list[str]) -> int:
-    """``compare BASELINE_RUN NEW_RUN``: 1 when a case regressed, else 0."""
-    base, new, settings, out = parse_compare_args(argv)
-    return _check(base, new, settings, out)
+    """``compare BASELINE_RUN NEW_RUN``: 1 when a case regressed, 3 when one could not be
+    decided, else 0."""
+    base, new, settings, out, allow_inconclusive = parse_compare_args(argv)
+    table, outcome, path = checks.compare(base, new, settings, out)
+    _show(table, settings, path, (base, new))
+    return _exit_code(outcome, allow_inconclusive)
 
 
-def _check(base: Path, new: Path, settings: CheckSettings, out: Path | None = None) -> int:
-    table, bad, path = checks.compare(base, new, settings, out)
-    print(checks.display_table(table).to_markdown(index=False))
-    counts = ", ".join(f"{n} {v}" for v, n in table["verdict"].value_counts().items())
-    print(f"\n{counts}; written to {path} and {path.with_suffix('.csv')}")
-    if bad:
-        print(f"{PROG}: regression against {base}", file=sys.stderr)
-    return 1 if bad else 0
+def _show(table, settings: CheckSettings, path: Path, runs: tuple[Path, Path]) -> None:
+    """Print the verdicts, and warn where the evidence is thin."""
+    print(checks.display_table(table, settings).to_markdown(index=False))
+    print(f"\n{_counts(table)}; written to {path} and {path.with_suffix('.csv')}")
+    for run in runs:
+        if checks.few_processes(storage.read_results(run)):
+            print(f"{PROG}: warning: {run} timed cases in fewer than 3 processes: a difference "
+                  "cannot be shown significant that way (record with --processes 5); such "
+                  "differences are "
+                  + ("judged anyway (--strict)" if settings.strict else "inconclusive"),
+                  file=sys.stderr)  # fmt: skip
+
+
+def _counts(table) -> str:
+    return ", ".join(f"{n} {v}" for v, n in table["verdict"].value_counts().items())
+
+
+def _exit_code(outcome: str, allow_inconclusive: bool) -> int:
+    if outcome == "regressed":
+        print(f"{PROG}: regression", file=sys.stderr)
+    elif outcome == "inconclusive":
+        print(f"{PROG}: inconclusive: no case regressed, but some could not be decided (see "
+              "'why'); " + ("allowed (--allow-inconclusive)" if allow_inconclusive
+                            else "exit code 3"), file=sys.stderr)  # fmt: skip
+        if allow_inconclusive:
+            return 0
+    return checks.EXIT_CODES[outcome]
 
 
 def baseline(argv: list[str]) -> int:
@@ -122,6 +154,7 @@ def run(argv: list[str]) -> int:
         first = storage.read_meta(config.out_dir)
         first.setdefault("resumed", []).append(meta)
         meta = first
+    meta.setdefault("conditions", {}).setdefault("before", conditions.snapshot(config.device))
     reference = reference_op.measure_reference(config.device, config.timing, config.threads)
     meta.setdefault("reference_op", {}).setdefault("before", reference)
     storage.write_meta(config.out_dir, meta)
@@ -136,14 +169,62 @@ def run(argv: list[str]) -> int:
     meta["reference_op"]["after"] = reference_op.measure_reference(
         config.device, config.timing, config.threads
     )
+    meta["conditions"]["after"] = conditions.snapshot(config.device)
     storage.write_meta(config.out_dir, meta)
-    print(summary_tables(storage.read_results(config.out_dir)))
+    results = storage.read_results(config.out_dir)
+    print(summary_tables(results, run_ref_ms=reference_op.reference_ms(meta)))
     print(f"\nresults: {config.out_dir / storage.RESULTS}  meta: {config.out_dir / storage.META}")
     if report_after:
         report([str(config.out_dir)])
-    if against is not None:
-        return _check(against, config.out_dir, check_settings(args))
-    return 0
+    if against is None:
+        return 0
+    outcome = _check_with_rechecks(against, config, check_settings(args), args.rechecks)
+    return _exit_code(outcome, args.allow_inconclusive)
+
+
+def _cases_to_recheck(config: SweepConfig, table) -> list[Case]:
+    wanted = table[table["verdict"].isin(["inconclusive", "regressed"])]
+    keys = set(zip(wanted["backend"], wanted["pass"], wanted["seq_len"], strict=True))
+    return [c for c in config.cases() if (c.backend.label(), c.pass_, c.inputs.seq_len) in keys]
+
+
+def _quiet(device: str) -> bool:
+    """Give other work on the machine up to ``QUIET_WAIT_S`` to finish; False if it did not."""
+    start = time.monotonic()
+    while True:
+        other = conditions.snapshot(device, seconds=2.0)["other_cpu"]
+        if other is None or other <= stability.BUSY_LIMIT:
+            return True
+        if time.monotonic() - start >= QUIET_WAIT_S:
+            print(f"the machine stayed busy for {QUIET_WAIT_S} s ({other:.0%} of the CPUs used "
+                  "by other processes): measuring again would measure the same",
+                  file=sys.stderr)  # fmt: skip
+            return False
+
+
+def _check_with_rechecks(
+    against: Path, config: SweepConfig, settings: CheckSettings, rechecks: int
+) -> str:
+    """Compare with the baseline; measure inconclusive and regressed cases again (twice the
+    processes, up to ``rechecks`` rounds), as asv does before it reports, so that a busy
+    moment is not a verdict; but not while other work keeps the machine busy, which would only
+    be measured again. Each round's rows are appended (their ``round`` says which) and the last
+    row of a case stands."""
+    table, outcome, path = checks.compare(against, config.out_dir, settings)
+    for round_ in range(2, rechecks + 2):
+        todo = _cases_to_recheck(config, table)
+        if not todo:
+            break
+        processes = 2 * config.processes
+        print(f"{_counts(table)}: recheck {round_ - 1} of {rechecks}, {len(todo)} cases with "
+              f"{processes} processes each", file=sys.stderr)  # fmt: skip
+        if not _quiet(config.device):
+            break
+        again = dataclasses.replace(config, processes=processes, resume=False)
+        run_sweep(again, progress=_progress, cases=todo, round_=round_)
+        table, outcome, path = checks.compare(against, config.out_dir, settings)
+    _show(table, settings, path, (against, config.out_dir))
+    return outcome
 
 
 def main(argv: list[str] | None = None) -> int:

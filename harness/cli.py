@@ -14,11 +14,11 @@ from typing import NoReturn
 
 import torch
 
-from harness.checks import CheckSettings
 from harness.config import PASSES, SweepConfig
 from harness.inputs import DTYPES
+from harness.records import METRICS
 from harness.registry import backend_names, get_backend_class
-from harness.regression import Tolerances, parse_fraction
+from harness.regression import CheckSettings, Tolerances, parse_fraction
 from harness.storage import RunFolderError, check_appendable
 from harness.timing import TimingSettings
 
@@ -66,6 +66,23 @@ def _positive(kind: type[int] | type[float]):
 
 
 _NAMES = {int: "an integer", float: "a number"}
+
+
+def _bounded_int(low: int, high: int):
+    """An argparse type: an integer from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}: {value}")
+        return value
+
+    return parse
+
+
 _positive_int, _positive_float = _positive(int), _positive(float)
 
 
@@ -118,7 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--check-against", metavar="NAME",
         help="sweep what baseline NAME (results/baselines/NAME) measured, with its options "
-        "unless given here, then compare with it; exit 1 on a regression",
+        "unless given here, then compare with it; exit 1 on a regression, 3 when a case "
+        "could not be decided",
+    )  # fmt: skip
+    s.add_argument(
+        "--rechecks", type=_bounded_int(0, 5), default=2, metavar="R",
+        help="--check-against: measure inconclusive and regressed cases again, with twice the "
+        "processes, up to R more rounds before deciding (2)",
     )  # fmt: skip
     b = p.add_argument_group("backend parameters (each backend takes those it has)")
     b.add_argument("--window", type=_positive_int, help="longformer: one-sided window w (256)")
@@ -227,16 +250,35 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
         help="memory growth allowed on CUDA (1%%); on CPU max(5%%, 2 MiB) as RSS has slack",
     )
     g.add_argument(
-        "--normalise", action="store_true",
+        "--normalise",
+        action="store_true",
         help="divide times by each run's reference matmul, so that runs on days when the "
         "machine ran at another speed compare fairly",
+    )
+    g.add_argument(
+        "--metric",
+        choices=list(METRICS),
+        default="wall",
+        help="which time to judge: wall (default) or cpu, the process's CPU time, which other "
+        "work on the machine hardly changes for single-threaded cases (record with --threads 1)",
+    )
+    g.add_argument(
+        "--strict",
+        action="store_true",
+        help="judge every case on its statistics, even one measured under unstable conditions "
+        "(otherwise inconclusive)",
+    )
+    g.add_argument(
+        "--allow-inconclusive", action="store_true",
+        help="exit 0 instead of 3 when no case regressed but some could not be decided",
     )  # fmt: skip
 
 
 # Options that say where a run goes and how it is judged, not what it measures: a baseline's
 # own values of these are not carried over to the run checked against it
 NOT_CARRIED = ("out", "resume", "report", "check_against", "list_backends", "time_tolerance",
-               "memory_tolerance", "normalise")  # fmt: skip
+               "memory_tolerance", "normalise", "metric", "strict", "allow_inconclusive",
+               "rechecks")  # fmt: skip
 
 
 def with_baseline_options(argv: list[str], name: str, command: str) -> argparse.Namespace:
@@ -255,14 +297,19 @@ def with_baseline_options(argv: list[str], name: str, command: str) -> argparse.
 
 def check_settings(args: argparse.Namespace) -> CheckSettings:
     tolerances = Tolerances(time=args.time_tolerance, memory=args.memory_tolerance)
-    return CheckSettings(tolerances=tolerances, normalise=args.normalise)
+    return CheckSettings(
+        tolerances=tolerances, metric=args.metric, normalise=args.normalise, strict=args.strict
+    )
 
 
-def parse_compare_args(argv: list[str]) -> tuple[Path, Path, CheckSettings, Path | None]:
+def parse_compare_args(argv: list[str]) -> tuple[Path, Path, CheckSettings, Path | None, bool]:
+    """(baseline, new run, settings, --out, --allow-inconclusive)."""
     p = _Parser(
         prog=f"{PROG} compare",
         description="Judge NEW_RUN against BASELINE_RUN case by case; exit 1 when a case "
-        "regressed (slower beyond tolerance and significant, hungrier, or newly failing).",
+        "regressed (slower beyond tolerance and significant, hungrier, or newly failing), 3 "
+        "when none did but a case could not be decided (measured under unstable conditions), "
+        "0 otherwise.",
     )
     p.add_argument("baseline", type=Path, metavar="BASELINE_RUN")
     p.add_argument("new", type=Path, metavar="NEW_RUN")
@@ -272,7 +319,7 @@ def parse_compare_args(argv: list[str]) -> tuple[Path, Path, CheckSettings, Path
     for run in (args.baseline, args.new):
         if not run.is_dir():
             raise UsageError(f"{run}: no such run folder")
-    return args.baseline, args.new, check_settings(args), args.out
+    return args.baseline, args.new, check_settings(args), args.out, args.allow_inconclusive
 
 
 def parse_baseline_args(argv: list[str]) -> tuple[Path, str, bool]:

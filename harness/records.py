@@ -36,12 +36,32 @@ class CaseResult:
     # before and after the case (``harness.reference_op``): machine speed at the case's time
     process_medians_ms: str = ""
     process_ref_ms: str = ""
+    ref_drift: float | None = None  # |after / before - 1| of that reference, worst process
+    # CPU time of the process (all threads) per call: median, IQR, samples, per process, and
+    # the reference operation's CPU time per process; empty on CUDA
+    cpu_median_ms: float | None = None
+    cpu_iqr_ms: float | None = None
+    cpu_samples_ms: str = ""
+    process_cpu_medians_ms: str = ""
+    process_ref_cpu_ms: str = ""
+    # The machine while the case was timed (``harness.conditions``), worst process: the share of
+    # all CPUs other processes used, the share the hypervisor stole, the 1-minute load
+    # average, the CPU clock; on CUDA the GPU's clock and temperature
+    other_cpu: float | None = None
+    steal: float | None = None
+    load_avg: float | None = None
+    cpu_mhz: float | None = None
+    gpu_clock_mhz: float | None = None
+    gpu_temp_c: float | None = None
     peak_mem_bytes: int | None = None
     max_err: float | None = None  # vs dense attention restricted to the backend's own mask
     err_vs_full: float | None = None  # relative error vs full attention: what sparsity costs
     check_rows: int | None = None  # how many query rows the two errors were measured on
     threads: int | None = None
     wall_s: float | None = None  # time the whole case took, setup and checks included
+    # 1, or the re-measurement round of ``--check-against`` that wrote this row (the case's
+    # last row is the one that stands)
+    round: int = 1
 
     def row(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -54,6 +74,27 @@ def parse_floats(text: object) -> list[float]:
     for an empty or missing field."""
     return [float(x) for x in text.split()] if isinstance(text, str) else []
 
+
+@dataclass(frozen=True)
+class Metric:
+    """Which time a row holds for each clock: the columns of its median, IQR, samples, process
+    medians and the reference operation's time per process."""
+
+    name: str
+    median: str
+    iqr: str
+    samples: str
+    process_medians: str
+    process_ref: str
+    run_ref: str  # the key of the run's reference time in meta.json's reference_op entries
+
+
+METRICS = {
+    "wall": Metric("wall", "time_median_ms", "time_iqr_ms", "time_samples_ms",
+                   "process_medians_ms", "process_ref_ms", "median_ms"),
+    "cpu": Metric("cpu", "cpu_median_ms", "cpu_iqr_ms", "cpu_samples_ms",
+                  "process_cpu_medians_ms", "process_ref_cpu_ms", "cpu_median_ms"),
+}  # fmt: skip
 
 COLUMNS = [("pass" if f.name == "pass_" else f.name) for f in dataclasses.fields(CaseResult)]
 KEY_COLUMNS = ["backend", "params", "seq_len", "pass", "batch", "heads", "head_dim", "dtype",

@@ -47,18 +47,21 @@ def measure_reference(
         samples, _ = measure(lambda: torch.matmul(a, b, out=out), device, settings)
     finally:
         torch.set_num_threads(previous)
-    median, iqr = median_iqr(samples)
+    median, iqr = median_iqr(samples.wall)
     return {
         "op": describe(device),
         "median_ms": median * 1e3,
         "iqr_ms": iqr * 1e3,
-        "samples_ms": [round(s * 1e3, 6) for s in samples],
+        "samples_ms": [round(s * 1e3, 6) for s in samples.wall],
+        # CPU time of the process (all threads); None on CUDA
+        "cpu_median_ms": median_iqr(samples.cpu)[0] * 1e3 if samples.cpu else None,
     }
 
 
-def reference_ms(meta: dict[str, Any]) -> float | None:
-    """The run's reference time: the mean of the medians measured before and after the sweep;
-    None for a run recorded without one."""
+def reference_ms(meta: dict[str, Any], metric: str = "wall") -> float | None:
+    """The run's reference time (``metric``: "wall" or "cpu"): the mean of the medians measured
+    before and after the sweep; None for a run recorded without one."""
     ref = meta.get("reference_op") or {}
-    medians = [ref[k]["median_ms"] for k in ("before", "after") if k in ref]
+    key = "median_ms" if metric == "wall" else "cpu_median_ms"
+    medians = [ref[k][key] for k in ("before", "after") if ref.get(k, {}).get(key) is not None]
     return sum(medians) / len(medians) if medians else None

@@ -10,18 +10,26 @@ percentile bootstrap confidence interval of the ratio of medians (Efron & Tibshi
 ch. 13). Memory is one number per case: the CUDA allocator's peak is deterministic, so its
 tolerance is relative only; the CPU resident-set peak has page-level slack, so the tolerance
 there is the larger of a relative and an absolute one.
+
+A time verdict is only as good as the conditions the times were taken in: where either side
+was measured unstably (``harness.stability``), where the reference operation says the two
+machines' moments are not comparable, or where too few processes make the test's significance
+unfounded, the verdict is ``inconclusive`` with the reason, never ``regressed``, ``slower``,
+``faster`` or ``same`` (``strict`` judges on the statistics alone). Memory growth and newly
+failing cases do not depend on the machine's speed and are judged as usual.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 import numpy as np
 import pandas as pd
 
-from harness.records import parse_floats
+from harness import stability
+from harness.records import METRICS, parse_floats
 
 FAILED = ("oom", "error", "timeout")
 KEYS = ["label", "pass", "seq_len", "batch", "heads", "head_dim", "dtype", "device"]
@@ -47,6 +55,22 @@ class Tolerances:
             raise ValueError(f"alpha must be in (0, 1), not {self.alpha}")
         if self.resamples < 1:
             raise ValueError(f"resamples must be positive, not {self.resamples}")
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """How a regression check judges: tolerances, which time (``metric``: "wall" or "cpu", the
+    process's CPU time), whether times are divided by the reference operation, and whether
+    unstable conditions may still give a verdict (``strict``)."""
+
+    tolerances: Tolerances = field(default_factory=Tolerances)
+    metric: str = "wall"
+    normalise: bool = False
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric {self.metric!r}: use {' or '.join(METRICS)}")
 
 
 def parse_fraction(text: str) -> float:
@@ -183,7 +207,7 @@ def _floats(row: pd.Series, column: str) -> np.ndarray:
 
 
 def time_values(
-    r: pd.Series, run_scales: tuple[float, float] | None = None
+    r: pd.Series, run_scales: tuple[float, float] | None = None, metric: str = "wall"
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """What a case's time verdict compares: (baseline values, new values, what they are).
 
@@ -192,16 +216,19 @@ def time_values(
     Otherwise every stored sample (the median alone for rows that kept none).
     ``run_scales`` (normalised mode, each run's reference time) is the fallback divisor
     for rows without their own reference times: where both have them, each process's values are
-    divided by the reference timed in that process."""
+    divided by the reference timed in that process. ``metric`` picks wall or CPU time."""
+    m = METRICS[metric]
     sides = []
     for side in ("base", "new"):
-        processes = _floats(r, f"process_medians_ms_{side}")
-        samples = _floats(r, f"time_samples_ms_{side}")
+        processes = _floats(r, f"{m.process_medians}_{side}")
+        samples = _floats(r, f"{m.samples}_{side}")
         if not len(samples):
-            samples = np.asarray([float(r[f"time_median_ms_{side}"])])
-        sides.append((processes, samples, _floats(r, f"process_ref_ms_{side}")))
+            samples = np.asarray([float(r[f"{m.median}_{side}"])])
+        sides.append((processes, samples, _floats(r, f"{m.process_ref}_{side}")))
     per_process = min(len(sides[0][0]), len(sides[1][0])) >= 3
-    what = "process medians" if per_process else "samples"
+    what = ("" if metric == "wall" else "CPU-time ") + (
+        "process medians" if per_process else "samples"
+    )
     own_refs = run_scales is not None and all(len(ref) == len(p) > 0 for p, _, ref in sides)
     values = []
     for i, (processes, samples, ref) in enumerate(sides):
@@ -224,7 +251,35 @@ def _percent(ratio: float) -> str:
     return "inf" if math.isinf(ratio) else f"{(ratio - 1) * 100:+.0f}%"
 
 
-def _judge(r: pd.Series, tol: Tolerances, run_scales: tuple[float, float] | None) -> dict:
+def _side_row(r: pd.Series, side: str) -> dict:
+    """One side's stored row out of the merged one (columns without their suffix)."""
+    suffix = f"_{side}"
+    return {c[: -len(suffix)]: v for c, v in r.items() if isinstance(c, str) and c.endswith(suffix)}
+
+
+def _warnings(
+    r: pd.Series, a: np.ndarray, b: np.ndarray, what: str, settings: CheckSettings,
+    run_refs: tuple[float | None, float | None],
+) -> list[str]:  # fmt: skip
+    """Why the time verdict of this case cannot be trusted ([] when it can)."""
+    found = []
+    for side, values, run_ref in (("baseline", a, run_refs[0]), ("new", b, run_refs[1])):
+        row = _side_row(r, "base" if side == "baseline" else "new")
+        warning = stability.spread_warning(stability.spread(values), f"{side}'s {what}")
+        found += [warning] if warning else []
+        conditions = stability.condition_warnings(row, settings.metric, run_ref)
+        found += [f"{side}: {w}" for w in conditions]
+    m = METRICS[settings.metric]
+    canary = stability.baseline_warning(
+        _floats(r, f"{m.process_ref}_base"), _floats(r, f"{m.process_ref}_new"), settings.normalise
+    )
+    return found + ([canary] if canary else [])
+
+
+def _judge(
+    r: pd.Series, settings: CheckSettings, run_scales: tuple[float, float] | None,
+    run_refs: tuple[float | None, float | None],
+) -> dict:  # fmt: skip
     """The verdict of one case, with its statistics where both sides measured it."""
     base, new = r["status_base"], r["status_new"]
     if r["_merge"] != "both":
@@ -240,7 +295,8 @@ def _judge(r: pd.Series, tol: Tolerances, run_scales: tuple[float, float] | None
         if base == "ok" and new in FAILED:
             word = "regressed"
         return dict(verdict=word, why=f"{base} -> {new_text}")
-    a, b, what = time_values(r, run_scales)
+    tol = settings.tolerances
+    a, b, what = time_values(r, run_scales, settings.metric)
     t = verdict_time(a, b, tol)
     memory_ratio, memory_word = verdict_memory(
         r["peak_mem_bytes_base"], r["peak_mem_bytes_new"], r["device"], tol
@@ -251,9 +307,21 @@ def _judge(r: pd.Series, tol: Tolerances, run_scales: tuple[float, float] | None
         else (f"medians only: {len(a)} vs {len(b)} {what} are too few for the test")
     )
     why = [f"time {_percent(t.ratio)} ({test})"]
+    word = t.verdict
+    unsure = _warnings(r, a, b, what, settings, run_refs)
+    if "process medians" not in what and word != "same":
+        unsure.append(
+            "too few processes: samples from one process share its moment (use --processes 5)"
+        )
+    if unsure and not settings.strict:
+        word = "inconclusive"
+        why += unsure
+    elif unsure:
+        why.append("strict: " + "; ".join(unsure))
     if memory_word != "same":
         why.append(f"memory {_percent(memory_ratio)}")
-    word = "regressed" if memory_word == "regressed" else t.verdict
+    if memory_word == "regressed":
+        word = "regressed"
     if _checked(r.get("reason_base")) and not _checked(r.get("reason_new")):
         word = "regressed"
         why.insert(0, "check failed now")
@@ -275,24 +343,45 @@ RENAMED = {"label": "backend", "time_median_ms_base": "time_base_ms",
 def compare_runs(
     base: pd.DataFrame,
     new: pd.DataFrame,
-    tol: Tolerances,
-    run_scales: tuple[float, float] | None = None,
+    settings: CheckSettings,
+    run_refs: tuple[float | None, float | None] = (None, None),
 ) -> pd.DataFrame:
     """One row per case on either side (matched on ``KEYS``), in the base run's order, cases
-    only in the new run last. ``time_*_ms`` are the stored medians; ``time_ratio`` is of the
-    compared values' medians (see ``time_values``; normalised when ``run_scales`` is given)."""
+    only in the new run last. ``time_*_ms`` are the stored medians of the judged metric;
+    ``time_ratio`` is of the compared values' medians (see ``time_values``). ``run_refs`` are
+    the runs' reference times in that metric (``reference_op.reference_ms``): the divisors
+    where ``settings.normalise`` and rows lack their own, and the ``reference`` rule's yardstick.
+    """
+    run_scales = None
+    if settings.normalise:
+        if run_refs[0] is None or run_refs[1] is None:
+            raise ValueError("normalising needs both runs' reference times")
+        run_scales = (run_refs[0], run_refs[1])
     # a resumed run may repeat a case: its last row stands
     base = base.drop_duplicates(KEYS, keep="last").assign(_order=lambda d: np.arange(len(d)))
     new = new.drop_duplicates(KEYS, keep="last").assign(_order=lambda d: np.arange(len(d)))
     m = base.merge(new, on=KEYS, how="outer", suffixes=("_base", "_new"), indicator=True)
     m = m.sort_values(["_order_base", "_order_new"], na_position="last").reset_index(drop=True)
-    rows = [_judge(r, tol, run_scales) for _, r in m.iterrows()]
+    rows = [_judge(r, settings, run_scales, run_refs) for _, r in m.iterrows()]
     judged = pd.DataFrame(rows, index=m.index, columns=[
         "verdict", "why", "time_ratio", "time_ci_low", "time_ci_high", "time_p", "memory_ratio",
     ])  # fmt: skip
-    return pd.concat([m, judged], axis=1).rename(columns=RENAMED).reindex(columns=COLUMNS)
+    metric = METRICS[settings.metric]
+    renamed = {**RENAMED, f"{metric.median}_base": "time_base_ms",
+               f"{metric.median}_new": "time_new_ms"}  # fmt: skip
+    if metric.name != "wall":
+        m = m.drop(columns=["time_median_ms_base", "time_median_ms_new"])
+    return pd.concat([m, judged], axis=1).rename(columns=renamed).reindex(columns=COLUMNS)
 
 
 def regressed(table: pd.DataFrame) -> bool:
     """True when any case regressed (the compare command then exits 1)."""
     return bool((table["verdict"] == "regressed").any())
+
+
+def outcome(table: pd.DataFrame) -> str:
+    """ "regressed" when a case regressed; else "inconclusive" when a case could not be
+    decided; else "ok"."""
+    if regressed(table):
+        return "regressed"
+    return "inconclusive" if (table["verdict"] == "inconclusive").any() else "ok"

@@ -128,9 +128,13 @@ def run_sweep(
     config: SweepConfig,
     progress: Callable[[Iterable[Case]], Iterable[Case]] = lambda cases: cases,
     on_result: Callable[[CaseResult], None] = lambda result: None,
+    cases: list[Case] | None = None,
+    round_: int = 1,
 ) -> list[CaseResult]:
-    """Run every case of ``config`` not already in its results file; returns the new rows."""
-    cases = config.cases()
+    """Run every case of ``config`` (or only ``cases``) not already in its results file;
+    returns the new rows. ``round_`` > 1 marks rows that measure again cases the results file
+    already holds (``--check-against``'s rechecks): the last row of a case stands."""
+    cases = config.cases() if cases is None else cases
     failures = _Failures()
     done: set[tuple] = set()
     if config.resume and (config.out_dir / RESULTS).exists():
@@ -154,7 +158,7 @@ def run_sweep(
             while len(parts) < config.processes and (not parts or parts[-1]["status"] == "ok"):
                 parts.append(run_in_process(ctx, case, config.case_timeout_s, config.threads))
             fields = combine(parts, config.processes)
-        result = make_result(case, fields)
+        result = make_result(case, {**fields, "round": round_})
         failures.record(result.backend, result.params, result.pass_, result.seq_len, result.status)
         append_result(config.out_dir, result)
         results.append(result)

@@ -16,7 +16,8 @@ from harness.records import COLUMNS, KEY_COLUMNS, STATUSES, CaseResult
 RESULTS = "results.csv"
 META = "meta.json"
 TEXT_COLUMNS = {"reason", "params", "label", "time_samples_ms", "process_medians_ms",
-                "process_ref_ms"}  # fmt: skip
+                "process_ref_ms", "cpu_samples_ms", "process_cpu_medians_ms",
+                "process_ref_cpu_ms"}  # fmt: skip
 
 
 class RunFolderError(ValueError):
@@ -77,6 +78,8 @@ def _check_rows(df: pd.DataFrame, path: Path) -> None:
     ok = df["status"] == "ok"
     if "time_median_ms" in df.columns:
         bad |= ok & pd.to_numeric(df["time_median_ms"], errors="coerce").isna()
+    if "round" in df.columns:  # the last column, always written since it was added
+        bad |= pd.to_numeric(df["round"], errors="coerce").isna()
     if bad.any():
         line = int(bad.to_numpy().argmax()) + 2  # 1-based, after the header
         raise RunFolderError(f"{path}: line {line} is truncated or corrupt")

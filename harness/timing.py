@@ -1,7 +1,10 @@
 """Timers: warm up, then repeat; the caller gets every sample, in seconds.
 
-CPU: ``torch.utils.benchmark.Timer`` (it fixes the thread count and amortises timer overhead by
-running short calls several times per sample). CUDA: CUDA events around each call, with the L2
+CPU: short calls are run several times per sample to amortise the timer's overhead, and each
+sample has two clocks: wall time (``perf_counter``) and the process's CPU time over all its
+threads (``process_time``). On a busy machine the two part: wall time grows with every
+neighbour that takes a core, CPU time of a single-threaded case hardly moves (README, "Which
+time to judge"). CUDA: CUDA events around each call, with the L2
 cache flushed before every sample as ``triton.testing.do_bench`` does, and a synchronisation
 before reading the events: kernel launches are asynchronous, so wall time after the launch
 would measure only the launch.
@@ -15,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.utils.benchmark as tbench
 
 FLOOR_SAMPLES = 3  # never fewer, however slow the call: a spread needs several samples
 
@@ -97,19 +99,30 @@ def _wanted(samples: list[float], elapsed: float, settings: TimingSettings) -> b
     return len(samples) < settings.min_repeats or elapsed < settings.min_time_s
 
 
-def time_cpu(
-    call: Callable[[], object], estimate_s: float, settings: TimingSettings
-) -> list[float]:
-    timer = tbench.Timer(stmt="call()", globals={"call": call}, num_threads=torch.get_num_threads())
+@dataclass(frozen=True)
+class Samples:
+    """Seconds per call, one value per sample: wall time, and on CPU the process's CPU time."""
+
+    wall: list[float]
+    cpu: list[float]  # all threads of the process; empty on CUDA, where the GPU does the work
+
+
+def time_cpu(call: Callable[[], object], estimate_s: float, settings: TimingSettings) -> Samples:
     number = max(1, int(settings.sample_s / max(estimate_s, 1e-9)))
-    samples: list[float] = []
+    wall: list[float] = []
+    cpu: list[float] = []
     start = time.perf_counter()
-    while _wanted(samples, time.perf_counter() - start, settings):
-        samples.append(timer.timeit(number).mean)  # mean over `number` back-to-back calls
-    return samples
+    while _wanted(wall, time.perf_counter() - start, settings):
+        w0, c0 = time.perf_counter(), time.process_time()
+        for _ in range(number):  # back-to-back calls: each sample is their mean
+            call()
+        w1, c1 = time.perf_counter(), time.process_time()
+        wall.append((w1 - w0) / number)
+        cpu.append((c1 - c0) / number)
+    return Samples(wall, cpu)
 
 
-def time_cuda(call: Callable[[], object], device: str, settings: TimingSettings) -> list[float]:
+def time_cuda(call: Callable[[], object], device: str, settings: TimingSettings) -> Samples:
     flush = torch.empty(256 * 2**20, dtype=torch.int8, device=device)  # larger than any L2
     samples: list[float] = []
     start = time.perf_counter()
@@ -122,13 +135,13 @@ def time_cuda(call: Callable[[], object], device: str, settings: TimingSettings)
         end.record()
         torch.cuda.synchronize(device)
         samples.append(begin.elapsed_time(end) / 1e3)
-    return samples
+    return Samples(samples, [])
 
 
 def measure(
     call: Callable[[], object], device: str, settings: TimingSettings, done: WarmUp = WarmUp()
-) -> tuple[list[float], WarmUp]:
-    """Warm up (beyond ``done``, see ``warm_up``), then time ``call``: (seconds, the warm-up)."""
+) -> tuple[Samples, WarmUp]:
+    """Warm up (beyond ``done``, see ``warm_up``), then time ``call``: (samples, the warm-up)."""
     warm = warm_up(call, device, settings, done)
     if torch.device(device).type == "cuda":
         return time_cuda(call, device, settings), warm

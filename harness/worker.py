@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from harness.conditions import Window
 from harness.config import Case
 from harness.inputs import dtype_name
 from harness.memory import (
@@ -66,6 +67,25 @@ def check_output(case: Case, out, q, k, v) -> dict[str, Any]:
     }
 
 
+def _joined(seconds: list[float]) -> str:
+    return " ".join(f"{s * 1e3:.6g}" for s in seconds)
+
+
+def _cpu_fields(cpu: list[float], before: dict, after: dict) -> dict[str, Any]:
+    """The process's CPU time per call (CPU only: on CUDA the GPU's time is what counts)."""
+    if not cpu:
+        return {}
+    median, iqr = median_iqr(cpu)
+    ref = (before["cpu_median_ms"] + after["cpu_median_ms"]) / 2
+    return {
+        "cpu_median_ms": median * 1e3,
+        "cpu_iqr_ms": iqr * 1e3,
+        "cpu_samples_ms": _joined(cpu),
+        "process_cpu_medians_ms": f"{median * 1e3:.6g}",
+        "process_ref_cpu_ms": f"{ref:.6g}",
+    }
+
+
 def run_case(case: Case) -> dict[str, Any]:
     """Measure one case; returns the fields of its row (status, reason, numbers)."""
     inputs, backend = case.inputs, case.backend
@@ -98,21 +118,26 @@ def run_case(case: Case) -> dict[str, Any]:
     check = check_output(case, out, q, k, v)
     del out
     malloc_for_timing()  # after the memory measurement's allocator setting (harness.memory)
-    before = measure_reference(device)["median_ms"]
-    samples, warm = measure(call, device, case.timing, WarmUp((first_s,)))
-    reference_ms = (before + measure_reference(device)["median_ms"]) / 2
-    median, iqr = median_iqr(samples)
+    before = measure_reference(device)
+    with Window(device) as window:
+        samples, warm = measure(call, device, case.timing, WarmUp((first_s,)))
+    after = measure_reference(device)
+    median, iqr = median_iqr(samples.wall)
     result = {
         "status": "ok",
         "time_median_ms": median * 1e3,
         "time_iqr_ms": iqr * 1e3,
-        "repeats": len(samples),
+        "repeats": len(samples.wall),
         "prepare_ms": prepare_s * 1e3,
         "first_call_ms": first_s * 1e3,
         "warmup_calls": warm.calls,
-        "time_samples_ms": " ".join(f"{s * 1e3:.6g}" for s in samples),
+        "time_samples_ms": _joined(samples.wall),
         "process_medians_ms": f"{median * 1e3:.6g}",
-        "process_ref_ms": f"{reference_ms:.6g}",
+        "process_ref_ms": f"{(before['median_ms'] + after['median_ms']) / 2:.6g}",
+        # the reference's own change across the case: the machine changing speed meanwhile
+        "ref_drift": abs(after["median_ms"] / before["median_ms"] - 1),
+        **_cpu_fields(samples.cpu, before, after),
+        **window.conditions.fields(),
         "peak_mem_bytes": peak,
         **{k: check[k] for k in ("max_err", "err_vs_full", "check_rows")},
     }

@@ -14,6 +14,7 @@ import pytest
 from harness import storage
 from harness.records import CaseResult
 from harness.regression import (
+    CheckSettings,
     Tolerances,
     _u_counts,
     bootstrap_ratio_ci,
@@ -24,8 +25,12 @@ from harness.regression import (
     verdict_memory,
     verdict_time,
 )
+from harness.regression import outcome as regression_outcome
 
 TOL = Tolerances()
+# the statistics alone, as these tests' synthetic rows have no conditions and few processes
+STRICT = CheckSettings(strict=True)
+NORMALISED = CheckSettings(normalise=True, strict=True)
 MiB = 2**20
 
 
@@ -148,7 +153,7 @@ def test_memory_rules_on_cpu_and_cuda():
 
 def _case(label: str, time: float = 10.0, seed: int = 0, n: int = 1024, status: str = "ok",
           mem: int = 64 * MiB, device: str = "cpu", reason: str = "",
-          processes: list[float] = (), refs: list[float] = ()) -> CaseResult:  # fmt: skip
+          processes: list[float] = (), refs: list[float] = (), **extra) -> CaseResult:  # fmt: skip
     ok = status == "ok"
     samples = time * np.random.default_rng(seed).lognormal(0, 0.02, 10)
     return CaseResult(
@@ -159,6 +164,7 @@ def _case(label: str, time: float = 10.0, seed: int = 0, n: int = 1024, status: 
         time_samples_ms=" ".join(f"{s:.4f}" for s in samples) if ok else "",
         peak_mem_bytes=mem if ok else None,
         process_medians_ms=" ".join(map(str, processes)), process_ref_ms=" ".join(map(str, refs)),
+        **extra,
     )  # fmt: skip
 
 
@@ -183,7 +189,7 @@ def test_status_changes_and_order(tmp_path):
         _case("mends"), _case("breaks", status="oom"), _case("steady", seed=7),
         _case("wrong-again", reason="CHECK FAILED: max error 0.2"),
     ])  # fmt: skip
-    table = compare_runs(base, new, TOL)
+    table = compare_runs(base, new, STRICT)
     assert list(zip(table["backend"], table["seq_len"], table["verdict"], strict=True)) == [
         ("steady", 1024, "same"), ("breaks", 1024, "regressed"), ("mends", 1024, "fixed"),
         ("both-fail", 1024, "skipped"), ("dropped", 1024, "missing"),
@@ -206,23 +212,24 @@ def test_compare_runs_time_and_memory(tmp_path):
         _case("a", time=13.0, seed=4), _case("b", seed=5, device="cuda", mem=66 * MiB),
         _case("c", seed=6, device="cuda", time=7.0, mem=60 * MiB),
     ])  # fmt: skip
-    table = compare_runs(base, new, TOL).set_index("backend")
+    table = compare_runs(base, new, STRICT).set_index("backend")
     assert table.loc["a", "verdict"] == "regressed"
-    assert re.fullmatch(r"time \+[23]\d% \(p=[0-9.e-]+, 10 vs 10 samples\)", table.loc["a", "why"])
+    assert re.fullmatch(r"time \+[23]\d% \(p=[0-9.e-]+, 10 vs 10 samples\); strict: too few "
+                        r"processes: .*", table.loc["a", "why"])  # fmt: skip
     assert table.loc["a", "time_ci_low"] > 1.1 and table.loc["a", "time_p"] < 1e-3
     assert table.loc["b", "verdict"] == "regressed" and "memory +3%" in table.loc["b", "why"]
     assert table.loc["b", "memory_ratio"] == pytest.approx(66 / 64)
     assert table.loc["c", "verdict"] == "faster" and "memory -6%" in table.loc["c", "why"]
-    assert not regressed(compare_runs(base, base, TOL))
+    assert not regressed(compare_runs(base, base, STRICT))
 
 
 def test_normalised_mode_cancels_machine_speed(tmp_path):
     base = _run(tmp_path, "base", [_case("a", seed=1), _case("b", n=2048, time=40.0, seed=2)])
     new = _run(tmp_path, "new", [_case("a", time=20.0, seed=3),
                                  _case("b", n=2048, time=80.0, seed=4)])  # fmt: skip
-    raw = compare_runs(base, new, TOL)
+    raw = compare_runs(base, new, STRICT)
     assert list(raw["verdict"]) == ["regressed", "regressed"]
-    normalised = compare_runs(base, new, TOL, run_scales=(1.5, 3.0))
+    normalised = compare_runs(base, new, NORMALISED, (1.5, 3.0))
     assert list(normalised["verdict"]) == ["same", "same"]
     assert normalised["time_ratio"].to_numpy() == pytest.approx(1.0, rel=0.05)
     assert normalised["time_new_ms"].to_numpy() == pytest.approx([20.0, 80.0], rel=0.05)
@@ -234,16 +241,16 @@ def test_process_medians_are_judged_not_their_samples(tmp_path):
     base = _run(tmp_path, "base", [_case("a", 10, 1, processes=[10, 12, 9.5, 11, 10.5])])
     new = _run(tmp_path, "new", [_case("a", 11.5, 2, processes=[11.5, 9.8, 12, 10.8, 11])])
     samples_only = compare_runs(base.assign(process_medians_ms=""),
-                                new.assign(process_medians_ms=""), TOL).loc[0]  # fmt: skip
+                                new.assign(process_medians_ms=""), STRICT).loc[0]  # fmt: skip
     assert samples_only["verdict"] == "regressed" and "10 vs 10 samples" in samples_only["why"]
-    row = compare_runs(base, new, TOL).loc[0]
+    row = compare_runs(base, new, STRICT).loc[0]
     assert row["verdict"] == "same" and "5 vs 5 process medians" in row["why"]
     slow = _run(tmp_path, "slow", [_case("a", 14, 3, processes=[14, 13.5, 14.5, 15, 13.8])])
-    row = compare_runs(base, slow, TOL).loc[0]
+    row = compare_runs(base, slow, STRICT).loc[0]
     assert row["verdict"] == "regressed" and row["time_ratio"] == pytest.approx(14 / 10.5)
     # fewer than three processes on either side: back to the samples
     two = _run(tmp_path, "two", [_case("a", time=11.5, seed=2, processes=[11.5, 11])])
-    assert "samples" in compare_runs(base, two, TOL).loc[0, "why"]
+    assert "samples" in compare_runs(base, two, STRICT).loc[0, "why"]
 
 
 def test_per_case_reference_follows_the_machine_within_a_run(tmp_path):
@@ -255,14 +262,105 @@ def test_per_case_reference_follows_the_machine_within_a_run(tmp_path):
     slow = [15, 15.1, 14.9, 15.2, 14.8]
     new = _run(tmp_path, "new", [_case("a", processes=slow, refs=[30, 30.2, 29.8, 30.4, 29.6],
                                        seed=2)])  # fmt: skip
-    assert compare_runs(base, new, TOL).loc[0, "verdict"] == "regressed"
-    row = compare_runs(base, new, TOL, run_scales=(20.0, 20.0)).loc[0]
+    assert compare_runs(base, new, STRICT).loc[0, "verdict"] == "regressed"
+    row = compare_runs(base, new, NORMALISED, (20.0, 20.0)).loc[0]
     assert row["verdict"] == "same" and "per-case reference" in row["why"]
     assert row["time_ratio"] == pytest.approx(1.0)
     # a run without per-case references: both sides fall back to the runs' references
     old = _run(tmp_path, "old", [_case("a", processes=slow, seed=2)])
-    row = compare_runs(base, old, TOL, run_scales=(20.0, 20.0)).loc[0]
+    row = compare_runs(base, old, NORMALISED, (20.0, 20.0)).loc[0]
     assert "per-run reference" in row["why"] and row["verdict"] == "regressed"
+
+
+FIVE = [10, 10.1, 9.9, 10.05, 9.95]
+SLOW = [13, 13.1, 12.9, 13.05, 12.95]
+
+
+def test_unstable_conditions_make_a_time_verdict_inconclusive(tmp_path):
+    judged = CheckSettings()
+    base = _run(tmp_path, "base", [_case("a", processes=FIVE, refs=[20] * 5, seed=1)])
+    slow = _run(tmp_path, "slow", [_case("a", 13, processes=SLOW, refs=[20] * 5, seed=2)])
+    row = compare_runs(base, slow, judged).loc[0]
+    assert row["verdict"] == "regressed" and "inconclusive" not in row["why"]
+    assert regression_outcome(compare_runs(base, slow, judged)) == "regressed"
+    # the same numbers, measured while other processes held 60% of the CPUs
+    busy = _run(tmp_path, "busy", [_case("a", 13, processes=SLOW, refs=[20] * 5, seed=2,
+                                         other_cpu=0.6)])  # fmt: skip
+    table = compare_runs(base, busy, judged)
+    assert table.loc[0, "verdict"] == "inconclusive"
+    assert "new: busy: other processes used 60% of the CPUs" in table.loc[0, "why"]
+    assert regression_outcome(table) == "inconclusive"
+    assert compare_runs(base, busy, STRICT).loc[0, "verdict"] == "regressed"  # forced
+    # an unchanged case is not "same" either on a busy machine: that could hide a regression
+    calm = _run(tmp_path, "calm", [_case("a", processes=FIVE, refs=[20] * 5, seed=3,
+                                         other_cpu=0.6)])  # fmt: skip
+    assert compare_runs(base, calm, judged).loc[0, "verdict"] == "inconclusive"
+
+
+def test_memory_growth_and_new_failures_are_judged_whatever_the_conditions(tmp_path):
+    base = _run(tmp_path, "base", [_case("a", processes=FIVE, seed=1), _case("b", seed=2)])
+    new = _run(tmp_path, "new", [
+        _case("a", processes=FIVE, seed=3, mem=80 * MiB, other_cpu=0.9),
+        _case("b", status="oom"),
+    ])  # fmt: skip
+    table = compare_runs(base, new, CheckSettings()).set_index("backend")
+    assert list(table["verdict"]) == ["regressed", "regressed"]
+    assert "memory +25%" in table.loc["a", "why"] and "busy" in table.loc["a", "why"]
+
+
+def test_the_reference_operation_says_when_machines_are_not_comparable(tmp_path):
+    base = _run(tmp_path, "base", [_case("a", processes=FIVE, refs=[20] * 5, seed=1)])
+    same_but_slow_machine = _run(tmp_path, "new", [
+        _case("a", 20, processes=[2 * t for t in FIVE], refs=[40] * 5, seed=2)
+    ])  # fmt: skip
+    row = compare_runs(base, same_but_slow_machine, CheckSettings()).loc[0]
+    assert row["verdict"] == "inconclusive"
+    assert "not comparable: the reference operation ran 2x slower" in row["why"]
+    # normalising divides a 2x slower machine out, but trusts it only up to 1.5x
+    row = compare_runs(base, same_but_slow_machine, CheckSettings(normalise=True), (20, 40)).loc[0]
+    assert row["verdict"] == "inconclusive"
+    a_bit_slower = _run(tmp_path, "bit", [
+        _case("a", 13, processes=[1.3 * t for t in FIVE], refs=[26] * 5, seed=3)
+    ])  # fmt: skip
+    row = compare_runs(base, a_bit_slower, CheckSettings(normalise=True), (20, 26)).loc[0]
+    assert row["verdict"] == "same" and row["time_ratio"] == pytest.approx(1.0)
+
+
+def test_spread_and_too_few_processes_are_inconclusive(tmp_path):
+    base = _run(tmp_path, "base", [_case("a", processes=FIVE, seed=1)])
+    wild = _run(tmp_path, "wild", [_case("a", 13, processes=[9, 13, 17, 12, 16], seed=2)])
+    row = compare_runs(base, wild, CheckSettings()).loc[0]
+    assert row["verdict"] == "inconclusive" and "spread: the IQR of the new's process" in row["why"]
+    # one process a side: its samples' significance is unfounded, a difference is no verdict
+    one = _run(tmp_path, "one", [_case("a", seed=1)])
+    slow_one = _run(tmp_path, "slow-one", [_case("a", 13, seed=2)])
+    row = compare_runs(one, slow_one, CheckSettings()).loc[0]
+    assert row["verdict"] == "inconclusive" and "too few processes" in row["why"]
+    assert compare_runs(one, _run(tmp_path, "same-one", [_case("a", seed=3)]),
+                        CheckSettings()).loc[0, "verdict"] == "same"  # fmt: skip
+
+
+def test_cpu_time_is_judged_where_asked(tmp_path):
+    # wall time doubled in a slow stretch of the machine, CPU time hardly moved
+    def case(wall, cpu, **kw):
+        return _case("a", wall[2], processes=wall, refs=[20] * 5, threads=1,
+                     cpu_median_ms=cpu[2], process_cpu_medians_ms=" ".join(map(str, cpu)),
+                     cpu_samples_ms=" ".join(map(str, cpu)), process_ref_cpu_ms="19 " * 5,
+                     **kw)  # fmt: skip
+
+    base = _run(tmp_path, "base", [case(FIVE, [8, 8.1, 7.9, 8.05, 7.95], seed=1)])
+    slow = _run(tmp_path, "slow", [case([2 * t for t in FIVE], [8.1, 8.2, 7.9, 8.0, 8.15],
+                                        seed=2)])  # fmt: skip
+    assert compare_runs(base, slow, STRICT).loc[0, "verdict"] == "regressed"
+    row = compare_runs(base, slow, CheckSettings(metric="cpu")).loc[0]
+    assert row["verdict"] == "same" and "CPU-time process medians" in row["why"]
+    assert row["time_new_ms"] == pytest.approx(7.9)  # the CPU time's median
+    slower = _run(tmp_path, "slower", [case(FIVE, [10.1, 10.2, 9.9, 10, 10.05], seed=3)])
+    assert compare_runs(base, slower, CheckSettings(metric="cpu")).loc[0, "verdict"] == "regressed"
+    # a busy machine inflates CPU time too (caches emptied at every switch): no verdict
+    busy = _run(tmp_path, "busy", [case(FIVE, [8, 8.1, 7.9, 8.05, 7.95], seed=4, other_cpu=0.8)])
+    row = compare_runs(base, busy, CheckSettings(metric="cpu")).loc[0]
+    assert row["verdict"] == "inconclusive" and "busy" in row["why"]
 
 
 def test_tolerances_and_fractions():

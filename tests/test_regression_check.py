@@ -1,6 +1,6 @@
 """The regression check end to end on this machine, at small sizes: an unchanged backend passes
-(A/A) and a backend doing 25% more work fails, with each case timed in several processes and
-normalised by the reference operation timed next to it, as the CI job does it.
+(A/A) and a backend doing 25% more work fails, with each case timed in several processes, judged
+on CPU time and normalised by the reference operation timed next to it, as the CI job does it.
 
 The three sides are timed back to back in one sweep and then split into three run folders
 (``compare`` reads only the folders): separate sweeps would sit further apart in time, and a
@@ -8,9 +8,10 @@ shared machine's speed moves between them by more than the check can tell from a
 a test this short (in one CI run the planted slowdown read +14% that way). How separate runs
 fare is measured, at the CI check's real sizes, in the README ("Regression checks").
 
-The planted slowdown was caught in 10 of 10 trials on the 2-core VM (README), not a certainty
-on a shared machine: the test allows it three trials, and requires every A/A comparison to
-pass.
+The planted slowdown was caught in 10 of 10 trials on the 2-core VM, quiet and busy (README),
+not a certainty on a shared machine: the test allows it three trials, requires every A/A
+comparison to pass (or be inconclusive, never a regression) and the planted one never to pass:
+each trial is a regression or, where the machine was measured busy, inconclusive.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from harness.storage import META, RESULTS
 SWEEP = ["--lengths", "64", "--passes", "fwd", "--heads", "2", "--head-dim", "16",
          "--device", "cpu", "--threads", "1", "--processes", "11", "--min-time", "0.1",
          "--warmup", "0.05"]  # fmt: skip
-CHECK = ["--normalise", "--time-tolerance", "10%"]
+CHECK = ["--metric", "cpu", "--normalise", "--time-tolerance", "10%"]
 SIDES = {"base": "test-work", "same": "test-work-again", "slower": "test-work-plus25"}
 
 
@@ -46,23 +47,31 @@ def split_run(run: Path, root: Path) -> dict[str, str]:
     return folders
 
 
+def _busy(run: str) -> bool:
+    """The run's case was measured while other processes held the CPUs."""
+    return bool((pd.read_csv(Path(run) / RESULTS)["other_cpu"] > 0.10).any())
+
+
 def test_unchanged_passes_and_a_planted_slowdown_fails(tmp_path, fake_backends, capsys):
     seen = []
     for trial in range(3):
         run = tmp_path / f"run{trial}"
         assert main([*SWEEP, "--backends", *SIDES.values(), "--out", str(run)]) == 0
         sides = split_run(run, tmp_path / f"trial{trial}")  # one label, "test-work": one case
-        assert main(["compare", sides["base"], sides["same"], *CHECK]) == 0
+        assert main(["compare", sides["base"], sides["same"], *CHECK]) in (0, 3)  # never 1
         aa = pd.read_csv(f"{sides['same']}/compare.csv").iloc[0]
-        assert aa["verdict"] in ("same", "faster", "slower")
-        assert "11 vs 11 process medians" in aa["why"]
+        assert aa["verdict"] in ("same", "faster", "slower", "inconclusive")
+        assert "11 vs 11 CPU-time process medians" in aa["why"]
         capsys.readouterr()
-        caught = main(["compare", sides["base"], sides["slower"], *CHECK]) == 1
+        code = main(["compare", sides["base"], sides["slower"], *CHECK])
         row = pd.read_csv(f"{sides['slower']}/compare.csv").iloc[0]
-        seen.append(f"{row['time_ratio']:.3f}x p={row['time_p']:.2g}")
-        if caught:
+        seen.append(f"{row['verdict']} {row['time_ratio']:.3f}x p={row['time_p']:.2g}")
+        assert code in (1, 3) and row["verdict"] in ("regressed", "inconclusive"), seen
+        if code == 1:
             break
-    assert caught, f"a 25% slowdown went unnoticed in 3 trials: {seen}"
-    assert row["verdict"] == "regressed" and "per-case reference" in row["why"]
-    # 8 -> 10 matmul rounds plus the same attention: between 1.1x and 1.25x, allowing noise
-    assert 1.1 < row["time_ratio"] < 1.45 and row["time_p"] < 0.01
+    # inconclusive three times only where the machine was measured busy each time
+    assert code == 1 or all(_busy(run) for run in tmp_path.glob("run*")), seen
+    if code == 1:
+        assert row["verdict"] == "regressed" and "per-case reference" in row["why"]
+        # 8 -> 10 matmul rounds plus the same attention: between 1.1x and 1.25x, allowing noise
+        assert 1.1 < row["time_ratio"] < 1.45 and row["time_p"] < 0.01

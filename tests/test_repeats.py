@@ -47,3 +47,28 @@ def test_a_failing_process_ends_the_case_with_its_status():
     assert row["reason"] == "process 2 of 5: process killed (SIGKILL), likely out of memory"
     with pytest.raises(ValueError):
         combine([], 1)
+
+
+def test_every_measured_field_has_a_rule():
+    from harness.records import COLUMNS
+    from harness.repeats import PER_FIELD, SAME, WHOLE
+
+    # the case's identity is filled in by the runner, not by the processes
+    identity = {"backend", "family", "label", "params", "seq_len", "pass", "batch", "heads",
+                "head_dim", "dtype", "device", "seed", "reason", "round"}  # fmt: skip
+    covered = set(PER_FIELD) | set(WHOLE) | set(SAME) | identity
+    assert set(COLUMNS) == covered, set(COLUMNS) ^ covered
+
+
+def test_conditions_keep_the_worst_process_and_cpu_time_combines_like_wall_time():
+    parts = [_ok(3.0, 10.0), _ok(4.0, 11.0), _ok(5.0, 12.0)]
+    for i, p in enumerate(parts):
+        p.update(other_cpu=0.1 * i, steal=0.0, load_avg=1.0 + i, cpu_mhz=2600.0 - i, ref_drift=0.01,
+                 cpu_median_ms=2.0 + i, cpu_samples_ms=f"{2 + i} {2.1 + i}",
+                 process_cpu_medians_ms=f"{2 + i}", process_ref_cpu_ms="9")  # fmt: skip
+    row = combine(parts, 3)
+    assert row["other_cpu"] == pytest.approx(0.2) and row["load_avg"] == 3.0
+    assert row["cpu_mhz"] == 2598.0
+    assert row["cpu_median_ms"] == 3.0 and row["process_cpu_medians_ms"] == "2 3 4"
+    assert row["cpu_iqr_ms"] > 0.5 and row["process_ref_cpu_ms"] == "9 9 9"
+    assert "gpu_temp_c" not in row  # no process reported one

@@ -21,24 +21,25 @@ def test_cpu_timer_measures_the_call_and_repeats():
 
     settings = TimingSettings(warmup_s=0.01, min_time_s=0.05, min_repeats=4, sample_s=0.001)
     samples, _ = measure(call, "cpu", settings)
-    assert len(samples) >= 4
-    assert len(calls) >= len(samples) + 2  # warm-up calls came first
-    assert 0.005 <= median_iqr(samples)[0] < 0.05
+    assert len(samples.wall) == len(samples.cpu) >= 4
+    assert len(calls) >= len(samples.wall) + 2  # warm-up calls came first
+    assert 0.005 <= median_iqr(samples.wall)[0] < 0.05
+    assert median_iqr(samples.cpu)[0] < 0.002  # sleeping takes no CPU time
 
 
 def test_short_calls_are_batched_per_sample():
     calls = []
     settings = TimingSettings(warmup_s=0.01, min_time_s=0.01, min_repeats=2, sample_s=0.01)
     samples, _ = measure(lambda: calls.append(1), "cpu", settings)
-    assert len(calls) > 10 * len(samples)  # many calls per sample amortise the timer
-    assert median_iqr(samples)[0] == pytest.approx(0, abs=1e-4)
+    assert len(calls) > 10 * len(samples.wall)  # many calls per sample amortise the timer
+    assert median_iqr(samples.wall)[0] == pytest.approx(0, abs=1e-4)
 
 
 def test_a_slow_call_still_gets_three_samples():
     settings = TimingSettings(warmup_s=0, warmup_calls=1, min_time_s=0, min_repeats=5,
                               max_time_s=0.001)  # fmt: skip
     samples, _ = measure(lambda: time.sleep(0.002), "cpu", settings)
-    assert len(samples) == 3
+    assert len(samples.wall) == 3
 
 
 def test_warm_up_lasts_until_two_calls_agree():
@@ -63,3 +64,16 @@ def test_warm_up_counts_what_the_caller_did_and_stops_at_max_time():
     calls = []
     warm = warm_up(lambda: calls.append(1), "cpu", settings, WarmUp((0.001, 0.001)))
     assert warm.calls == 2 and calls == []  # already warm: no more calls
+
+
+def test_cpu_time_counts_the_work_not_the_waiting():
+    def spin_then_sleep():
+        end = time.perf_counter() + 0.004
+        while time.perf_counter() < end:
+            pass
+        time.sleep(0.004)
+
+    settings = TimingSettings(warmup_s=0.01, min_time_s=0.05, min_repeats=5, sample_s=0.001)
+    samples, _ = measure(spin_then_sleep, "cpu", settings)
+    wall, cpu = median_iqr(samples.wall)[0], median_iqr(samples.cpu)[0]
+    assert wall >= 0.008 and 0.003 <= cpu < 0.0065 < wall
