@@ -3,6 +3,11 @@
 Cases are matched on backend (with parameters), pass, length and shape. Device, dtype and seed
 are left out of the match when each run has a single value of them (a CPU run against a GPU
 run, float32 against bfloat16): they describe the runs, and the report names them.
+
+Each time ratio comes with the 95% percentile bootstrap interval of the ratio of the two cases'
+sample medians (``regression.bootstrap_ratio_ci``), drawn as error bars; a time that may not be
+believed (``harness.stability``, judged in its own run) is marked ⚠ in the case table and its
+reasons are listed under it.
 """
 
 from __future__ import annotations
@@ -12,10 +17,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import plots
+from harness import plots, stability
 from harness.document import Block, Bullets, Heading, Image, Table, Text, to_html, to_markdown
 from harness.plots import length_text
-from harness.report import load_run, subtitle
+from harness.records import parse_floats
+from harness.reference_op import reference_ms
+from harness.regression import bootstrap_ratio_ci
+from harness.report import STABILITY_NOTE, load_run, subtitle
 from harness.report_tables import context_table, fmt_ms
 from harness.storage import RunFolderError
 from harness.summary import fmt_bytes
@@ -24,9 +32,27 @@ MATCH = ["label", "pass", "seq_len", "batch", "heads", "head_dim"]
 RUN_LEVEL = ["device", "dtype", "seed"]  # dropped from the match when constant within each run
 
 
+def with_warnings(df: pd.DataFrame, run_ref_ms: float | None) -> pd.DataFrame:
+    """The run's rows with a ``warnings`` column: the stability rules each case's time breaks,
+    judged against its own run's reference time ``run_ref_ms`` ([] for a stable case)."""
+    found = [stability.row_warnings(r, run_ref_ms=run_ref_ms) for _, r in df.iterrows()]
+    return df.assign(warnings=pd.Series(found, index=df.index, dtype=object))
+
+
+def _interval(r: pd.Series) -> tuple[float, float]:
+    a = parse_floats(r.get("time_samples_ms_a"))
+    b = parse_floats(r.get("time_samples_ms_b"))
+    # one sample a side would give an interval of width zero: certainty nobody measured
+    if pd.isna(r["time_ratio"]) or len(a) < 2 or len(b) < 2:
+        return np.nan, np.nan
+    return bootstrap_ratio_ci(a, b)
+
+
 def match(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The cases both runs hold, side by side (suffixes ``_a``, ``_b``), and the run-level
-    columns that differ between the runs."""
+    columns that differ between the runs. ``time_ratio`` is B/A of the medians;
+    ``time_ratio_low`` and ``time_ratio_high`` its 95% bootstrap interval from both cases'
+    samples (NaN where a side has fewer than two)."""
     keys, differ = list(MATCH), []
     for column in RUN_LEVEL:
         if a[column].nunique() == 1 and b[column].nunique() == 1:
@@ -40,17 +66,26 @@ def match(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     m["memory_ratio"] = (
         m["peak_mem_bytes_b"] / m["peak_mem_bytes_a"].where(m["peak_mem_bytes_a"] > 0)
     ).where(both)
+    intervals = [_interval(r) for _, r in m.iterrows()]
+    m["time_ratio_low"] = [low for low, _ in intervals]
+    m["time_ratio_high"] = [high for _, high in intervals]
     order = {label: i for i, label in enumerate(dict.fromkeys([*a["label"], *b["label"]]))}
     passes = {p: i for i, p in enumerate(dict.fromkeys([*a["pass"], *b["pass"]]))}
     m = m.assign(_p=m["pass"].map(passes), _l=m["label"].map(order))
     return m.sort_values(["_p", "_l", "seq_len"]).drop(columns=["_p", "_l"]), differ
 
 
+def _warnings(r: pd.Series, side: str) -> list[str]:
+    found = r.get(f"warnings_{side}")
+    return found if isinstance(found, list) else []  # absent: not judged (``with_warnings``)
+
+
 def _side(r: pd.Series, side: str, metric: str) -> str:
     if r[f"status_{side}"] != "ok":
         return r[f"status_{side}"]
     if metric == "time":
-        return fmt_ms(r[f"time_median_ms_{side}"])
+        mark = f" {stability.MARK}" if _warnings(r, side) else ""
+        return fmt_ms(r[f"time_median_ms_{side}"]) + mark
     value = r[f"peak_mem_bytes_{side}"]
     return fmt_bytes(value) if pd.notna(value) else ""
 
@@ -72,6 +107,19 @@ def case_table(m: pd.DataFrame) -> pd.DataFrame:
             "memory B": [_side(r, "b", "memory") for _, r in m.iterrows()],
             "memory B/A": m["memory_ratio"].map(_ratio),
         }
+    )
+
+
+def unstable_notes(m: pd.DataFrame) -> list[str]:
+    """One line per case marked in the case table, with each side's reasons."""
+    return stability.notes(
+        [
+            (
+                f"{r['label']} {r['pass']} at {length_text(r['seq_len'])}",
+                [f"{side.upper()}: {w}" for side in "ab" for w in _warnings(r, side)],
+            )
+            for _, r in m.iterrows()
+        ]
     )
 
 
@@ -102,6 +150,7 @@ def write(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Path:
     run_a, run_b = Path(run_a), Path(run_b)
     a, meta_a = load_run(run_a)
     b, meta_b = load_run(run_b)
+    a, b = with_warnings(a, reference_ms(meta_a)), with_warnings(b, reference_ms(meta_b))
     m, differ = match(a, b)
     if m.empty:
         raise RunFolderError(f"{run_a} and {run_b} have no case in common")
@@ -112,6 +161,7 @@ def write(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Path:
     only_b = len(b) - m.drop_duplicates(["label", "pass", "seq_len"]).shape[0]
     differences = [f"{c}: {a[c].iloc[0]} (A) vs {b[c].iloc[0]} (B)" for c in differ]
     fig = plots.ratio_figure(m, f"B / A per case: {name_b} / {name_a}")
+    notes = unstable_notes(m)
     path = plots.save(fig, out / "ratios.png")
     blocks: list[Block] = [
         Heading(f"Comparison: {name_b} (B) against {name_a} (A)", 1),
@@ -128,9 +178,15 @@ def write(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Path:
         ),
         Heading("Per backend"),
         Table(geomean_table(m), "Geometric mean of B/A over the lengths both runs measured."),
+        Text(
+            "Error bars: the 95% bootstrap interval of each time ratio, from both cases' "
+            "samples; where an interval holds 1×, the runs do not differ measurably in that case."
+        ),
         Image(path, "time and memory ratios B/A against length"),
         Heading("Per case"),
+        Text(STABILITY_NOTE),
         Table(case_table(m)),
+        *([Bullets(tuple(notes))] if notes else []),
         Heading("Context of A"),
         Table(context_table(meta_a)),
         Heading("Context of B"),

@@ -1,5 +1,10 @@
 """The report's figures, drawn with seaborn from a run's rows: log-log scaling of time and memory,
-ratios to full attention, and the B/A ratios of two runs. Each function returns a Figure."""
+ratios to full attention, and the B/A ratios of two runs. Each function returns a Figure.
+
+Time is shown with its spread: a band from the first to the third quartile of each case's
+samples around the median time, and, for two runs, error bars of the 95% bootstrap interval of
+each time ratio. Memory is one number per case, so it has neither.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,11 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure  # drawn without pyplot: no global state, no display needed
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
 from harness.analysis import FAILED, latest, measured
+from harness.records import parse_floats
 
 PASS_TITLES = {"fwd": "forward", "fwdbwd": "forward + backward"}
 FAILURE_MARKERS = {
@@ -22,6 +29,12 @@ FAILURE_MARKERS = {
     "error": ("s", "error"),
 }
 MIB = 2**20
+BAND_ALPHA = 0.2
+# a median ± IQR/2 band (a row without samples) reaching zero cannot be drawn on a log axis:
+# it is cut here, a fraction of the median, so as not to stretch the axis to nothing measured
+BAND_FLOOR = 0.1
+BAND_TEXT = "time: first to third quartile of the samples"
+INTERVAL_TEXT = "time: 95% bootstrap interval of B / A"
 
 
 def length_text(n: float) -> str:
@@ -78,7 +91,32 @@ def _lines(ax: Axes, data: pd.DataFrame, y: str, styles: Styles) -> None:
         linewidth=1.6,
         hue_order=list(styles),
         style_order=list(styles),
+        errorbar=None,  # one value per length: the spread, where there is one, is drawn apart
     )
+
+
+def quartiles(row: pd.Series) -> tuple[float, float]:
+    """First and third quartile of a case's time samples (ms); for a row without samples, the
+    median ± IQR/2, which is all it recorded."""
+    samples = parse_floats(row.get("time_samples_ms"))
+    if samples:
+        q1, q3 = np.quantile(samples, [0.25, 0.75])
+        return float(q1), float(q3)
+    median, iqr = float(row["time_median_ms"]), row.get("time_iqr_ms")
+    half = float(iqr) / 2 if pd.notna(iqr) else 0.0
+    return max(median - half, BAND_FLOOR * median), median + half
+
+
+def _bands(ax: Axes, ok: pd.DataFrame, styles: Styles) -> None:
+    """The time's interquartile band of each series, in its colour, behind its line."""
+    for label, (color, _) in styles.items():
+        ours = ok[(ok["label"] == label) & (ok["time_median_ms"] > 0)].sort_values("seq_len")
+        if ours.empty:
+            continue
+        low, high = np.array([quartiles(r) for _, r in ours.iterrows()]).T
+        ax.fill_between(
+            ours["seq_len"], low, high, color=color, alpha=BAND_ALPHA, linewidth=0, zorder=1
+        )
 
 
 def _mark_failures(ax: Axes, rows: pd.DataFrame, y: str, styles: Styles) -> set[str]:
@@ -150,7 +188,8 @@ def _finish(fig: Figure, title: str, legend_rows: int) -> Figure:
 
 
 def scaling_figure(df: pd.DataFrame, pass_: str, subtitle: str, styles: Styles) -> Figure:
-    """Time and peak memory against length, log-log, one line per series."""
+    """Time and peak memory against length, log-log, one line per series; around each time line
+    a band from the first to the third quartile of the samples."""
     rows = latest(df[df["pass"] == pass_]).assign(mem_mib=lambda d: d["peak_mem_bytes"] / MIB)
     styles = styles.subset(rows["label"])
     ok = measured(rows)
@@ -162,6 +201,8 @@ def scaling_figure(df: pd.DataFrame, pass_: str, subtitle: str, styles: Styles) 
         (m_ax, "mem_mib", "peak memory beyond inputs (MiB)"),
     ):
         _lines(ax, ok[ok[y] > 0], y, styles)
+        if y == "time_median_ms":
+            _bands(ax, ok, styles)
         ax.set_yscale("log")
         ax.set_ylabel(ylabel)
         _length_axis(ax, list(rows["seq_len"]))
@@ -169,8 +210,9 @@ def scaling_figure(df: pd.DataFrame, pass_: str, subtitle: str, styles: Styles) 
         failures |= _mark_failures(ax, rows, y, styles)
     t_ax.set_title("time")
     m_ax.set_title("memory")
-    _legend(fig, styles, failures)
-    n_legend = len(styles) + len(failures)
+    band = Patch(facecolor="black", alpha=BAND_ALPHA, linewidth=0, label=BAND_TEXT)
+    _legend(fig, styles, failures, extra=[band])
+    n_legend = len(styles) + len(failures) + 1
     return _finish(fig, f"{PASS_TITLES.get(pass_, pass_)}: {subtitle}", -(-n_legend // 3))
 
 
@@ -222,13 +264,47 @@ def relative_figure(
     )
 
 
+def _intervals(ax: Axes, d: pd.DataFrame, colors: dict) -> bool:
+    """Error bars from ``time_ratio_low`` to ``time_ratio_high`` (the bootstrap interval), in the
+    series' colour; False when no case has one."""
+    if "time_ratio_low" not in d.columns:
+        return False
+    d = d.dropna(subset=["time_ratio_low", "time_ratio_high"])
+    d = d[d["time_ratio_low"] > 0]
+    for label, g in d.groupby("label", sort=False):
+        low, high = g["time_ratio_low"].to_numpy(), g["time_ratio_high"].to_numpy()
+        # centred (geometrically) on the interval, not on the ratio of the stored medians: with
+        # several processes those are medians of process medians and may lie outside it
+        mid = np.sqrt(low * high)
+        ax.errorbar(
+            g["seq_len"],
+            mid,
+            yerr=[mid - low, high - mid],
+            fmt="none",
+            ecolor=colors[label],
+            elinewidth=1.2,
+            capsize=3,
+            alpha=0.8,
+        )
+    return not d.empty
+
+
+def _interval_handle() -> Line2D:
+    return Line2D(
+        [], [], color="grey", marker="|", markersize=12, linestyle="none", label=INTERVAL_TEXT
+    )
+
+
 def ratio_figure(matched: pd.DataFrame, title: str) -> Figure:
-    """B/A ratios of time and memory per case of two runs, against length; style = pass."""
+    """B/A ratios of time and memory per case of two runs, against length; style = pass. Where
+    ``matched`` has ``time_ratio_low`` and ``time_ratio_high`` (``comparison.match``), each time
+    ratio gets that interval as an error bar."""
     labels = list(dict.fromkeys(matched["label"]))
     styles = Styles(labels)
     colors = {k: c for k, (c, _) in styles.items()}
     fig = Figure(figsize=(13, 5.8))
     axes = fig.subplots(1, 2)
+    intervals = False
     for ax, y, ylabel in (
         (axes[0], "time_ratio", "time B / A"),
         (axes[1], "memory_ratio", "peak memory B / A"),
@@ -248,7 +324,10 @@ def ratio_figure(matched: pd.DataFrame, title: str) -> Figure:
                 ax=ax,
                 legend=False,
                 hue_order=labels,
+                errorbar=None,  # one ratio per case: its interval is drawn by _intervals
             )
+            if y == "time_ratio":
+                intervals = _intervals(ax, d, colors)
         ax.axhline(1.0, color="black", linestyle="--", linewidth=1)
         _ratio_axis(ax)
         ax.set_ylabel(ylabel)
@@ -260,13 +339,19 @@ def ratio_figure(matched: pd.DataFrame, title: str) -> Figure:
         for p, ls, m in zip(passes, ["-", "--"], ["o", "X"], strict=False)
     ]
     even = Line2D([], [], color="black", linestyle="--", label="no change (1×)")
+    bars = [_interval_handle()] if intervals else []
     _legend(
         fig,
         Styles([]),
         set(),
-        extra=[*(Line2D([], [], color=c, label=k) for k, c in colors.items()), *passes_, even],
+        extra=[
+            *(Line2D([], [], color=c, label=k) for k, c in colors.items()),
+            *passes_,
+            even,
+            *bars,
+        ],
     )
-    return _finish(fig, title, -(-(len(colors) + len(passes_) + 1) // 3))
+    return _finish(fig, title, -(-(len(colors) + len(passes_) + 1 + len(bars)) // 3))
 
 
 def save(fig: Figure, path: Path) -> Path:

@@ -1,4 +1,8 @@
-"""The report's tables as DataFrames of display strings, one function per table."""
+"""The report's tables as DataFrames of display strings, one function per table.
+
+A time that may not be believed (``harness.stability``) carries ⚠ in its cell; ``unstable_notes``
+gives the lines that say why, for below the table.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import math
 
 import pandas as pd
 
-from harness import analysis
+from harness import analysis, stability
 from harness.inputs import DTYPES
 from harness.plots import PASS_TITLES, length_text
 from harness.summary import fmt_bytes, fmt_ms
@@ -32,16 +36,43 @@ def _pivot(df: pd.DataFrame, pass_: str, cell) -> pd.DataFrame:
     return table.reset_index().rename(columns={"label": "backend"})
 
 
-def metric_table(df: pd.DataFrame, pass_: str, metric: str) -> pd.DataFrame:
+def _mark(r: pd.Series, run_ref_ms: float | None) -> str:
+    return f" {stability.MARK}" if stability.row_warnings(r, run_ref_ms=run_ref_ms) else ""
+
+
+def metric_table(
+    df: pd.DataFrame, pass_: str, metric: str, run_ref_ms: float | None = None
+) -> pd.DataFrame:
+    """Backend x length of median time ± IQR (``metric`` "time"; an unstable case marked, judged
+    against the run's reference time ``run_ref_ms``) or of peak memory ("memory")."""
+
     def cell(r: pd.Series) -> str:
         status = _cell_status(r)
         if status:
             return status
         if metric == "time":
-            return f"{fmt_ms(r['time_median_ms'])} ± {fmt_ms(r['time_iqr_ms'], 2)}"
+            text = f"{fmt_ms(r['time_median_ms'])} ± {fmt_ms(r['time_iqr_ms'], 2)}"
+            return text + _mark(r, run_ref_ms)
         return fmt_bytes(r["peak_mem_bytes"]) if pd.notna(r["peak_mem_bytes"]) else ""
 
     return _pivot(df, pass_, cell)
+
+
+def unstable_notes(df: pd.DataFrame, pass_: str, run_ref_ms: float | None = None) -> list[str]:
+    """One line per case of ``pass_`` marked in its time table: the stability rules that fired."""
+    rows = analysis.latest(df[df["pass"] == pass_])
+    # in the table's order: backends as they first appear, each by length
+    order = {label: i for i, label in enumerate(dict.fromkeys(rows["label"]))}
+    rows = rows.assign(_order=rows["label"].map(order)).sort_values(["_order", "seq_len"])
+    return stability.notes(
+        [
+            (
+                f"{r['label']} at {length_text(r['seq_len'])}",
+                stability.row_warnings(r, run_ref_ms=run_ref_ms),
+            )
+            for _, r in rows.iterrows()
+        ]
+    )
 
 
 def rate_table(df: pd.DataFrame, pass_: str) -> pd.DataFrame:
@@ -106,9 +137,9 @@ def context_table(meta: dict) -> pd.DataFrame:
     return pd.DataFrame(items, columns=["", "value"])
 
 
-def glance(df: pd.DataFrame) -> list[str]:
+def glance(df: pd.DataFrame, run_ref_ms: float | None = None) -> list[str]:
     """One line per pass: who is fastest and leanest at the longest length where at least two
-    backends finished (one alone is no comparison)."""
+    backends finished (one alone is no comparison); an unstable time marked as in the tables."""
     lines = []
     for pass_, g in df.groupby("pass", sort=False):
         ok = analysis.measured(g)
@@ -121,7 +152,7 @@ def glance(df: pd.DataFrame) -> list[str]:
         lean = at.loc[at["peak_mem_bytes"].idxmin()] if at["peak_mem_bytes"].notna().any() else None
         text = (
             f"{PASS_TITLES.get(pass_, pass_)} at n = {length_text(n)}: fastest **{fast['label']}**"
-            f" ({fmt_ms(fast['time_median_ms'])})"
+            f" ({fmt_ms(fast['time_median_ms'])}{_mark(fast, run_ref_ms)})"
         )
         full = at[at["family"] == "full"]
         if not full.empty and fast["family"] != "full":

@@ -4,13 +4,15 @@ exactly as a sweep writes them, for the report's tests."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness import storage
 from harness.records import CaseResult
 
 LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
+# samples of a case that cannot be believed: quartiles 0.5 and 2.5 of the median, IQR 2x it
+WIDE = (0.4, 0.5, 1, 2.5, 3)
 
 
 @dataclass(frozen=True)
@@ -24,12 +26,15 @@ class Series:
     mem_at_1k: float  # bytes
     status: dict[int, str] = field(default_factory=dict)  # length -> non-ok status
     label: str = ""
+    wide: tuple[int, ...] = ()  # lengths whose samples spread wider than their median
+    conditions: dict[int, dict] = field(default_factory=dict)  # length -> e.g. {"other_cpu": 0.5}
 
     def rows(self, lengths=LENGTHS, pass_="fwd", device="cpu", dtype="float32", scale=1.0):
         for n in lengths:
             status = self.status.get(n, "ok")
             ok = status == "ok"
             t = scale * self.time_at_1k * (n / 1024) ** self.time_exp
+            factors = WIDE if n in self.wide else (0.98, 1, 1.02)
             yield CaseResult(
                 backend=self.backend,
                 family=self.family,
@@ -46,15 +51,16 @@ class Series:
                 status=status,
                 reason="" if ok else f"{status} at {n}",
                 time_median_ms=t if ok else None,
-                time_iqr_ms=0.05 * t if ok else None,
+                time_iqr_ms=(2.0 if n in self.wide else 0.05) * t if ok else None,
                 repeats=5 if ok else None,
-                time_samples_ms=" ".join(f"{t * f:.4f}" for f in (0.98, 1, 1.02)) if ok else "",
+                time_samples_ms=" ".join(f"{t * f:.4f}" for f in factors) if ok else "",
                 peak_mem_bytes=int(self.mem_at_1k * (n / 1024) ** self.mem_exp) if ok else None,
                 max_err=2e-7 if ok else None,
                 err_vs_full=(0.0 if self.family == "full" else 0.6) if ok else None,
                 check_rows=128 if ok else None,
                 threads=2,
                 wall_s=1.0,
+                **(self.conditions.get(n, {}) if ok else {}),
             )
 
 
@@ -87,9 +93,13 @@ LEAKY = Series(
     label="bigbird(block_size=64)",
 )
 SERIES = (NAIVE, SDPA, LONGFORMER, LEAKY)
+# full-sdpa with two times that cannot be believed: at 1K its samples spread twice as wide as
+# their median, at 4K other processes used half the CPUs meanwhile; the rest are stable
+UNSTABLE_SDPA = replace(SDPA, wide=(1024,), conditions={4096: {"other_cpu": 0.5}})
 
 
-def meta(device: str = "cpu", name: str = "Test CPU") -> dict:
+def meta(device: str = "cpu", name: str = "Test CPU", reference_ms: float | None = None) -> dict:
+    reference = {"before": {"median_ms": reference_ms}, "after": {"median_ms": reference_ms}}
     return {
         "created": "2026-11-23T12:00:00+00:00",
         "command": "run_bench.py --lengths 512 1024",
@@ -110,15 +120,19 @@ def meta(device: str = "cpu", name: str = "Test CPU") -> dict:
             "timing": {"warmup_s": 0.2, "min_repeats": 5, "min_time_s": 0.5},
             "case_timeout_s": 300.0,
         },
+        **({"reference_op": reference} if reference_ms is not None else {}),
     }
 
 
-def write_run(folder: Path, series=SERIES, passes=("fwd", "fwdbwd"), scale=1.0, **kw) -> Path:
+def write_run(
+    folder: Path, series=SERIES, passes=("fwd", "fwdbwd"), scale=1.0, reference_ms=None, **kw
+) -> Path:
+    """``reference_ms``: the reference operation's time at the start and end of the sweep."""
     folder.mkdir(parents=True, exist_ok=True)
     for pass_ in passes:
         factor = scale * (3.0 if pass_ == "fwdbwd" else 1.0)
         for s in series:
             for result in s.rows(pass_=pass_, scale=factor, **kw):
                 storage.append_result(folder, result)
-    storage.write_meta(folder, meta(kw.get("device", "cpu")))
+    storage.write_meta(folder, meta(kw.get("device", "cpu"), reference_ms=reference_ms))
     return folder

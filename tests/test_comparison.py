@@ -1,11 +1,13 @@
 import re
+from dataclasses import replace
 
+import matplotlib.image
 import pytest
 
 from harness import storage
 from harness.app import main
 from harness.comparison import match
-from tests.synthetic_runs import LONGFORMER, NAIVE, SDPA, write_run
+from tests.synthetic_runs import LONGFORMER, NAIVE, SDPA, UNSTABLE_SDPA, write_run
 
 
 def test_match_pairs_the_same_cases_across_devices(tmp_path):
@@ -34,6 +36,43 @@ def test_comparison_report(tmp_path):
     assert "data:image/png;base64," in (out / "report.html").read_text()
     assert main(["report", str(a), str(b), "--out", str(tmp_path / "cmp")]) == 0
     assert (tmp_path / "cmp" / "report.html").exists()
+
+
+def test_each_time_ratio_has_its_bootstrap_interval(tmp_path):
+    a = storage.read_results(write_run(tmp_path / "a", passes=("fwd",)))
+    b = storage.read_results(write_run(tmp_path / "b", passes=("fwd",), scale=1.25))
+    m, _ = match(a, b)
+    both = m.dropna(subset=["time_ratio"])
+    assert (both["time_ratio_low"] < 1.25).all() and (both["time_ratio_high"] > 1.25).all()
+    assert (both["time_ratio_high"] / both["time_ratio_low"] < 1.1).all()  # 2% spread a side
+    assert m["time_ratio"].isna().equals(m["time_ratio_low"].isna())  # none without a ratio
+
+
+def test_comparison_marks_a_case_unstable_on_either_side(tmp_path):
+    # A: the hypervisor stole a fifth of the CPUs at 2K; the reference operation ran 2x slower
+    # beside the 8K case than in A as a whole, and as fast as in B as a whole beside B's
+    ref_8k = {8192: {"process_ref_ms": "20"}}
+    sdpa_a = replace(SDPA, conditions={2048: {"steal": 0.2}, **ref_8k})
+    sdpa_b = replace(UNSTABLE_SDPA, conditions={**UNSTABLE_SDPA.conditions, **ref_8k})
+    a = write_run(tmp_path / "a", series=(sdpa_a,), passes=("fwd",), reference_ms=10.0)
+    b = write_run(tmp_path / "b", series=(sdpa_b,), passes=("fwd",), scale=1.25,
+                  reference_ms=20.0)  # fmt: skip
+    assert main(["report", str(a), str(b)]) == 0
+    md = (b / "vs-a" / "report.md").read_text()
+    assert re.search(r"\| full-sdpa +\| fwd +\| 512 +\| 2\.5 ms +\| 3\.12 ms +\|", md)
+    assert re.search(r"\| full-sdpa +\| fwd +\| 1K +\| 10 ms +\| 12\.5 ms ⚠ +\|", md)
+    assert re.search(r"\| full-sdpa +\| fwd +\| 2K +\| 40 ms ⚠ +\| 50 ms +\|", md)
+    notes = [line for line in md.split("## Per case")[1].splitlines() if line.startswith("- ")]
+    assert notes == [
+        "- ⚠ full-sdpa fwd at 1K: B: spread: the IQR of the samples is 200% of their median",
+        "- ⚠ full-sdpa fwd at 2K: A: busy: the hypervisor stole 20% of the CPUs",
+        "- ⚠ full-sdpa fwd at 4K: B: busy: other processes used 50% of the CPUs",
+        "- ⚠ full-sdpa fwd at 8K: A: reference: the reference operation ran 2x slower beside "
+        "this case than at the start and end of the sweep",
+    ]
+    assert "How stable is a number" in md
+    assert "95% bootstrap interval" in md
+    assert matplotlib.image.imread(b / "vs-a" / "ratios.png").shape[1] > 800
 
 
 def test_no_common_case_is_bad_input(tmp_path, capsys):

@@ -1,9 +1,13 @@
 import matplotlib.image
+import pandas as pd
 import pytest
+from matplotlib.collections import PolyCollection
+from matplotlib.colors import to_rgb
+from matplotlib.container import ErrorbarContainer
 
 from harness import analysis, plots, storage
 from harness.comparison import match
-from tests.synthetic_runs import write_run
+from tests.synthetic_runs import UNSTABLE_SDPA, write_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -50,6 +54,56 @@ def test_relative_figure_has_a_panel_per_reference_and_metric(run, tmp_path):
 def test_ratio_figure(run, tmp_path):
     m, _ = match(run, run.assign(time_median_ms=run["time_median_ms"] * 2))
     check_png(plots.save(plots.ratio_figure(m, "B / A"), tmp_path / "ratios.png"))
+
+
+def _bands(ax):
+    return [c for c in ax.collections if isinstance(c, PolyCollection)]
+
+
+def test_scaling_figure_draws_the_spread_of_time(run):
+    styles = plots.Styles(list(run["label"]))
+    fig = plots.scaling_figure(run, "fwd", "test", styles)
+    time_ax, memory_ax = fig.axes
+    bands = _bands(time_ax)
+    assert len(bands) == len(styles)  # one per series, in its colour
+    assert [to_rgb(b.get_facecolor()[0]) for b in bands] == [to_rgb(c) for c, _ in styles.values()]
+    assert _bands(memory_ax) == []  # memory is one number per case: no spread
+    assert plots.BAND_TEXT in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def _band_at(ax, n):
+    ys = [y for b in _bands(ax) for x, y in b.get_paths()[0].vertices if x == n]
+    return min(ys), max(ys)
+
+
+def test_the_band_spans_the_quartiles_of_the_samples(tmp_path):
+    df = storage.read_results(write_run(tmp_path / "run", (UNSTABLE_SDPA,), passes=("fwd",)))
+    fig = plots.scaling_figure(df, "fwd", "test", plots.Styles(list(df["label"])))
+    # samples 0.4, 0.5, 1, 2.5 and 3 times the 10 ms median at 1K; 0.98, 1, 1.02 times at 2K
+    assert _band_at(fig.axes[0], 1024) == pytest.approx((5.0, 25.0))
+    assert _band_at(fig.axes[0], 2048) == pytest.approx((39.6, 40.4))
+
+
+def test_a_row_without_samples_gets_median_plus_minus_half_the_iqr():
+    row = pd.Series({"time_median_ms": 10.0, "time_iqr_ms": 4.0, "time_samples_ms": ""})
+    assert plots.quartiles(row) == (8.0, 12.0)
+    # wider than the median: cut above zero, which a log axis cannot show
+    assert plots.quartiles(row.replace(4.0, 30.0)) == (1.0, 25.0)
+    assert plots.quartiles(row.drop(["time_iqr_ms", "time_samples_ms"])) == (10.0, 10.0)
+
+
+def test_ratio_figure_has_the_intervals_of_the_time_ratios(run, tmp_path):
+    slower = storage.read_results(write_run(tmp_path / "b", scale=2.0))
+    m, _ = match(run, slower)
+    fig = plots.ratio_figure(m, "B / A")
+    time_ax, memory_ax = fig.axes
+    bars = [c for c in time_ax.containers if isinstance(c, ErrorbarContainer)]
+    segments = [s for c in bars for s in c.lines[2][0].get_segments()]
+    assert len(segments) == m["time_ratio"].notna().sum() > 0
+    for s in segments:  # every interval holds the ratio, 2x
+        assert s[0][1] <= 2.0 <= s[1][1] and s[0][1] < s[1][1]
+    assert memory_ax.containers == []  # one memory number per case: no interval
+    assert plots.INTERVAL_TEXT in [t.get_text() for t in fig.legends[0].get_texts()]
 
 
 def test_styles_are_the_same_in_every_figure():

@@ -1,10 +1,11 @@
 import re
 import shutil
+from dataclasses import replace
 
 import pytest
 
 from harness.app import main
-from tests.synthetic_runs import LENGTHS, Series, write_run
+from tests.synthetic_runs import LENGTHS, NAIVE, UNSTABLE_SDPA, Series, write_run
 
 FIGURES = ("scaling-fwd.png", "relative-fwd.png", "scaling-fwdbwd.png", "relative-fwdbwd.png")
 
@@ -134,3 +135,66 @@ def test_times_read_without_exponents():
         "21 s",
         "1.2 ms",
     ]
+
+
+def _time_table(md: str, pass_title: str = "forward") -> str:
+    """The time table of a pass and what follows it, up to the memory table."""
+    return md.split(f"## Results: {pass_title}")[1].split("Peak memory")[0]
+
+
+def _row_marks(table: str, label: str) -> list[bool]:
+    row = next(line for line in table.splitlines() if line.startswith(f"| {label} "))
+    return [cell.strip().endswith("⚠") for cell in row.split("|")[2:-1]]
+
+
+def test_unstable_times_are_marked_and_explained(tmp_path):
+    # the reference operation ran 2x slower beside full-sdpa's 16K case than in the run
+    sdpa = replace(UNSTABLE_SDPA, conditions={**UNSTABLE_SDPA.conditions,
+                                              16384: {"process_ref_ms": "20 20"}})  # fmt: skip
+    run = write_run(tmp_path / "run", series=(NAIVE, sdpa), passes=("fwd",), reference_ms=10.0)
+    assert main(["report", str(run)]) == 0
+    md = (run / "report.md").read_text()
+    table = _time_table(md)
+    assert _row_marks(table, "full-sdpa") == [False, True, False, True, False, True]
+    assert _row_marks(table, "full-naive") == [False] * 6
+    notes = [line for line in table.splitlines() if line.startswith("- ")]
+    assert notes == [
+        "- ⚠ full-sdpa at 1K: spread: the IQR of the samples is 200% of their median",
+        "- ⚠ full-sdpa at 4K: busy: other processes used 50% of the CPUs",
+        "- ⚠ full-sdpa at 16K: reference: the reference operation ran 2x slower beside this "
+        "case than at the start and end of the sweep",
+    ]
+    context = md.split("## Context")[1].split("## Results")[0]
+    assert "⚠ beside a time" in context and "“How stable is a number”" in context
+    html = (run / "report.html").read_text()
+    assert "<li>⚠ full-sdpa at 4K: busy: other processes used 50% of the CPUs</li>" in html
+    assert html.count(" ⚠</td>") == 3
+
+
+def test_a_stable_run_has_no_mark(reported):
+    for title in ("forward", "forward + backward"):
+        table = _time_table((reported / "report.md").read_text(), title)
+        assert "⚠" not in table.split("\n\n", 2)[2], title  # past the caption, which explains ⚠
+
+
+def test_an_old_run_is_judged_on_its_spread_alone(tmp_path):
+    import pandas as pd
+
+    run = write_run(tmp_path / "old", series=(NAIVE, UNSTABLE_SDPA), passes=("fwd",))
+    df = pd.read_csv(run / "results.csv", keep_default_na=False)
+    df[OLD_COLUMNS].to_csv(run / "results.csv", index=False)  # as written before conditions
+    assert main(["report", str(run)]) == 0
+    table = _time_table((run / "report.md").read_text())
+    assert _row_marks(table, "full-sdpa") == [False, True, False, False, False, False]
+    assert [line for line in table.splitlines() if line.startswith("- ")] == [
+        "- ⚠ full-sdpa at 1K: spread: the IQR of the samples is 200% of their median"
+    ]
+
+
+# the header of results.csv before the conditions of each case were recorded
+OLD_COLUMNS = [
+    "backend", "family", "label", "params", "seq_len", "pass", "batch", "heads", "head_dim",
+    "dtype", "device", "seed", "status", "reason", "time_median_ms", "time_iqr_ms", "repeats",
+    "time_samples_ms", "peak_mem_bytes", "max_err", "err_vs_full", "check_rows", "threads",
+    "wall_s",
+]  # fmt: skip
