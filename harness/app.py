@@ -81,22 +81,22 @@ def compare(argv: list[str]) -> int:
     """``compare BASELINE_RUN NEW_RUN``: 1 when a case regressed, 3 when one could not be
     decided, else 0."""
     base, new, settings, out, allow_inconclusive = parse_compare_args(argv)
-    table, outcome, path = checks.compare(base, new, settings, out)
-    _show(table, settings, path, (base, new))
-    return _exit_code(outcome, allow_inconclusive)
+    result = checks.compare(base, new, settings, out)
+    _show(result, settings)
+    return _exit_code(result.outcome, allow_inconclusive)
 
 
-def _show(table, settings: CheckSettings, path: Path, runs: tuple[Path, Path]) -> None:
+def _show(result: checks.Comparison, settings: CheckSettings) -> None:
     """Print the verdicts, and warn where the evidence is thin."""
-    print(checks.display_table(table, settings).to_markdown(index=False))
-    print(f"\n{_counts(table)}; written to {path} and {path.with_suffix('.csv')}")
-    for run in runs:
-        if checks.few_processes(storage.read_results(run)):
-            print(f"{PROG}: warning: {run} timed cases in fewer than 3 processes: a difference "
-                  "cannot be shown significant that way (record with --processes 5); such "
-                  "differences are "
-                  + ("judged anyway (--strict)" if settings.strict else "inconclusive"),
-                  file=sys.stderr)  # fmt: skip
+    print(checks.display_table(result.table, settings).to_markdown(index=False))
+    path = result.path
+    print(f"\n{_counts(result.table)}; written to {path} and {path.with_suffix('.csv')}")
+    for run in result.thin:
+        print(f"{PROG}: warning: {run} timed cases in fewer than 3 processes: a difference "
+              "cannot be shown significant that way (record with --processes 5); such "
+              "differences are "
+              + ("judged anyway (--strict)" if settings.strict else "inconclusive"),
+              file=sys.stderr)  # fmt: skip
 
 
 def _counts(table) -> str:
@@ -210,21 +210,21 @@ def _check_with_rechecks(
     moment is not a verdict; but not while other work keeps the machine busy, which would only
     be measured again. Each round's rows are appended (their ``round`` says which) and the last
     row of a case stands."""
-    table, outcome, path = checks.compare(against, config.out_dir, settings)
+    result = checks.compare(against, config.out_dir, settings)
     for round_ in range(2, rechecks + 2):
-        todo = _cases_to_recheck(config, table)
+        todo = _cases_to_recheck(config, result.table)
         if not todo:
             break
         processes = 2 * config.processes
-        print(f"{_counts(table)}: recheck {round_ - 1} of {rechecks}, {len(todo)} cases with "
-              f"{processes} processes each", file=sys.stderr)  # fmt: skip
+        print(f"{_counts(result.table)}: recheck {round_ - 1} of {rechecks}, {len(todo)} "
+              f"cases with {processes} processes each", file=sys.stderr)  # fmt: skip
         if not _quiet(config.device):
             break
         again = dataclasses.replace(config, processes=processes, resume=False)
         run_sweep(again, progress=_progress, cases=todo, round_=round_)
-        table, outcome, path = checks.compare(against, config.out_dir, settings)
-    _show(table, settings, path, (against, config.out_dir))
-    return outcome
+        result = checks.compare(against, config.out_dir, settings)
+    _show(result, settings)
+    return result.outcome
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ those, so that a baseline recorded on one day compares fairly with a run on anot
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -91,9 +92,18 @@ def display_table(table: pd.DataFrame, settings: CheckSettings | None = None) ->
     )
 
 
-def compare(base_dir: Path, new_dir: Path, settings: CheckSettings, out: Path | None = None):
-    """Judges ``new_dir`` against ``base_dir``; returns (table, its outcome: "ok", "regressed"
-    or "inconclusive", the Markdown path)."""
+@dataclass(frozen=True)
+class Comparison:
+    table: pd.DataFrame  # one row per case: both sides, ratio, verdict, why
+    outcome: str  # "ok", "regressed" or "inconclusive" (``regression.outcome``)
+    path: Path  # compare.md (compare.csv beside it)
+    thin: tuple[Path, ...]  # the runs that timed cases in fewer than 3 processes
+
+
+def compare(
+    base_dir: Path, new_dir: Path, settings: CheckSettings, out: Path | None = None
+) -> Comparison:
+    """Judges ``new_dir`` against ``base_dir`` and writes compare.md and compare.csv."""
     base, new = storage.read_results(base_dir), storage.read_results(new_dir)
     for df, run_dir in ((base, base_dir), (new, new_dir)):
         _check_metric(df, run_dir, settings.metric)
@@ -129,4 +139,5 @@ def compare(base_dir: Path, new_dir: Path, settings: CheckSettings, out: Path | 
     )  # fmt: skip
     body = display_table(table, settings).to_markdown(index=False)
     (out / COMPARE_MD).write_text(head + body + "\n")
-    return table, regression.outcome(table), out / COMPARE_MD
+    thin = tuple(Path(d) for d, df in ((base_dir, base), (new_dir, new)) if few_processes(df))
+    return Comparison(table, regression.outcome(table), out / COMPARE_MD, thin)

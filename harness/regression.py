@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cache
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -206,10 +207,17 @@ def _floats(row: pd.Series, column: str) -> np.ndarray:
     return np.asarray(parse_floats(row.get(column)))
 
 
+class Values(NamedTuple):
+    base: np.ndarray
+    new: np.ndarray
+    what: str  # e.g. "CPU-time process medians, per-case reference"
+    per_process: bool  # one median per process on each side (else one process's samples)
+
+
 def time_values(
     r: pd.Series, run_scales: tuple[float, float] | None = None, metric: str = "wall"
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """What a case's time verdict compares: (baseline values, new values, what they are).
+) -> Values:
+    """What a case's time verdict compares: the baseline's values, the new ones, what they are.
 
     Where both sides timed the case in 3 or more processes, the per-process medians: samples
     within one process share its moment and would make a slow minute look significant.
@@ -240,7 +248,7 @@ def time_values(
         values.append(v)
     if run_scales is not None:
         what += ", per-case reference" if own_refs else ", per-run reference"
-    return values[0], values[1], what
+    return Values(values[0], values[1], what, per_process)
 
 
 def _checked(reason: object) -> bool:
@@ -296,7 +304,7 @@ def _judge(
             word = "regressed"
         return dict(verdict=word, why=f"{base} -> {new_text}")
     tol = settings.tolerances
-    a, b, what = time_values(r, run_scales, settings.metric)
+    a, b, what, per_process = time_values(r, run_scales, settings.metric)
     t = verdict_time(a, b, tol)
     memory_ratio, memory_word = verdict_memory(
         r["peak_mem_bytes_base"], r["peak_mem_bytes_new"], r["device"], tol
@@ -309,7 +317,7 @@ def _judge(
     why = [f"time {_percent(t.ratio)} ({test})"]
     word = t.verdict
     unsure = _warnings(r, a, b, what, settings, run_refs)
-    if "process medians" not in what and word != "same":
+    if not per_process and word != "same":
         unsure.append(
             "too few processes: samples from one process share its moment (use --processes 5)"
         )

@@ -103,7 +103,7 @@ def test_baseline_save_then_check_against(tmp_path, monkeypatch, capsys):
 
 def test_check_against_measures_undecided_cases_again(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("harness.app.QUIET_WAIT_S", 0)
+    monkeypatch.setattr("harness.app._quiet", lambda device: True)  # busy or not: recheck
     first = tmp_path / "first"
     assert main(["--lengths", "64", "--backends", "full-sdpa", "--passes", "fwd", "--heads", "2",
                  "--head-dim", "16", "--min-time", "0.02", "--warmup", "0.01",
@@ -126,6 +126,15 @@ def test_check_against_measures_undecided_cases_again(tmp_path, monkeypatch, cap
     assert main(["--out", str(tmp_path / "third"), "--check-against", "tiny", "--strict",
                  "--rechecks", "0"]) == 1  # fmt: skip
     assert len(pd.read_csv(tmp_path / "third" / "results.csv")) == 1
+
+
+def test_no_recheck_while_the_machine_stays_busy(monkeypatch, capsys):
+    from harness import app, loadgen
+
+    monkeypatch.setattr(app, "QUIET_WAIT_S", 0)
+    with loadgen.busy(seconds=30):
+        assert not app._quiet("cpu")
+    assert "the machine stayed busy" in capsys.readouterr().err
 
 
 def test_check_against_a_baseline_whose_command_does_not_parse(tmp_path, monkeypatch, capsys):

@@ -75,3 +75,23 @@ def test_unchanged_passes_and_a_planted_slowdown_fails(tmp_path, fake_backends, 
         assert row["verdict"] == "regressed" and "per-case reference" in row["why"]
         # 8 -> 10 matmul rounds plus the same attention: between 1.1x and 1.25x, allowing noise
         assert 1.1 < row["time_ratio"] < 1.45 and row["time_p"] < 0.01
+
+
+def test_a_busy_machine_is_never_a_regression(tmp_path, fake_backends, capsys):
+    """End to end on real processes: the load generator busy beside the sweep, the case's
+    conditions say so, and the 25% slower side is inconclusive, not a verdict."""
+    from harness import loadgen
+
+    quick = [*SWEEP[: SWEEP.index("--processes")], "--processes", "3", "--min-time", "0.05",
+             "--warmup", "0.02"]  # fmt: skip
+    run = tmp_path / "run"
+    with loadgen.busy(seconds=120):
+        assert main([*quick, "--backends", *SIDES.values(), "--out", str(run)]) == 0
+    sides = split_run(run, tmp_path / "sides")
+    assert _busy(sides["slower"])
+    for metric in ("wall", "cpu"):
+        code = main(["compare", sides["base"], sides["slower"], "--metric", metric])
+        row = pd.read_csv(f"{sides['slower']}/compare.csv").iloc[0]
+        assert code == 3 and row["verdict"] == "inconclusive", row["why"]
+        assert "busy: other processes used" in row["why"]
+    assert "inconclusive" in capsys.readouterr().err
