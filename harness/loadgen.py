@@ -113,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1 or not 0 < args.seconds < float("inf"):
         print(f"{p.prog}: error: --workers and --seconds must be positive", file=sys.stderr)
         return 2
+    try:  # the workers' work; without it they would all exit at once and load nothing
+        import numpy  # noqa: F401
+    except ImportError:
+        print(f"{p.prog}: error: numpy is not installed in this Python", file=sys.stderr)
+        return 2
     print(f"load: {args.workers} workers for up to {args.seconds:g} s (Ctrl-C stops)",
           file=sys.stderr)  # fmt: skip
     pids = start(args.workers, args.seconds)
