@@ -57,3 +57,13 @@ def test_load_generator_refuses_bad_arguments(capsys, monkeypatch):
     assert loadgen.main(["--seconds", "1"]) == 2  # not workers that exit at once, loading nothing
     err = capsys.readouterr().err
     assert err.count("\n") == 3 and "numpy is not installed" in err
+
+
+def test_every_condition_has_its_column_in_the_results():
+    # measured here, stored there: the two lists are written twice on purpose (the store does
+    # not import the measuring side), so they must not drift apart
+    from dataclasses import fields
+
+    from harness.records import COLUMNS
+
+    assert {f.name for f in fields(conditions.Conditions)} <= set(COLUMNS)
