@@ -10,9 +10,11 @@ benchmark down:
 - memory: copying a 64 MiB array (larger than any last-level cache of this class of machine):
   memory bandwidth taken from everyone.
 
-Each worker is single-threaded (BLAS threads pinned to 1 before numpy is imported) and seeded,
-so a given ``--workers`` is the same load every time. The default, two workers per core, keeps
-the load average near twice the core count, as on a CI host shared with other jobs.
+Each worker is single-threaded (BLAS threads pinned to 1 before numpy is imported; started from
+a process that has already imported numpy, such as a test run, the workers inherit its BLAS
+threads instead) and seeded, so a given ``--workers`` is the same load every time. The
+default, two workers per core, keeps the load average near twice the core count, as on a CI
+host shared with other jobs.
 
 Workers stop by themselves after ``--seconds`` (and when the process that started them dies),
 so a forgotten load generator cannot outlive a test run by much.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import signal
 import sys
@@ -113,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1 or not 0 < args.seconds < float("inf"):
         print(f"{p.prog}: error: --workers and --seconds must be positive", file=sys.stderr)
         return 2
-    try:  # the workers' work; without it they would all exit at once and load nothing
-        import numpy  # noqa: F401
-    except ImportError:
+    # the workers' work; without it they would all exit at once and load nothing. Not imported
+    # here: the workers import it after pinning BLAS to one thread
+    if importlib.util.find_spec("numpy") is None:
         print(f"{p.prog}: error: numpy is not installed in this Python", file=sys.stderr)
         return 2
     print(f"load: {args.workers} workers for up to {args.seconds:g} s (Ctrl-C stops)",
