@@ -2,8 +2,9 @@
 
 Exit codes: 0 done (no regression, every case decided); 1 a regression (``compare``,
 ``--check-against``); 2 bad input; 3 no regression, but a case could not be decided because it
-was measured under unstable conditions (``--allow-inconclusive`` makes that 0); 130
-interrupted.
+was measured under unstable conditions (``--allow-inconclusive`` makes that 0); 4 an internal
+error (a bug: one line, the traceback with ``--debug``), so that no crash reads as a
+regression or as success; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -37,6 +39,7 @@ from harness.runner import run_sweep
 from harness.summary import summary_tables
 
 QUIET_WAIT_S = 30  # before a recheck round, wait at most this long for other work to stop
+INTERNAL_ERROR, INTERRUPTED = 4, 130
 
 
 def describe_config(config: SweepConfig) -> dict:
@@ -165,7 +168,7 @@ def run(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished cases are in {config.out_dir}; add --resume to complete",
               file=sys.stderr)  # fmt: skip
-        return 130
+        return INTERRUPTED
     meta["reference_op"]["after"] = reference_op.measure_reference(
         config.device, config.timing, config.threads
     )
@@ -229,8 +232,20 @@ def _check_with_rechecks(
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     try:
         return run(argv)
     except (UsageError, storage.RunFolderError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: interrupted", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as exc:  # a bug: never exit 1 ("regression") or 0 for it
+        if debug:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"{PROG}: internal error: {type(exc).__name__}: {first} (--debug shows where)",
+              file=sys.stderr)  # fmt: skip
+        return INTERNAL_ERROR

@@ -281,12 +281,20 @@ NOT_CARRIED = ("out", "resume", "report", "check_against", "list_backends", "tim
                "rechecks")  # fmt: skip
 
 
-def with_baseline_options(argv: list[str], name: str, command: str) -> argparse.Namespace:
+HELP = {"-h", "--help"}
+
+
+def with_baseline_options(argv: list[str], name: str, command: object) -> argparse.Namespace:
     """``argv`` parsed on top of the sweep options of the baseline's recorded ``command``:
     what is given in ``argv`` wins, the rest is what the baseline measured."""
     parser = build_parser()
+    if not isinstance(command, str):  # shlex.split(None) would read standard input
+        raise UsageError(f"baseline {name!r}: its meta.json holds no command line")
     try:
-        recorded = parser.parse_args(shlex.split(command)[1:])
+        tokens = shlex.split(command)[1:]
+        if HELP.intersection(tokens):  # argparse would print help and exit 0, measuring nothing
+            raise UsageError(f"it asks for help ({' '.join(sorted(HELP.intersection(tokens)))})")
+        recorded = parser.parse_args(tokens)
     except (UsageError, ValueError) as exc:
         raise UsageError(f"baseline {name!r}: its command line does not parse: {exc}") from None
     for dest in NOT_CARRIED:

@@ -147,3 +147,32 @@ def test_check_against_a_baseline_whose_command_does_not_parse(tmp_path, monkeyp
     assert main(["--out", str(tmp_path / "x"), "--check-against", "odd"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "baseline 'odd': its command line does not parse" in err
+
+
+def test_a_baseline_command_that_is_missing_or_asks_for_help_is_refused(tmp_path, monkeypatch,
+                                                                         capsys):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    run = write_run(tmp_path / "run", series=(SDPA,), passes=("fwd",))
+    for name, command in (("helpful", "run_bench.py --lengths 64 -h"), ("blank", None)):
+        meta = json.loads((run / "meta.json").read_text())
+        meta["command"] = command
+        (run / "meta.json").write_text(json.dumps(meta))
+        assert main(["baseline", "save", str(run), name]) == 0
+        capsys.readouterr()
+        # not help and exit 0 having measured nothing; not reading standard input
+        assert main(["--out", str(tmp_path / name), "--check-against", name]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"baseline {name!r}" in err, err
+
+
+def test_a_crash_is_an_internal_error_not_a_verdict(monkeypatch, capsys):
+    def boom(argv):
+        raise RuntimeError("something the harness did not expect\nsecond line")
+
+    monkeypatch.setattr("harness.app.run", boom)
+    assert main(["compare", "a", "b"]) == 4
+    err = capsys.readouterr().err
+    assert err == ("run_bench.py: internal error: RuntimeError: something the harness did not "
+                   "expect (--debug shows where)\n")  # fmt: skip
+    assert main(["compare", "a", "b", "--debug"]) == 4
+    assert "Traceback" in capsys.readouterr().err
