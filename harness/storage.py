@@ -20,6 +20,9 @@ TEXT_COLUMNS = {"reason", "params", "label", "time_samples_ms", "process_medians
                 "process_ref_cpu_ms"}  # fmt: skip
 
 
+MISSING = ["", "nan"]
+
+
 class RunFolderError(ValueError):
     """The folder is not a readable run."""
 
@@ -57,7 +60,9 @@ def read_results(out_dir: Path) -> pd.DataFrame:
     if not path.is_file():
         raise RunFolderError(f"{out_dir}: no {RESULTS} (not a run folder?)")
     try:
-        df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        # empty means missing; "nan" is what the csv module writes for a NaN (a NaN output's
+        # error): both read back as NaN, never as text in a numeric column
+        df = pd.read_csv(path, keep_default_na=False, na_values=MISSING)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise RunFolderError(f"{path}: truncated or corrupt ({str(exc).splitlines()[0]})") from None
     missing = [c for c in [*KEY_COLUMNS, "status"] if c not in df.columns]

@@ -89,6 +89,20 @@ class Wrong(_Fake):
         return (torch.arange(n)[None, :] <= q_pos[:, None])[None, None]
 
 
+class NotANumber(_Fake):
+    """Outputs NaN from ``fail_from`` on: exactly what the correctness check exists to catch."""
+
+    name = "test-nan"
+
+    def misbehave(self) -> None:
+        pass  # the output itself is the misbehaviour
+
+    def prepare(self, inputs: Inputs):
+        fn = super().prepare(inputs)
+        failing = inputs.seq_len >= self.params.fail_from
+        return (lambda q, k, v: fn(q, k, v) * float("nan")) if failing else fn
+
+
 class CudaOnly(_Fake):
     name = "test-cuda-only"
     devices = frozenset({"cuda"})
@@ -131,4 +145,5 @@ class WorkPlus25(Work):
     rounds = 10
 
 
-FAKES = (Boom, Hog, Sleepy, Segfault, Killed, Wrong, CudaOnly, Work, WorkAgain, WorkPlus25)
+FAKES = (Boom, Hog, Sleepy, Segfault, Killed, Wrong, NotANumber, CudaOnly, Work, WorkAgain,
+         WorkPlus25)  # fmt: skip

@@ -88,6 +88,19 @@ def test_wrong_output_is_flagged_by_the_reference_check(tmp_path, fake_backends)
     assert right.reason == "" and right.max_err < 1e-5
 
 
+def test_a_nan_output_is_a_failed_check_that_storage_and_reports_survive(tmp_path, fake_backends):
+    from harness.app import main
+
+    df = sweep(tmp_path, ["test-nan"], lengths=(128, 256))
+    nan = df[df["seq_len"] == 256].iloc[0]
+    assert nan.status == "ok" and nan.reason.startswith("CHECK FAILED: max error nan")
+    assert pd.isna(nan.max_err) and df["max_err"].dtype == float  # read back as a number
+    assert df[df["seq_len"] == 128].iloc[0].max_err < 1e-5
+    (tmp_path / "meta.json").write_text("{}")
+    assert main(["report", str(tmp_path)]) == 0
+    assert "CHECK FAILED" in (tmp_path / "report.md").read_text()
+
+
 def test_case_that_cannot_fit_is_skipped_before_it_runs(tmp_path):
     # full-naive at 2^17 would need 2 * 2 heads * 2^34 scores * 4 bytes = 256 GiB
     df = sweep(tmp_path, ["full-naive"], lengths=(2**17,))
