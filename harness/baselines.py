@@ -10,7 +10,7 @@ from pathlib import Path
 from harness import storage
 
 BASELINES = Path("results") / "baselines"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # fullmatch: "$" would take a newline
 _KEPT = (storage.RESULTS, storage.META)
 
 
@@ -19,8 +19,11 @@ class BaselineError(ValueError):
 
 
 def baseline_dir(name: str, root: Path = BASELINES) -> Path:
-    if not _NAME.match(name):
-        raise BaselineError(f"baseline name {name!r}: use letters, digits, '.', '_' and '-'")
+    if not _NAME.fullmatch(name):
+        raise BaselineError(
+            f"baseline name {name[:40]!r}{'...' if len(name) > 40 else ''}: use up to 100 "
+            "letters, digits, '.', '_' and '-', starting with a letter or digit"
+        )
     return Path(root) / name
 
 
@@ -32,6 +35,8 @@ def save(run_dir: Path, name: str, root: Path = BASELINES, replace: bool = False
     target = baseline_dir(name, root)
     if target.exists() and not replace:
         raise BaselineError(f"baseline {name!r} exists at {target}: pass --replace to overwrite")
+    if target.exists() and target.resolve() == run_dir.resolve():
+        raise BaselineError(f"{run_dir} is baseline {name!r} already")
     target.mkdir(parents=True, exist_ok=True)
     for file in _KEPT:
         shutil.copy2(run_dir / file, target / file)

@@ -62,6 +62,8 @@ def test_bad_input(tmp_path, capsys):
         (["compare", str(base), str(base), "--metric", "instructions"], "invalid choice"),
         (["compare", str(base), str(base), "--time-tolerance", "-5%"], "time-tolerance"),
         (["baseline", "save", str(base), "bad/name"], "baseline name"),
+        (["baseline", "save", str(base), "name-with-newline\n"], "baseline name"),
+        (["baseline", "save", str(base), "x" * 300], "up to 100 letters"),
         (["baseline", "load"], "invalid choice"),
     ):
         assert main(argv) == 2, argv
@@ -81,6 +83,8 @@ def test_baseline_save_then_check_against(tmp_path, monkeypatch, capsys):
     assert main(["baseline", "save", str(first), "cpu-quick"]) == 2  # exists: --replace
     assert "--replace" in capsys.readouterr().err
     assert main(["baseline", "save", str(first), "cpu-quick", "--replace"]) == 0
+    assert main(["baseline", "save", "results/baselines/cpu-quick", "cpu-quick", "--replace"]) == 2
+    assert "is baseline 'cpu-quick' already" in capsys.readouterr().err
     # one step, as a CI job does it: the baseline's own sweep, its options unless given here;
     # a 1000x tolerance so that machine noise cannot fail it (one process per case: a
     # difference is inconclusive, which is allowed here)
