@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import math
 import shlex
 from pathlib import Path
 from typing import NoReturn
@@ -50,16 +51,18 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive(kind: type[int] | type[float]):
-    """An argparse type: a positive number of ``kind``."""
+def _positive(kind: type[int] | type[float], most: float = math.inf):
+    """An argparse type: a positive, finite number of ``kind``, at most ``most``."""
 
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not {_NAMES[kind]}: {text!r}") from None
-        if value <= 0:
+        if not value > 0:  # NaN too
             raise argparse.ArgumentTypeError(f"must be positive: {value}")
+        if not value <= most:  # inf too
+            raise argparse.ArgumentTypeError(f"must be at most {most:g}: {value}")
         return value
 
     return parse
@@ -84,6 +87,7 @@ def _bounded_int(low: int, high: int):
 
 
 _positive_int, _positive_float = _positive(int), _positive(float)
+HOUR, DAY = 3600.0, 86400.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,7 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch", type=_positive_int, default=1)
     s.add_argument("--heads", type=_positive_int, default=4)
     s.add_argument("--head-dim", type=_positive_int, default=64)
-    s.add_argument("--seed", type=int, default=0, help="seeds inputs and random patterns")
+    s.add_argument(
+        "--seed", type=_bounded_int(0, 2**63 - 1), default=0,
+        help="seeds inputs and random patterns (0 to 2^63 - 1)",
+    )  # fmt: skip
     s.add_argument("--out", type=Path, help="run folder (default: results/<time>-<device>)")
     s.add_argument(
         "--resume", action="store_true", help="complete the run in --out, skipping finished cases"
@@ -171,15 +178,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m = p.add_argument_group("measurement")
     m.add_argument(
-        "--min-time", type=_positive_float, default=0.5, help="seconds of timing per case (0.5)"
+        "--min-time",
+        type=_positive(float, HOUR),
+        default=0.5,
+        help="seconds of timing per case (0.5)",
     )
     m.add_argument(
-        "--min-repeats", type=_positive_int, default=5, help="samples per case at least (5)"
+        "--min-repeats",
+        type=_positive(int, 10**6),
+        default=5,
+        help="samples per case at least (5)",
     )
-    m.add_argument("--warmup", type=_positive_float, default=0.2, help="seconds of warm-up (0.2)")
+    m.add_argument(
+        "--warmup", type=_positive(float, HOUR), default=0.2, help="seconds of warm-up (0.2)"
+    )
     m.add_argument(
         "--processes",
-        type=_positive_int,
+        type=_positive(int, 1000),
         default=1,
         metavar="K",
         help="time each case in K fresh processes, one after another (1); the regression "
@@ -187,11 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--case-timeout",
-        type=_positive_float,
+        type=_positive(float, DAY),
         default=300.0,
         help="seconds before a case is stopped and recorded as timeout (300)",
     )
-    m.add_argument("--threads", type=_positive_int, help="CPU threads (default: torch's choice)")
+    m.add_argument(
+        "--threads", type=_positive(int, 4096), help="CPU threads (default: torch's choice)"
+    )
     m.add_argument(
         "--check-rows",
         type=_positive_int,
@@ -419,6 +436,11 @@ def _check_params_apply(config: SweepConfig) -> None:
 
 
 def build_config(args: argparse.Namespace) -> SweepConfig:
+    if args.warmup + args.min_time >= args.case_timeout:
+        raise UsageError(
+            f"--warmup {args.warmup:g} s and --min-time {args.min_time:g} s do not fit in "
+            f"--case-timeout {args.case_timeout:g} s: every case would time out"
+        )
     names = args.backends or backend_names()
     known = backend_names()
     unknown = [n for n in names if n not in known]

@@ -43,6 +43,19 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     ["--frobnicate"],
     ["--causal"],  # bigbird and reformer have no causal mode
     ["--backends", "full-sdpa", "--window", "64"],  # applies to none of them
+    # absurd values: refused, not hung on, run to their timeout or ended in a traceback
+    ["--min-time", "inf"],
+    ["--min-time", "nan"],
+    ["--case-timeout", "nan"],
+    ["--case-timeout", "inf"],
+    ["--case-timeout", "1e10"],
+    ["--threads", "100000000000"],
+    ["--warmup", "1e9"],
+    ["--warmup", "200", "--case-timeout", "100"],
+    ["--seed", str(2**64)],
+    ["--seed", "-1"],
+    ["--processes", "100000"],
+    ["--min-repeats", "1e3"],
 ])  # fmt: skip
 def test_bad_input_is_one_line_and_exit_code_2(args, capsys, tmp_path):
     assert main([*args, "--out", str(tmp_path / "run")]) == 2
