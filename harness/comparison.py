@@ -35,8 +35,7 @@ RUN_LEVEL = ["device", "dtype", "seed"]  # dropped from the match when constant 
 def with_warnings(df: pd.DataFrame, run_ref_ms: float | None) -> pd.DataFrame:
     """The run's rows with a ``warnings`` column: the stability rules each case's time breaks,
     judged against its own run's reference time ``run_ref_ms`` ([] for a stable case)."""
-    found = [stability.row_warnings(r, run_ref_ms=run_ref_ms) for _, r in df.iterrows()]
-    return df.assign(warnings=pd.Series(found, index=df.index, dtype=object))
+    return df.assign(warnings=stability.warnings_of(df, run_ref_ms))
 
 
 def _interval(r: pd.Series) -> tuple[float, float]:

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from harness.records import METRICS
 from harness.timing import TimingSettings, measure, median_iqr
 
 SIZES = {"cpu": 1024, "cuda": 4096}
@@ -62,6 +63,6 @@ def reference_ms(meta: dict[str, Any], metric: str = "wall") -> float | None:
     """The run's reference time (``metric``: "wall" or "cpu"): the mean of the medians measured
     before and after the sweep; None for a run recorded without one."""
     ref = meta.get("reference_op") or {}
-    key = "median_ms" if metric == "wall" else "cpu_median_ms"
+    key = METRICS[metric].run_ref
     medians = [ref[k][key] for k in ("before", "after") if ref.get(k, {}).get(key) is not None]
     return sum(medians) / len(medians) if medians else None

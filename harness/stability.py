@@ -44,6 +44,7 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
 
 from harness.records import METRICS, parse_floats
 
@@ -122,6 +123,12 @@ def row_warnings(row: Mapping, metric: str = "wall", run_ref_ms: float | None = 
         if warning:
             found.append(warning)
     return found + condition_warnings(row, metric, run_ref_ms)
+
+
+def warnings_of(df: pd.DataFrame, run_ref_ms: float | None = None) -> pd.Series:
+    """``row_warnings`` (wall time) of every row of a run, as a column aligned with ``df``."""
+    found = [row_warnings(r, run_ref_ms=run_ref_ms) for _, r in df.iterrows()]
+    return pd.Series(found, index=df.index, dtype=object)
 
 
 def baseline_warning(

@@ -38,14 +38,6 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
-def _warnings(df: pd.DataFrame, run_ref_ms: float | None) -> pd.Series:
-    return pd.Series(
-        [stability.row_warnings(r, run_ref_ms=run_ref_ms) for _, r in df.iterrows()],
-        index=df.index,
-        dtype=object,
-    )
-
-
 def _unstable_lines(df: pd.DataFrame, warnings: pd.Series) -> list[str]:
     # the table shows a case's last row (a resumed sweep may repeat it): so does the list, in
     # the tables' order (pass, then backend as first seen, then length)
@@ -70,7 +62,7 @@ def summary_tables(df: pd.DataFrame, run_ref_ms: float | None = None) -> str:
     if df.empty:
         return "(no results)"
     df = df.reset_index(drop=True)  # one label per row: the marks are looked up by it
-    warnings = _warnings(df, run_ref_ms)
+    warnings = stability.warnings_of(df, run_ref_ms)
     parts = []
     for pass_, group in df.groupby("pass", sort=False):
         cells = group.assign(cell=[_cell(r, bool(warnings[i])) for i, r in group.iterrows()])

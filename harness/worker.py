@@ -22,6 +22,7 @@ from harness.memory import (
     malloc_for_timing,
     peak_bytes,
 )
+from harness.records import METRICS, Metric
 from harness.reference import check_rows, masked_attention
 from harness.reference_op import measure_reference
 from harness.timing import WarmUp, measure, median_iqr, timed_call
@@ -67,22 +68,17 @@ def check_output(case: Case, out, q, k, v) -> dict[str, Any]:
     }
 
 
-def _joined(seconds: list[float]) -> str:
-    return " ".join(f"{s * 1e3:.6g}" for s in seconds)
-
-
-def _cpu_fields(cpu: list[float], before: dict, after: dict) -> dict[str, Any]:
-    """The process's CPU time per call (CPU only: on CUDA the GPU's time is what counts)."""
-    if not cpu:
-        return {}
-    median, iqr = median_iqr(cpu)
-    ref = (before["cpu_median_ms"] + after["cpu_median_ms"]) / 2
+def _clock_fields(clock: Metric, seconds: list[float], before: dict, after: dict) -> dict:
+    """One clock's columns (``records.METRICS``): median, IQR and samples of this process, and
+    the reference operation's time in the same clock, the mean of before and after the case."""
+    median, iqr = median_iqr(seconds)
+    ref = (before[clock.run_ref] + after[clock.run_ref]) / 2
     return {
-        "cpu_median_ms": median * 1e3,
-        "cpu_iqr_ms": iqr * 1e3,
-        "cpu_samples_ms": _joined(cpu),
-        "process_cpu_medians_ms": f"{median * 1e3:.6g}",
-        "process_ref_cpu_ms": f"{ref:.6g}",
+        clock.median: median * 1e3,
+        clock.iqr: iqr * 1e3,
+        clock.samples: " ".join(f"{s * 1e3:.6g}" for s in seconds),
+        clock.process_medians: f"{median * 1e3:.6g}",
+        clock.process_ref: f"{ref:.6g}",
     }
 
 
@@ -122,21 +118,17 @@ def run_case(case: Case) -> dict[str, Any]:
     with Window(device) as window:
         samples, warm = measure(call, device, case.timing, WarmUp((first_s,)))
     after = measure_reference(device)
-    median, iqr = median_iqr(samples.wall)
     result = {
         "status": "ok",
-        "time_median_ms": median * 1e3,
-        "time_iqr_ms": iqr * 1e3,
         "repeats": len(samples.wall),
         "prepare_ms": prepare_s * 1e3,
         "first_call_ms": first_s * 1e3,
         "warmup_calls": warm.calls,
-        "time_samples_ms": _joined(samples.wall),
-        "process_medians_ms": f"{median * 1e3:.6g}",
-        "process_ref_ms": f"{(before['median_ms'] + after['median_ms']) / 2:.6g}",
+        **_clock_fields(METRICS["wall"], samples.wall, before, after),
+        # CPU time: on CPU only (on CUDA the GPU's time is what counts)
+        **(_clock_fields(METRICS["cpu"], samples.cpu, before, after) if samples.cpu else {}),
         # the reference's own change across the case: the machine changing speed meanwhile
         "ref_drift": abs(after["median_ms"] / before["median_ms"] - 1),
-        **_cpu_fields(samples.cpu, before, after),
         **window.conditions.fields(),
         "peak_mem_bytes": peak,
         **{k: check[k] for k in ("max_err", "err_vs_full", "check_rows")},
