@@ -123,10 +123,21 @@ class BigBird(AttentionBackend):
             errors.append(f"block_size must be >= 1, got {p.block_size}")
         elif p.block_size > seq_len:
             errors.append(f"block_size {p.block_size} exceeds the sequence length {seq_len}")
+        blocks = math.ceil(seq_len / p.block_size) if p.block_size >= 1 else seq_len
         if p.global_blocks < 0:
             errors.append(f"global_blocks must be >= 0, got {p.global_blocks}")
+        elif p.global_blocks > blocks:  # 2g >= blocks is already dense; beyond, no such blocks
+            errors.append(
+                f"global_blocks {p.global_blocks} is more than the {blocks} blocks of length "
+                f"{seq_len}"
+            )
         if p.random_blocks < 0:
             errors.append(f"random_blocks must be >= 0, got {p.random_blocks}")
+        elif p.random_blocks > blocks:  # the table of draws is [blocks, r]: r is not capped
+            errors.append(
+                f"random_blocks {p.random_blocks} is more than the {blocks} blocks of length "
+                f"{seq_len}: there are not that many to draw from"
+            )
         return errors
 
     def prepare(self, inputs: Inputs) -> AttentionFn:

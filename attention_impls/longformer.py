@@ -79,6 +79,12 @@ class Longformer(AttentionBackend):
             errors.append(f"window {p.window} must be smaller than the length {seq_len}")
         if p.dilation < 1:
             errors.append(f"dilation {p.dilation} must be at least 1")
+        elif p.window >= 1 and p.dilation > 1 and p.dilation * p.window >= seq_len:
+            # the same rule as the window's: a window that reaches past both ends is no window
+            errors.append(
+                f"the dilated window, dilation {p.dilation} x window {p.window}, must be "
+                f"shorter than the length {seq_len}"
+            )
         bad = [g for g in p.global_tokens if not -seq_len <= g < seq_len]
         if bad:
             errors.append(f"global tokens {bad} out of range for length {seq_len}")

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from harness.backend import AttentionBackend, AttentionFn
 from harness.inputs import Inputs
+from harness.limits import MAX_HASHES
 from harness.registry import register
 
 
@@ -134,10 +135,19 @@ class Reformer(AttentionBackend):
         p, errors = self.params, []
         if p.n_hashes < 1:
             errors.append(f"n_hashes must be >= 1, got {p.n_hashes}")
+        elif p.n_hashes > MAX_HASHES:  # each round is another sort and attention pass
+            errors.append(f"n_hashes must be at most {MAX_HASHES}, got {p.n_hashes}")
         if p.chunk_size < 2:
             errors.append(f"chunk_size must be >= 2, got {p.chunk_size}")
+        elif p.chunk_size > seq_len:  # the sequence is padded to whole chunks
+            errors.append(f"chunk_size {p.chunk_size} exceeds the sequence length {seq_len}")
         if p.n_buckets is not None and (p.n_buckets < 2 or p.n_buckets % 2):
             errors.append(f"n_buckets must be even and >= 2, got {p.n_buckets}")
+        elif p.n_buckets is not None and p.n_buckets > max(seq_len, 2):
+            # the rotations hold n_buckets / 2 columns per head and round
+            errors.append(
+                f"n_buckets {p.n_buckets} is more than the {seq_len} positions to hash into them"
+            )
         return errors
 
     def not_supported_reasons(self, inputs: Inputs) -> list[str]:

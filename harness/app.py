@@ -4,20 +4,34 @@ Exit codes: 0 done (no regression, every case decided); 1 a regression (``compar
 ``--check-against``); 2 bad input; 3 no regression, but a case could not be decided because it
 was measured under unstable conditions (``--allow-inconclusive`` makes that 0); 4 an internal
 error (a bug: one line, the traceback with ``--debug``), so that no crash reads as a
-regression or as success; 130 interrupted.
+regression or as success; 5 the results could not be written (a full disk: the rows before
+are intact, ``--resume`` completes the run); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM),
+both with the finished cases kept.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import torch
 
-from harness import baselines, checks, conditions, machine, reference_op, stability, storage
+from harness import (
+    baselines,
+    checks,
+    conditions,
+    lock,
+    machine,
+    reference_op,
+    resume,
+    stability,
+    storage,
+)
 from harness.cli import (
     PROG,
     UsageError,
@@ -29,7 +43,7 @@ from harness.cli import (
     parse_report_args,
     resolve_device,
     resolve_dtype,
-    with_baseline_options,
+    with_recorded_options,
 )
 from harness.config import Case, SweepConfig
 from harness.inputs import dtype_name
@@ -39,7 +53,7 @@ from harness.runner import run_sweep
 from harness.summary import summary_tables
 
 QUIET_WAIT_S = 30  # before a recheck round, wait at most this long for other work to stop
-INTERNAL_ERROR, INTERRUPTED = 4, 130
+INTERNAL_ERROR, STORAGE_ERROR = 4, 5
 
 
 def describe_config(config: SweepConfig) -> dict:
@@ -147,28 +161,74 @@ def run(argv: list[str]) -> int:
         except baselines.BaselineError as exc:
             raise UsageError(str(exc)) from None
         command = storage.read_meta(against).get("command", PROG)
-        args = with_baseline_options(argv, args.check_against, command)
+        args = with_recorded_options(argv, f"baseline {args.check_against!r}", command)
+    elif args.resume and args.out is not None and (args.out / storage.META).is_file():
+        # the run's own options, so that '--resume --out RUN' alone completes it
+        command = storage.read_meta(args.out).get("command")
+        args = with_recorded_options(argv, f"run folder {args.out}", command)
     config = build_config(args)
-    report_after = args.report
+    try:
+        with lock.locked(config.out_dir):
+            return _sweep(config, args, argv, against)
+    except lock.RunFolderBusy as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _describe(config: SweepConfig, argv: list[str]) -> dict:
+    """meta.json of the run; a resumption's description is appended to the run's first one,
+    which must describe the same sweep (``harness.resume``)."""
     threads = config.threads or torch.get_num_threads()
     meta = machine.describe(config.device, threads, [PROG, *argv])
     meta["config"] = describe_config(config)
-    if config.resume and (config.out_dir / storage.META).exists():
-        first = storage.read_meta(config.out_dir)
-        first.setdefault("resumed", []).append(meta)
-        meta = first
+    results = config.out_dir / storage.RESULTS
+    if results.is_symlink() or (results.exists() and not results.is_file()):
+        raise UsageError(f"{results} is not a regular file: rows cannot be appended to it")
+    has_results = results.is_file() and results.stat().st_size > 0
+    if has_results and not config.resume:
+        raise UsageError(
+            f"{config.out_dir} already holds results: pass --resume to complete it, or "
+            "another --out"
+        )
+    if has_results:  # a resumption: a folder that cannot take more rows is refused before it runs
+        if not (config.out_dir / storage.META).exists():
+            raise UsageError(f"{config.out_dir} has results but no {storage.META}: not a run "
+                             "this harness can resume")  # fmt: skip
+        storage.set_aside_torn(config.out_dir)
+        storage.check_appendable(config.out_dir)
+        storage.read_results(config.out_dir)
+    if not config.resume or not (config.out_dir / storage.META).exists():
+        return meta
+    first = storage.read_meta(config.out_dir)
+    changed = resume.differences(first, meta)
+    if changed:
+        raise UsageError(
+            f"--resume: {config.out_dir} is another sweep: {'; '.join(changed)}. A run folder "
+            "holds one run: give its options (or none: '--resume --out RUN' repeats them), "
+            "or start a new --out"
+        )
+    first.setdefault("resumed", []).append(meta)
+    return first
+
+
+def _sweep(config: SweepConfig, args, argv: list[str], against: Path | None) -> int:
+    """The sweep, under the run folder's lock."""
+    meta = _describe(config, argv)
     meta.setdefault("conditions", {}).setdefault("before", conditions.snapshot(config.device))
     reference = reference_op.measure_reference(config.device, config.timing, config.threads)
     meta.setdefault("reference_op", {}).setdefault("before", reference)
     storage.write_meta(config.out_dir, meta)
-    print(f"sweep: {len(config.cases())} cases on {meta['device_name']} -> {config.out_dir}",
-          file=sys.stderr)  # fmt: skip
+    print(f"sweep: {len(config.cases())} cases on {machine.device_name(config.device)} -> "
+          f"{config.out_dir}", file=sys.stderr)  # fmt: skip
     try:
         run_sweep(config, progress=_progress)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished cases are in {config.out_dir}; add --resume to complete",
-              file=sys.stderr)  # fmt: skip
-        return INTERRUPTED
+        print(f"\n{_interruption()}: finished cases are in {config.out_dir}; add --resume to "
+              "complete", file=sys.stderr)  # fmt: skip
+        return _interrupted_code()
+    except storage.StorageError as exc:
+        print(f"{PROG}: error: {exc.strerror}; '--resume --out {config.out_dir}' completes the "
+              "run once it can be written", file=sys.stderr)  # fmt: skip
+        return STORAGE_ERROR
     meta["reference_op"]["after"] = reference_op.measure_reference(
         config.device, config.timing, config.threads
     )
@@ -177,7 +237,7 @@ def run(argv: list[str]) -> int:
     results = storage.read_results(config.out_dir)
     print(summary_tables(results, run_ref_ms=reference_op.reference_ms(meta)))
     print(f"\nresults: {config.out_dir / storage.RESULTS}  meta: {config.out_dir / storage.META}")
-    if report_after:
+    if args.report:
         report([str(config.out_dir)])
     if against is None:
         return 0
@@ -230,18 +290,47 @@ def _check_with_rechecks(
     return result.outcome
 
 
+def _on_sigterm(signum: int, frame) -> None:
+    # handled like Ctrl-C: the running case is stopped, finished rows stay, a message says so
+    global _signal_received
+    _signal_received = signum
+    raise KeyboardInterrupt
+
+
+_signal_received = signal.SIGINT
+
+
+def _interruption() -> str:
+    return "interrupted" if _signal_received == signal.SIGINT else "terminated (SIGTERM)"
+
+
+def _interrupted_code() -> int:
+    return 128 + _signal_received  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, like errors (a torn row skipped, a library's complaint)."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    print(f"{PROG}: warning: {text}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
+    global _signal_received
+    _signal_received = signal.SIGINT
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        return run(argv)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return run(argv)
     except (UsageError, storage.RunFolderError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\n{PROG}: interrupted", file=sys.stderr)
-        return INTERRUPTED
+        print(f"\n{PROG}: {_interruption()}", file=sys.stderr)
+        return _interrupted_code()
     except Exception as exc:  # a bug: never exit 1 ("regression") or 0 for it
         if debug:
             traceback.print_exc()
@@ -249,3 +338,5 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: internal error: {type(exc).__name__}: {first} (--debug shows where)",
               file=sys.stderr)  # fmt: skip
         return INTERNAL_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous)

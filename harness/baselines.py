@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from harness import storage
+from harness import runs, storage
 
 BASELINES = Path("results") / "baselines"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # fullmatch: "$" would take a newline
@@ -30,16 +30,15 @@ def baseline_dir(name: str, root: Path = BASELINES) -> Path:
 def save(run_dir: Path, name: str, root: Path = BASELINES, replace: bool = False) -> Path:
     """Copies the run's results and meta (checked readable first) to the named baseline."""
     run_dir = Path(run_dir)
-    storage.read_results(run_dir)  # refuses a folder that is not a readable run
-    storage.read_meta(run_dir)
+    runs.load_run(run_dir)  # refuses a folder that a report or a comparison could not read
     target = baseline_dir(name, root)
     if target.exists() and not replace:
         raise BaselineError(f"baseline {name!r} exists at {target}: pass --replace to overwrite")
     if target.exists() and target.resolve() == run_dir.resolve():
         raise BaselineError(f"{run_dir} is baseline {name!r} already")
-    target.mkdir(parents=True, exist_ok=True)
-    for file in _KEPT:
-        shutil.copy2(run_dir / file, target / file)
+    with runs.writing(target):
+        for file in _KEPT:
+            shutil.copy2(run_dir / file, target / file)
     return target
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import reference_op, regression, storage
+from harness import reference_op, regression, runs, storage
 from harness.plots import length_text
 from harness.records import METRICS
 from harness.regression import CheckSettings
@@ -104,18 +104,17 @@ def compare(
     base_dir: Path, new_dir: Path, settings: CheckSettings, out: Path | None = None
 ) -> Comparison:
     """Judges ``new_dir`` against ``base_dir`` and writes compare.md and compare.csv."""
-    base, new = storage.read_results(base_dir), storage.read_results(new_dir)
+    (base, meta_base), (new, meta_new) = runs.load_run(base_dir), runs.load_run(new_dir)
     for df, run_dir in ((base, base_dir), (new, new_dir)):
         _check_metric(df, run_dir, settings.metric)
-    meta_base, meta_new = storage.read_meta(base_dir), storage.read_meta(new_dir)
     refs = _run_refs(meta_base, meta_new, settings)
     table = regression.compare_runs(base, new, settings, refs)
     shared = ~table["verdict"].isin(["new", "missing"])
     if not shared.any():
         raise storage.RunFolderError(f"{base_dir} and {new_dir} have no case in common")
     out = Path(out) if out else Path(new_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / COMPARE_CSV, index=False)
+    with runs.writing(out):
+        table.to_csv(out / COMPARE_CSV, index=False)
     tol = settings.tolerances
     dev = str(table["device"].dropna().iloc[0]) if table["device"].notna().any() else "cpu"
     counts = table["verdict"].value_counts()
@@ -138,6 +137,7 @@ def compare(
         + "\n\n"
     )  # fmt: skip
     body = display_table(table, settings).to_markdown(index=False)
-    (out / COMPARE_MD).write_text(head + body + "\n")
+    with runs.writing(out):
+        (out / COMPARE_MD).write_text(head + body + "\n")
     thin = tuple(Path(d) for d, df in ((base_dir, base), (new_dir, new)) if few_processes(df))
     return Comparison(table, regression.outcome(table), out / COMPARE_MD, thin)

@@ -15,12 +15,12 @@ from typing import NoReturn
 
 import torch
 
+from harness import limits, validation
 from harness.config import PASSES, SweepConfig
 from harness.inputs import DTYPES
 from harness.records import METRICS
 from harness.registry import backend_names, get_backend_class
 from harness.regression import CheckSettings, Tolerances, parse_fraction
-from harness.storage import RunFolderError, check_appendable
 from harness.timing import TimingSettings
 
 PROG = "run_bench.py"
@@ -51,8 +51,9 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive(kind: type[int] | type[float], most: float = math.inf):
-    """An argparse type: a positive, finite number of ``kind``, at most ``most``."""
+def _positive(kind: type[int] | type[float], most: float = math.inf, why: str = ""):
+    """An argparse type: a positive, finite number of ``kind``, at most ``most`` (``why``: the
+    reason for that bound, for the message)."""
 
     def parse(text: str) -> int | float:
         try:
@@ -62,7 +63,9 @@ def _positive(kind: type[int] | type[float], most: float = math.inf):
         if not value > 0:  # NaN too
             raise argparse.ArgumentTypeError(f"must be positive: {value}")
         if not value <= most:  # inf too
-            raise argparse.ArgumentTypeError(f"must be at most {most:g}: {value}")
+            bound = f"{most:,}" if isinstance(most, int) else f"{most:g}"
+            reason = f" ({why})" if why else ""
+            raise argparse.ArgumentTypeError(f"must be at most {bound}{reason}: {value:g}")
         return value
 
     return parse
@@ -86,7 +89,21 @@ def _bounded_int(low: int, high: int):
     return parse
 
 
+def _out_path(text: str) -> Path:
+    """An argparse type: a folder path; an empty one would quietly mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: name a folder")
+    return Path(text)
+
+
+def _baseline_name(text: str) -> str:
+    if not text:  # "" would read as no --check-against at all, and sweep unchecked
+        raise argparse.ArgumentTypeError("empty: name a baseline")
+    return text
+
+
 _positive_int, _positive_float = _positive(int), _positive(float)
+_length = _positive(int, limits.MAX_LENGTH, "2^24 tokens: no device measures a longer sequence")
 HOUR, DAY = 3600.0, 86400.0
 
 
@@ -106,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--lengths",
         nargs="+",
-        type=_positive_int,
+        type=_length,
         metavar="N",
         help=f"sequence lengths (default: {' '.join(map(str, DEFAULT_LENGTHS))})",
     )
@@ -125,14 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", *DTYPES],
         help="default: float32 on CPU, bfloat16 on CUDA",
     )
-    s.add_argument("--batch", type=_positive_int, default=1)
-    s.add_argument("--heads", type=_positive_int, default=4)
-    s.add_argument("--head-dim", type=_positive_int, default=64)
+    grid = "CUDA's grid dimension, where kernels put it"
+    s.add_argument("--batch", type=_positive(int, limits.MAX_BATCH, grid), default=1)
+    s.add_argument("--heads", type=_positive(int, limits.MAX_HEADS, grid), default=4)
     s.add_argument(
-        "--seed", type=_bounded_int(0, 2**63 - 1), default=0,
+        "--head-dim", type=_positive(int, limits.MAX_HEAD_DIM, "16x the largest in use"),
+        default=64,
+    )  # fmt: skip
+    s.add_argument(
+        "--seed", type=_bounded_int(0, limits.MAX_SEED), default=0,
         help="seeds inputs and random patterns (0 to 2^63 - 1)",
     )  # fmt: skip
-    s.add_argument("--out", type=Path, help="run folder (default: results/<time>-<device>)")
+    s.add_argument("--out", type=_out_path, help="run folder (default: results/<time>-<device>)")
     s.add_argument(
         "--resume", action="store_true", help="complete the run in --out, skipping finished cases"
     )
@@ -140,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--report", action="store_true", help="write the run's report when the sweep is done"
     )
     s.add_argument(
-        "--check-against", metavar="NAME",
+        "--check-against", metavar="NAME", type=_baseline_name,
         help="sweep what baseline NAME (results/baselines/NAME) measured, with its options "
         "unless given here, then compare with it; exit 1 on a regression, 3 when a case "
         "could not be decided",
@@ -155,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dilation", type=_positive_int, help="longformer: dilation d (1)")
     b.add_argument(
         "--global-tokens",
-        type=int,
+        type=_bounded_int(-limits.MAX_LENGTH, limits.MAX_LENGTH - 1),
         nargs="+",
         metavar="POS",
         help="longformer: global token positions, negative from the end (none)",
@@ -211,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--check-rows",
-        type=_positive_int,
+        type=_positive(int, limits.MAX_LENGTH, "no length has more rows"),
         default=128,
         help="query rows compared with the dense reference per case (128)",
     )
@@ -226,7 +247,9 @@ def build_report_parser() -> argparse.ArgumentParser:
         "only the runs' results.csv and meta.json.",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="one or two run folders")
-    p.add_argument("--out", type=Path, help="comparison folder (default: RUN_B/vs-<name of RUN_A>)")
+    p.add_argument(
+        "--out", type=_out_path, help="comparison folder (default: RUN_B/vs-<name of RUN_A>)"
+    )
     return p
 
 
@@ -301,19 +324,20 @@ NOT_CARRIED = ("out", "resume", "report", "check_against", "list_backends", "tim
 HELP = {"-h", "--help"}
 
 
-def with_baseline_options(argv: list[str], name: str, command: object) -> argparse.Namespace:
-    """``argv`` parsed on top of the sweep options of the baseline's recorded ``command``:
-    what is given in ``argv`` wins, the rest is what the baseline measured."""
+def with_recorded_options(argv: list[str], source: str, command: object) -> argparse.Namespace:
+    """``argv`` parsed on top of the sweep options of a recorded ``command`` (a baseline's, or
+    the run's that ``--resume`` completes): what is given in ``argv`` wins, the rest is what
+    was measured. ``source`` names where the command comes from, for errors."""
     parser = build_parser()
     if not isinstance(command, str):  # shlex.split(None) would read standard input
-        raise UsageError(f"baseline {name!r}: its meta.json holds no command line")
+        raise UsageError(f"{source}: its meta.json holds no command line")
     try:
         tokens = shlex.split(command)[1:]
         if HELP.intersection(tokens):  # argparse would print help and exit 0, measuring nothing
             raise UsageError(f"it asks for help ({' '.join(sorted(HELP.intersection(tokens)))})")
         recorded = parser.parse_args(tokens)
     except (UsageError, ValueError) as exc:
-        raise UsageError(f"baseline {name!r}: its command line does not parse: {exc}") from None
+        raise UsageError(f"{source}: its command line does not parse: {exc}") from None
     for dest in NOT_CARRIED:
         delattr(recorded, dest)
     # argparse fills in a default only for what the namespace does not hold yet
@@ -338,7 +362,7 @@ def parse_compare_args(argv: list[str]) -> tuple[Path, Path, CheckSettings, Path
     )
     p.add_argument("baseline", type=Path, metavar="BASELINE_RUN")
     p.add_argument("new", type=Path, metavar="NEW_RUN")
-    p.add_argument("--out", type=Path, help="where compare.md/.csv go (default: NEW_RUN)")
+    p.add_argument("--out", type=_out_path, help="where compare.md/.csv go (default: NEW_RUN)")
     add_check_options(p)
     args = p.parse_args(argv)
     for run in (args.baseline, args.new):
@@ -398,15 +422,7 @@ def resolve_out(args: argparse.Namespace, device: str) -> Path:
         out = Path("results") / f"{stamp}-{device.replace(':', '')}"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    if (out / "results.csv").exists() and not args.resume:
-        raise UsageError(
-            f"{out} already holds results: pass --resume to complete it, or another --out"
-        )
-    if args.resume:
-        try:
-            check_appendable(out)
-        except RunFolderError as exc:
-            raise UsageError(str(exc)) from None
+    # whether it already holds results is checked under the run folder's lock (harness.app)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -454,6 +470,14 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         if value is not None:
             overrides.append((field, tuple(value) if isinstance(value, list) else value))
     lengths = tuple(dict.fromkeys(args.lengths or DEFAULT_LENGTHS))
+    if len(args.global_tokens or ()) > limits.MAX_GLOBAL_TOKENS:
+        raise UsageError(
+            f"--global-tokens: {len(args.global_tokens)} positions, at most "
+            f"{limits.MAX_GLOBAL_TOKENS} (each is a dense row: more is full attention)"
+        )
+    problem = validation.size_problem(lengths, args.batch, args.heads, args.head_dim, dtype, device)
+    if problem:
+        raise UsageError(problem)
     config = SweepConfig(
         lengths=lengths,
         backends=tuple(dict.fromkeys(names)),

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness import plots, stability
+from harness import plots, runs, stability
 from harness.document import Block, Bullets, Heading, Image, Table, Text, to_html, to_markdown
 from harness.plots import length_text
 from harness.records import parse_floats
@@ -154,14 +154,14 @@ def write(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Path:
     if m.empty:
         raise RunFolderError(f"{run_a} and {run_b} have no case in common")
     out = Path(out_dir) if out_dir else run_b / f"vs-{run_a.resolve().name}"
-    out.mkdir(parents=True, exist_ok=True)
     name_a, name_b = run_a.resolve().name, run_b.resolve().name
     only_a = len(a) - m.drop_duplicates(["label", "pass", "seq_len"]).shape[0]
     only_b = len(b) - m.drop_duplicates(["label", "pass", "seq_len"]).shape[0]
     differences = [f"{c}: {a[c].iloc[0]} (A) vs {b[c].iloc[0]} (B)" for c in differ]
     fig = plots.ratio_figure(m, f"B / A per case: {name_b} / {name_a}")
     notes = unstable_notes(m)
-    path = plots.save(fig, out / "ratios.png")
+    with runs.writing(out):
+        path = plots.save(fig, out / "ratios.png")
     blocks: list[Block] = [
         Heading(f"Comparison: {name_b} (B) against {name_a} (A)", 1),
         Text(
@@ -191,6 +191,7 @@ def write(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Path:
         Heading("Context of B"),
         Table(context_table(meta_b)),
     ]
-    (out / "report.md").write_text(to_markdown(blocks))
-    (out / "report.html").write_text(to_html(blocks, f"attention-bench: {name_b} vs {name_a}"))
+    with runs.writing(out):
+        (out / "report.md").write_text(to_markdown(blocks))
+        (out / "report.html").write_text(to_html(blocks, f"attention-bench: {name_b} vs {name_a}"))
     return out / "report.md"

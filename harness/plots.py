@@ -64,9 +64,22 @@ class Styles(dict):
         return out
 
 
+MAX_TICKS = 12  # labelled lengths per axis: more overlap unreadably, and each costs a layout
+
+
+def length_ticks(lengths: list[int]) -> list[int]:
+    """The measured lengths to label: all of them, or ``MAX_TICKS`` spread evenly among them
+    (a run of 256 lengths had 256 labels per axis, and its report took 30 s to draw)."""
+    ticks = sorted(set(lengths))
+    if len(ticks) <= MAX_TICKS:
+        return ticks
+    picks = np.unique(np.round(np.linspace(0, len(ticks) - 1, MAX_TICKS)).astype(int))
+    return [ticks[i] for i in picks]
+
+
 def _length_axis(ax: Axes, lengths: list[int]) -> None:
     ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_locator(FixedLocator(sorted(set(lengths))))
+    ax.xaxis.set_major_locator(FixedLocator(length_ticks(lengths)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: length_text(x)))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("sequence length n (tokens)")

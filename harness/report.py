@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import analysis, plots, stability, storage
+from harness import analysis, plots, runs, stability
 from harness.document import Block, Bullets, Heading, Image, Table, Text, to_html, to_markdown
 from harness.reference_op import reference_ms
 from harness.report_tables import (
@@ -40,11 +40,9 @@ STABILITY_NOTE = (
 
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict]:
-    """The run's rows (the last of each case) and its meta; RunFolderError when unreadable."""
-    df = storage.read_results(run_dir)
-    if df.empty:
-        raise storage.RunFolderError(f"{run_dir}: results.csv holds no cases")
-    meta = storage.read_meta(run_dir)
+    """The run's rows (the last of each case) and its meta; RunFolderError when unreadable
+    (``runs.load_run``, the check compare and baseline save make too)."""
+    df, meta = runs.load_run(run_dir)
     return analysis.with_rates(analysis.latest(df), str(meta.get("device_name", ""))), meta
 
 
@@ -234,8 +232,9 @@ def write(run_dir: Path) -> Path:
     """Writes the report files into ``run_dir``; returns the Markdown report's path."""
     run_dir = Path(run_dir)
     blocks, figures = build(run_dir)
-    for path, fig in figures:
-        plots.save(fig, path)
-    (run_dir / REPORT_MD).write_text(to_markdown(blocks))
-    (run_dir / REPORT_HTML).write_text(to_html(blocks, f"attention-bench: {run_dir.name}"))
+    with runs.writing(run_dir):
+        for path, fig in figures:
+            plots.save(fig, path)
+        (run_dir / REPORT_MD).write_text(to_markdown(blocks))
+        (run_dir / REPORT_HTML).write_text(to_html(blocks, f"attention-bench: {run_dir.name}"))
     return run_dir / REPORT_MD

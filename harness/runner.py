@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -23,10 +24,13 @@ from harness.storage import (
     check_appendable,
     finished_keys,
     read_results,
+    set_aside_torn,
 )
 from harness.worker import child_main
 
 FATAL = ("oom", "timeout")
+# multiprocessing's exit code for a forkserver process whose server died before reporting it
+SERVER_GONE = 255
 
 
 def _context(preload: tuple[str, ...] = ()) -> mp.context.BaseContext:
@@ -47,12 +51,16 @@ def run_in_process(
 ) -> dict:
     """Run ``child_main`` for ``case`` in a new process; a crash or timeout becomes a status."""
     receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=child_main, args=(case, sender, threads), daemon=True)
+    proc = ctx.Process(target=child_main, args=(case, sender, threads, os.getpid()), daemon=True)
     start = time.perf_counter()
-    proc.start()
-    sender.close()
     result = None
-    try:
+    try:  # from before the start: an interruption at any point still stops the process
+        try:
+            _start(proc)
+        except (OSError, EOFError) as exc:
+            reason = f"could not start the case's process ({type(exc).__name__}: {exc})"
+            return {"status": "error", "reason": reason, "wall_s": time.perf_counter() - start}
+        sender.close()
         if receiver.poll(timeout_s):
             with contextlib.suppress(EOFError):  # EOF: it died before it could answer
                 result = receiver.recv()
@@ -61,6 +69,12 @@ def run_in_process(
         if proc.is_alive():
             proc.kill()
             proc.join()
+        elif result is None and proc.exitcode == SERVER_GONE:
+            # Its forkserver died, so the process's state is unknown (is_alive says False) and
+            # the case may still be running: stopped here, so that a timeout still holds
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGKILL)
+        sender.close()
         receiver.close()
     wall = time.perf_counter() - start
     if result is not None:
@@ -78,8 +92,26 @@ def run_in_process(
             "reason": "process killed (SIGKILL), likely out of memory",
             "wall_s": wall,
         }
-    sig = f"signal {signal.Signals(-code).name}" if code and code < 0 else f"exit code {code}"
-    return {"status": "error", "reason": f"case process died ({sig})", "wall_s": wall}
+    if code == SERVER_GONE:
+        why = "case process died (exit code 255, or its forkserver was killed)"
+    elif code and code < 0:
+        why = f"case process died (signal {signal.Signals(-code).name})"
+    else:
+        why = f"case process died (exit code {code})"
+    return {"status": "error", "reason": why, "wall_s": wall}
+
+
+def _start(proc: mp.process.BaseProcess, attempts: int = 3) -> None:
+    """Start the case's process; a forkserver that died (was killed) during the handshake is
+    started again by the next attempt (a new one imports torch: seconds)."""
+    for attempt in range(attempts):
+        try:
+            proc.start()
+            return
+        except (OSError, EOFError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
 
 
 def make_result(case: Case, fields: dict) -> CaseResult:
@@ -137,7 +169,9 @@ def run_sweep(
     cases = config.cases() if cases is None else cases
     failures = _Failures()
     done: set[tuple] = set()
-    if config.resume and (config.out_dir / RESULTS).exists():
+    path = config.out_dir / RESULTS
+    if config.resume and path.is_file() and path.stat().st_size > 0:
+        set_aside_torn(config.out_dir)  # their cases run again, and new rows start a line
         check_appendable(config.out_dir)
         earlier = read_results(config.out_dir)
         done = finished_keys(earlier)

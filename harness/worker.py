@@ -6,8 +6,15 @@ out-of-memory kill into a row instead of the end of the sweep.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
 import time
 import traceback
+from functools import cache
 from typing import Any
 
 import torch
@@ -141,13 +148,44 @@ def run_case(case: Case) -> dict[str, Any]:
     return result
 
 
-def child_main(case: Case, conn, threads: int | None) -> None:
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(sweep_pid: int) -> None:
+    """Have the kernel kill this process when its parent, the forkserver, exits: the server
+    exits when the sweep does (kill -9 included), so no case outlives its sweep and skews the
+    next one's numbers. A sweep already gone before this took effect ends the case here."""
+    libc = _libc()
+    if libc is not None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    try:
+        os.kill(sweep_pid, 0)
+    except ProcessLookupError:
+        os._exit(1)
+    except PermissionError:  # alive, under another user: not ours to judge
+        pass
+
+
+@cache
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    except OSError:
+        return None
+
+
+def child_main(case: Case, conn, threads: int | None, sweep_pid: int) -> None:
     """Entry point of the case's process: sends one dict through ``conn``."""
+    die_with_parent(sweep_pid)
     start = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
     try:
         result = run_case(case)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the sweep is stopping
+        return
     except BaseException as exc:  # a failing case becomes a row; the sweep goes on
         status = "oom" if is_oom(exc) else "error"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -156,5 +194,6 @@ def child_main(case: Case, conn, threads: int | None) -> None:
         result = {"status": status, "reason": f"{type(exc).__name__}: {first}{at}"[:500]}
     result["threads"] = torch.get_num_threads()
     result["wall_s"] = time.perf_counter() - start
-    conn.send(result)
-    conn.close()
+    with contextlib.suppress(OSError):  # a sweep stopped meanwhile no longer listens
+        conn.send(result)
+        conn.close()

@@ -174,6 +174,8 @@ def test_param_errors() -> None:
     assert any("global_blocks" in e for e in _backend(16, -1, 3).param_errors(100))
     assert any("random_blocks" in e for e in _backend(16, 1, -2).param_errors(100))
     assert len(_backend(-1, -1, -1).param_errors(100)) == 3
+    assert any("not that many" in e for e in _backend(16, 1, 10**9).param_errors(1024))
+    assert any("more than the 64 blocks" in e for e in _backend(16, 10**9, 3).param_errors(1024))
 
 
 def test_not_supported_reasons() -> None:

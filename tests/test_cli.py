@@ -28,39 +28,7 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-@pytest.mark.parametrize("args", [
-    ["--lengths", "0"],
-    ["--lengths", "-512"],
-    ["--lengths", "1.5"],
-    ["--lengths", "abc"],
-    ["--backends", "no-such-backend"],
-    ["--backends", "longformer", "--lengths", "512", "--window", "512"],
-    ["--backends", "longformer", "--lengths", "512", "--global-tokens", "600"],
-    ["--dtype", "float8"],
-    ["--batch", "0"],
-    ["--device", "tpu"],
-    ["--passes", "sideways"],
-    ["--frobnicate"],
-    ["--causal"],  # bigbird and reformer have no causal mode
-    ["--backends", "full-sdpa", "--window", "64"],  # applies to none of them
-    # absurd values: refused, not hung on, run to their timeout or ended in a traceback
-    ["--min-time", "inf"],
-    ["--min-time", "nan"],
-    ["--case-timeout", "nan"],
-    ["--case-timeout", "inf"],
-    ["--case-timeout", "1e10"],
-    ["--threads", "100000000000"],
-    ["--warmup", "1e9"],
-    ["--warmup", "200", "--case-timeout", "100"],
-    ["--seed", str(2**64)],
-    ["--seed", "-1"],
-    ["--processes", "100000"],
-    ["--min-repeats", "1e3"],
-])  # fmt: skip
-def test_bad_input_is_one_line_and_exit_code_2(args, capsys, tmp_path):
-    assert main([*args, "--out", str(tmp_path / "run")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("run_bench.py: error: ") and err.count("\n") == 1, err
+# Bad command lines: tests/test_fuzz.py, BAD_COMMAND_LINES
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
@@ -114,11 +82,23 @@ def test_sweep_end_to_end_then_resume(tmp_path):
 
     again = run_cli(*args)  # the folder holds results: refused without --resume
     assert again.returncode == 2 and "--resume" in again.stderr
-    resumed = run_cli("--out", str(out), *QUICK, "--resume", "--backends", "full-sdpa",
-                      "--lengths", "64", "128", "--report")  # fmt: skip
+    # a run folder holds one run: resuming with other options is refused, naming them
+    other = run_cli("--out", str(out), *QUICK, *SMALL_PATTERNS, "--resume", "--lengths", "64",
+                    "128", "--dtype", "float64")  # fmt: skip
+    assert other.returncode == 2 and len(other.stderr.splitlines()) == 1, other.stderr
+    assert "--lengths 64 128 (the run has 64 100)" in other.stderr
+    assert "--dtype float64 (the run has float32)" in other.stderr
+    # an interrupted run (its last three cases missing): '--resume --out RUN' alone completes
+    # it with the run's own options
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join(lines[:-3]))
+    resumed = run_cli("--out", str(out), "--resume", "--report")
     assert resumed.returncode == 0, resumed.stderr
     df2 = pd.read_csv(out / "results.csv")
-    assert len(df2) == len(df) + 2  # only full-sdpa at 128, fwd and fwdbwd
+    key = ["backend", "seq_len", "pass"]
+    assert len(df2) == len(df) and not df2.duplicated(key).any()
+    assert set(map(tuple, df2[key].to_numpy())) == set(map(tuple, df[key].to_numpy()))
+    assert len(json.loads((out / "meta.json").read_text())["resumed"]) == 1
     # --report: the report of the whole run, written into it
     for name in ("report.md", "report.html", "scaling-fwd.png", "relative-fwdbwd.png"):
         assert (out / name).stat().st_size > 0, name

@@ -226,6 +226,9 @@ def test_memory_stays_linear() -> None:
         (dict(chunk_size=1), "chunk_size"),
         (dict(n_buckets=7), "n_buckets"),
         (dict(n_buckets=0), "n_buckets"),
+        (dict(n_buckets=2 * 10**9), "more than the 1024 positions"),
+        (dict(chunk_size=2 * 10**9), "exceeds the sequence length"),
+        (dict(n_hashes=10**6), "at most 64"),
     ],
 )
 def test_param_errors(params: dict, error: str) -> None:

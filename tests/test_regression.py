@@ -206,13 +206,16 @@ def test_status_changes_and_order(tmp_path):
 
 
 def test_compare_runs_time_and_memory(tmp_path):
-    base = _run(tmp_path, "base", [_case("a", seed=1), _case("b", seed=2, device="cuda"),
-                                   _case("c", seed=3, device="cuda")])  # fmt: skip
-    new = _run(tmp_path, "new", [
-        _case("a", time=13.0, seed=4), _case("b", seed=5, device="cuda", mem=66 * MiB),
-        _case("c", seed=6, device="cuda", time=7.0, mem=60 * MiB),
-    ])  # fmt: skip
-    table = compare_runs(base, new, STRICT).set_index("backend")
+    # a run is on one device: the CPU case and the CUDA cases are two pairs of runs
+    base = _run(tmp_path, "base", [_case("a", seed=1)])
+    new = _run(tmp_path, "new", [_case("a", time=13.0, seed=4)])
+    base_gpu = _run(tmp_path, "base-gpu", [_case("b", seed=2, device="cuda"),
+                                           _case("c", seed=3, device="cuda")])  # fmt: skip
+    new_gpu = _run(tmp_path, "new-gpu", [_case("b", seed=5, device="cuda", mem=66 * MiB),
+                                         _case("c", seed=6, device="cuda", time=7.0,
+                                               mem=60 * MiB)])  # fmt: skip
+    table = pd.concat([compare_runs(base, new, STRICT), compare_runs(base_gpu, new_gpu, STRICT)])
+    table = table.set_index("backend")
     assert table.loc["a", "verdict"] == "regressed"
     assert re.fullmatch(r"time \+[23]\d% \(p=[0-9.e-]+, 10 vs 10 samples\); strict: too few "
                         r"processes: .*", table.loc["a", "why"])  # fmt: skip

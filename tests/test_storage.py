@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 
 from harness.records import COLUMNS, CaseResult
 from harness.storage import (
     RunFolderError,
+    StorageError,
+    TornRowsWarning,
     append_result,
     check_appendable,
     finished_keys,
     read_meta,
     read_results,
+    set_aside_torn,
     write_meta,
 )
 
@@ -22,7 +28,8 @@ def result(seq_len: int, status: str = "ok", **kw) -> CaseResult:
         seq_len=seq_len, pass_="fwd", batch=1, heads=2, head_dim=16, dtype="float32",
         device="cpu", seed=0, status=status,
     )  # fmt: skip
-    return CaseResult(**{**base, **kw})
+    measured = {"time_median_ms": 1.0} if status == "ok" else {}
+    return CaseResult(**{**base, **measured, **kw})
 
 
 def test_rows_round_trip(tmp_path):
@@ -62,3 +69,78 @@ def test_resume_refuses_a_file_with_other_columns(tmp_path):
     (tmp_path / "results.csv").write_text("backend,family,seq_len\nx,y,1\n")
     with pytest.raises(RunFolderError, match="another version"):
         check_appendable(tmp_path)
+
+
+def test_a_row_is_one_line_written_whole(tmp_path, monkeypatch):
+    append_result(tmp_path, result(128, reason="first line\nsecond line\r\nthird"))
+    text = (tmp_path / "results.csv").read_text()
+    assert text.count("\n") == 2 and text.endswith("\n")  # header and one row
+    assert read_results(tmp_path).reason.iloc[0] == "first line second line  third"
+    writes = []
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: writes.append(data) or real_write(fd, data))
+    append_result(tmp_path, result(256))
+    assert len(writes) == 1 and writes[0].endswith(b"\n")  # one write: never a half row
+
+
+def test_a_write_that_fails_part_way_is_undone(tmp_path, monkeypatch):
+    append_result(tmp_path, result(128))
+    before = (tmp_path / "results.csv").read_bytes()
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, data[: len(data) // 2]))
+    with pytest.raises(StorageError, match="rows before this case are intact") as info:
+        append_result(tmp_path, result(256))
+    assert info.value.errno == errno.ENOSPC
+    assert (tmp_path / "results.csv").read_bytes() == before
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(StorageError, match="No space left on device"):
+        append_result(tmp_path, result(256))
+    assert (tmp_path / "results.csv").read_bytes() == before
+
+
+def torn_run(tmp_path):
+    """Four rows: the second cut after its time by an old writer, which appended the third
+    onto its line (the probe's "Expected 29 fields in line 4, saw 44"), and the last cut at
+    the end."""
+    for n in (64, 128, 256, 512):
+        append_result(tmp_path, result(n, time_median_ms=1.0))
+    header, r64, r128, r256, r512 = (tmp_path / "results.csv").read_text().splitlines(True)
+    cut = r128[: r128.index(",1.0,") + 4]
+    (tmp_path / "results.csv").write_text(header + r64 + cut + r256 + r512[:-30])
+    return tmp_path
+
+
+def test_readers_skip_torn_rows_and_say_so(tmp_path):
+    with pytest.warns(TornRowsWarning, match=r"skipped 2 torn row\(s\) \(line 3, 4\)"):
+        df = read_results(torn_run(tmp_path))  # the third row, on the second's line, too
+    assert df.seq_len.tolist() == [64]
+
+
+def test_resume_sets_torn_rows_aside_and_their_cases_run_again(tmp_path):
+    torn_run(tmp_path)
+    with pytest.warns(TornRowsWarning, match=r"set aside 2 torn row\(s\) \(line 3, 4\) into"):
+        assert set_aside_torn(tmp_path) == [3, 4]
+    side = (tmp_path / "results.torn").read_text()
+    assert side.count("# line ") == 2 and ",128," in side and ",512," in side
+    assert read_results(tmp_path).seq_len.tolist() == [64]  # no warning any more
+    assert set_aside_torn(tmp_path) == []
+    append_result(tmp_path, result(128))
+    assert read_results(tmp_path).seq_len.tolist() == [64, 128]  # a line of its own
+
+
+def test_a_run_folder_holds_one_run(tmp_path):
+    append_result(tmp_path, result(128))
+    append_result(tmp_path, result(256, dtype="float64"))
+    with pytest.raises(RunFolderError, match=r"more than one run \(dtype float32 and float64"):
+        read_results(tmp_path)
+    (tmp_path / "results.csv").unlink()
+    append_result(tmp_path, result(128))
+    append_result(tmp_path, result(128, round=2))  # a recheck: the last row stands
+    assert len(read_results(tmp_path)) == 2
+    append_result(tmp_path, result(128))  # a second sweep's copy of round 1
+    with pytest.raises(RunFolderError, match=r"full-sdpa n=128 fwd is recorded twice \(line 4\)"):
+        read_results(tmp_path)

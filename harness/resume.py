@@ -1,0 +1,81 @@
+"""What ``--resume`` may not change: a run folder holds one sweep, so the resumed part must
+measure the same cases the same way as the part before it.
+
+The comparison is between two descriptions written to meta.json (``config``, ``device`` and
+``threads``): the run's first and the resumption's. Every entry of ``config`` counts, since
+each is either part of a case's identity (backends and their parameters, lengths, passes,
+dtype, shape, seed) or of how it is measured (timing, processes, timeout, check rows).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# meta.json entry -> the option that sets it
+FLAGS = {
+    "lengths": "--lengths",
+    "backends": "--backends",
+    "passes": "--passes",
+    "dtype": "--dtype",
+    "batch": "--batch",
+    "heads": "--heads",
+    "head_dim": "--head-dim",
+    "seed": "--seed",
+    "case_timeout_s": "--case-timeout",
+    "processes": "--processes",
+    "check_rows": "--check-rows",
+    "device": "--device",
+    "threads": "--threads",
+}
+TIMING_FLAGS = {"warmup_s": "--warmup", "min_time_s": "--min-time", "min_repeats": "--min-repeats"}
+
+
+def identity(meta: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a meta.json description that a resumption must repeat."""
+    config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
+    described = {**config, "device": meta.get("device"), "threads": meta.get("threads")}
+    return json.loads(json.dumps(described, default=str))  # as stored: tuples become lists
+
+
+def differences(first: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``"--dtype float64 (the run has float32)"`` for each option that differs between the
+    run's first description and this resumption's."""
+    a, b = identity(first), identity(now)
+    found = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) == b.get(key):
+            continue
+        if key == "timing":
+            found += _timing(a.get(key) or {}, b.get(key) or {})
+        elif key == "backends":
+            found += _backends(a.get(key) or {}, b.get(key) or {})
+        else:
+            flag = FLAGS.get(key, key)
+            found.append(f"{flag} {_show(b.get(key))} (the run has {_show(a.get(key))})")
+    return found
+
+
+def _timing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    out = [f"{flag} {_show(b.get(k))} (the run has {_show(a.get(k))})"
+           for k, flag in TIMING_FLAGS.items() if a.get(k) != b.get(k)]  # fmt: skip
+    rest = sorted(k for k in set(a) | set(b) if k not in TIMING_FLAGS and a.get(k) != b.get(k))
+    return out + [f"timing setting {k} (another version of the harness?)" for k in rest]
+
+
+def _backends(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    if set(a) != set(b):
+        return [f"--backends {' '.join(b)} (the run has {' '.join(a)})"]
+    return [
+        f"{name}'s parameters {_show(b[name])} (the run has {_show(a[name])})"
+        for name in a
+        if a[name] != b[name]
+    ]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)

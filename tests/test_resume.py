@@ -1,0 +1,51 @@
+"""--resume may not change what a run measures: the differing options are named."""
+
+from __future__ import annotations
+
+from harness.resume import differences
+
+FIRST = {
+    "device": "cpu",
+    "threads": 2,
+    "config": {
+        "lengths": [512, 1024], "passes": ["fwd", "fwdbwd"], "dtype": "float32", "batch": 1,
+        "heads": 4, "head_dim": 64, "seed": 0, "processes": 1, "check_rows": 128,
+        "case_timeout_s": 300.0,
+        "backends": {"full-naive": {"causal": False}, "longformer": {"window": 256}},
+        "timing": {"warmup_s": 0.2, "min_time_s": 0.5, "min_repeats": 5, "max_time_s": 60.0},
+    },
+}  # fmt: skip
+
+
+def changed(**config) -> dict:
+    return {**FIRST, "config": {**FIRST["config"], **config}}
+
+
+def test_the_same_sweep_may_resume():
+    assert differences(FIRST, FIRST) == []
+    as_built = changed(
+        lengths=(512, 1024),
+        backends={"full-naive": {"causal": False}, "longformer": {"window": 256}},
+    )
+    assert differences(FIRST, as_built) == []  # tuples as built, lists as stored
+
+
+def test_each_differing_option_is_named():
+    assert differences(FIRST, changed(dtype="float64", batch=2, seed=7)) == [
+        "--batch 2 (the run has 1)", "--dtype float64 (the run has float32)",
+        "--seed 7 (the run has 0)",
+    ]  # fmt: skip
+    assert differences(FIRST, {**FIRST, "threads": 1, "device": "cuda"}) == [
+        "--device cuda (the run has cpu)",
+        "--threads 1 (the run has 2)",
+    ]
+    assert differences(FIRST, changed(backends={"full-naive": {"causal": False}})) == [
+        "--backends full-naive (the run has full-naive longformer)"
+    ]
+    params = changed(backends={"full-naive": {"causal": False}, "longformer": {"window": 64}})
+    assert differences(FIRST, params) == [
+        'longformer\'s parameters {"window":64} (the run has {"window":256})'
+    ]
+    timing = changed(timing={**FIRST["config"]["timing"], "min_time_s": 0.1})
+    assert differences(FIRST, timing) == ["--min-time 0.1 (the run has 0.5)"]
+    assert differences(FIRST, changed(lengths=[512])) == ["--lengths 512 (the run has 512 1024)"]
