@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from attention_impls.footprint import cpu_flash_buffers_bytes, fused_attention_bytes, rows_bytes
 from harness.backend import AttentionBackend, AttentionFn
 from harness.inputs import Inputs
 from harness.registry import register
@@ -212,8 +213,36 @@ class BigBird(AttentionBackend):
         return attend[:, key_block][None, None]  # [1, 1, M, N]
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        b, h, n, _ = inputs.shape
+        """Peak of ``fn``, counted from the tensors it allocates; all-global is dense fused SDPA
+        (``fused_attention_bytes``).
+
+        ``K``: the gathered key (or value) blocks ``[B, H, nq, L, b, D]``, ``L = 2g + 3 + r``
+        slots (invalid ones are gathered too); ``mid``: the middle blocks' output
+        ``[B, H, nq * b, D]``; padding copies q, k, v to ``nb * b`` rows.
+
+        - forward: the padded copies, both ``K``, ``mid`` and, with global blocks, the global
+          rows' query copy and output and the concatenated output.
+        - backward, in the middle blocks' fused backward: both ``K`` (saved) and their gradients,
+          ``mid`` (saved), its gradient's copy and dq; beside them the output and its gradient,
+          and the global rows' dk and dv (full length, computed first); without global blocks
+          only the gradient of ``mid``; the padded q stays alive in the saved view of it.
+        """
+        n, dim = inputs.seq_len, inputs.head_dim
         p = self.params
-        keys = min(3 + 2 * p.global_blocks + p.random_blocks, math.ceil(n / p.block_size))
-        matrices = 4 if inputs.requires_grad else 2  # scores and probabilities, and their grads
-        return matrices * b * h * n * keys * p.block_size * inputs.element_size
+        nb = math.ceil(n / p.block_size)
+        if nb <= 2 * p.global_blocks:
+            return fused_attention_bytes(inputs)
+        g, size = p.global_blocks, p.block_size
+        nq, slots = nb - 2 * g, 2 * g + 3 + p.random_blocks
+        padded = rows_bytes(inputs, nb * size) if nb * size > n else 0
+        blocks = rows_bytes(inputs, nq * slots * size)  # K
+        mid = rows_bytes(inputs, nq * size)
+        out = rows_bytes(inputs, nb * size)
+        glob_rows = rows_bytes(inputs, 2 * g * size)
+        buffers = cpu_flash_buffers_bytes(size, slots * size, dim, inputs.requires_grad)
+        if torch.device(inputs.device).type != "cpu":
+            buffers = 0
+        if not inputs.requires_grad:
+            return 3 * padded + 2 * blocks + mid + (2 * glob_rows + out if g else 0) + buffers
+        around = 2 * out + 2 * rows_bytes(inputs, n) if g else mid
+        return 4 * blocks + 3 * mid + around + padded + buffers

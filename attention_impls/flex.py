@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from attention_impls.bigbird import BigBird, random_block_table
+from attention_impls.footprint import rows_bytes
 from attention_impls.longformer import Longformer, global_positions
 from attention_impls.reformer import Reformer, rotations, unit_keys
 from harness.backend import AttentionFn
@@ -164,9 +165,13 @@ class _Flex:
         return fn
 
     def estimate_bytes(self, inputs: Inputs) -> int:
+        """The fused kernel holds no scores: the output and the float32 log-sum-exp and row
+        maxima ``[B, H, N]``; with a backward pass (CUDA only, unmeasured) also dq, dk, dv and
+        the gradient's row sums, counted as a fifth ``[B, H, N, D]``. Measured on CPU (forward):
+        the compiled kernel also allocates two more output-sized buffers (the allocator's trace
+        shows them) that never become resident, so the CPU peak does not include them."""
         b, h, n, _ = inputs.shape
-        # output, log-sum-exp and row maxima; with a backward also dq, dk, dv and the output grad
-        vectors = inputs.qkv_bytes() // 3 * (5 if inputs.requires_grad else 1)
+        vectors = rows_bytes(inputs, n) * (5 if inputs.requires_grad else 1)
         return vectors + 2 * b * h * n * 4
 
 
@@ -329,9 +334,13 @@ class FlexReformer(_Flex, Reformer):
         return fn
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        b, h, n, dim = inputs.shape
+        """Forward, measured on CPU (one round): q, the keys and v in each round's sorted order
+        ``[B, H * R, Np, D]`` and the output in sorted and in token order (five such), and the
+        int64 sort, slot and chunk tables. With a backward pass (CUDA only, unmeasured) the five
+        rows twice, for their gradients."""
+        b, h, n, _ = inputs.shape
         c, rounds = self.params.chunk_size, self.params.n_hashes
-        tokens = b * h * rounds * -(-n // c) * c
-        # sorted q, k, v and the output in both orders; perm, slot and chunk tables (int64)
+        n_pad = -(-n // c) * c
         copies = 5 * (2 if inputs.requires_grad else 1)
-        return tokens * (copies * dim * inputs.element_size + 8 * (4 + 2 * rounds))
+        tables = b * h * rounds * n_pad * 8 * (4 + 2 * rounds)
+        return copies * rows_bytes(inputs, rounds * n_pad) + tables

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from attention_impls.footprint import fused_attention_bytes, rows_bytes
 from harness.backend import AttentionBackend, AttentionFn
 from harness.inputs import Inputs
 from harness.registry import register
@@ -30,10 +31,12 @@ def causal_mask(inputs: Inputs, rows: torch.Tensor | None, device: torch.device)
 
 
 def score_matrices_bytes(inputs: Inputs) -> int:
-    """What materialised attention holds at its peak: the scores and probabilities, and with a
-    backward pass their gradients, each ``[B, H, N, N]``."""
+    """The ``[B, H, N, N]`` matrices materialised attention holds at its peak: two in the forward
+    pass (the scores and their softmax; the unscaled product and the scaled scores are the two
+    for a moment before that), three with a backward pass (the saved softmax, its gradient and
+    the gradient of the scores, alive together in the softmax's backward)."""
     b, h, n, _ = inputs.shape
-    matrices = 4 if inputs.requires_grad else 2
+    matrices = 3 if inputs.requires_grad else 2
     return matrices * b * h * n * n * inputs.element_size
 
 
@@ -67,7 +70,13 @@ class FullNaive(_Full):
         return fn
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        return score_matrices_bytes(inputs)
+        """The N x N matrices (``score_matrices_bytes``) and the ``[B, H, N, D]`` tensors beside
+        them: the output, and with a backward pass dv (computed before the softmax's gradient).
+        Causal adds the ``[N, N]`` boolean ``~causal`` of the forward."""
+        n = inputs.seq_len
+        vectors = rows_bytes(inputs, n) * (2 if inputs.requires_grad else 1)
+        flipped_mask = n * n if self.params.causal and not inputs.requires_grad else 0
+        return score_matrices_bytes(inputs) + vectors + flipped_mask
 
 
 @register
@@ -82,3 +91,8 @@ class FullSdpa(_Full):
             return F.scaled_dot_product_attention(q, k, v, is_causal=causal)  # [B, H, N, D]
 
         return fn
+
+    def estimate_bytes(self, inputs: Inputs) -> int:
+        """PyTorch picks a fused kernel for these inputs (on CPU its flash kernel, measured; on
+        CUDA flash or memory-efficient, unmeasured): see ``fused_attention_bytes``."""
+        return fused_attention_bytes(inputs)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from attention_impls.footprint import rows_bytes
 from harness.backend import AttentionBackend, AttentionFn
 from harness.inputs import Inputs
 from harness.registry import register
@@ -183,10 +184,36 @@ class Longformer(AttentionBackend):
         return allowed[None, None]  # [1, 1, M, N]
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        b, h, n, _ = inputs.shape
+        """Peak of the blocked computation, counted from the tensors ``fn`` allocates.
+
+        ``S``: the window scores ``[B, H, d, nb, bs, ks]``; ``S_all``: window and global columns
+        (``S`` plus ``[B, H, n_pad, G]``); ``nbr``: one neighbour copy ``[B, H, d, nb, ks, D]``;
+        ``q``: the scaled q, and its class-major copy where dilation or padding makes one.
+
+        - forward: q, v's neighbours (k's are freed after its matmul), ``S`` and its softmax and
+          the output; with globals, ``S``, the global scores, their concatenation and its softmax.
+        - backward, in the softmax's gradient: the saved softmax, its gradient and the scores'
+          gradient (three ``S_all``; without globals the first two are the window's ``S``),
+          beside the saved q and k neighbours, v's neighbour gradient and the output; with
+          globals also the dense rows' gradients (index_copy's, dq, dk, dv) computed first.
+        """
+        n = inputs.seq_len
         d, bs, nb = _layout(self.params, n)
-        key_slots = (2 if self.params.causal else 3) * bs
+        n_pad = d * nb * bs
+        ks = (2 if self.params.causal else 3) * bs
         g = len(global_positions(self.params.global_tokens, n))
-        matrices = 4 if inputs.requires_grad else 2  # scores and probabilities, and their grads
-        elements = b * h * (d * nb * bs * (key_slots + g) + g * n)
-        return matrices * elements * inputs.element_size
+        vec = rows_bytes(inputs, n)
+        q_copy = rows_bytes(inputs, n_pad) if d > 1 or n_pad > n else 0
+        nbr = rows_bytes(inputs, d * nb * ks)
+        scores = rows_bytes(inputs, n_pad, ks)
+        glob = rows_bytes(inputs, n_pad, g)
+        scores_all = scores + glob
+        if g:
+            forward = vec + q_copy + nbr + scores + glob + 2 * scores_all
+        else:
+            forward = vec + q_copy + nbr + 2 * scores + vec
+        if not inputs.requires_grad:
+            return forward
+        saved_q = q_copy or vec
+        backward = 3 * scores_all + saved_q + 2 * nbr + vec + (4 * vec if g else 0)
+        return max(forward + nbr, backward)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from attention_impls.footprint import rows_bytes
 from harness.backend import AttentionBackend, AttentionFn
 from harness.inputs import Inputs
 from harness.limits import MAX_HASHES
@@ -278,8 +279,39 @@ class Reformer(AttentionBackend):
         return attend  # [B, H, M, N]
 
     def estimate_bytes(self, inputs: Inputs) -> int:
+        """Peak of ``fn``, counted from the tensors it allocates.
+
+        ``C``: chunk scores ``[B, H, R, nc, c, w]``; ``V``: one row per token and round
+        ``[B, H, R, Np, D]`` (q gathered into chunks is one ``V``, the keys and values of the
+        windows two each); int64 index tables (sort order, slots, window keys, gather indices).
+
+        - forward: ``C`` beside the gathered q, keys and values, the product with v and its
+          normalised copy (or, with several rounds, the rows back in token order and their
+          weighted copy, then the merged output), and the shared-QK unit keys.
+        - backward: the larger of two moments. In the normalisation's gradient: ``C`` (saved
+          exponentials), the six saved ``V`` (gathered q, keys, values, product with v), the
+          gradient in chunk order and four ``V`` of the division's backward. In the
+          exponential's gradient: the gathered q and keys and v's gradient beside three ``C``
+          (exponentials, their gradient and its product), five when the scores were computed
+          in place in a view of the fresh count bias (several rounds over more than two chunks):
+          autograd's ``CopySlices`` then clones the gradient and allocates the base's.
+        """
         b, h, n, _ = inputs.shape
-        c, rounds = self.params.chunk_size, self.params.n_hashes
+        p = self.params
+        c, rounds = p.chunk_size, p.n_hashes
         n_pad = -(-n // c) * c
-        tensors = 6 if inputs.requires_grad else 3  # scores, probabilities, bias (and grads)
-        return b * h * rounds * n_pad * 2 * c * inputs.element_size * tensors
+        nc = n_pad // c
+        w = c if nc == 1 else 2 * c
+        tokens = b * h * rounds * n_pad
+        chunk_scores = rows_bytes(inputs, rounds * n_pad, w)  # C
+        rows = rows_bytes(inputs, rounds * n_pad)  # V
+        vec = rows_bytes(inputs, n)
+        indices = (4 + w // c) * tokens * 8
+        keys = vec if p.shared_qk else 0
+        if not inputs.requires_grad:
+            merged = vec if rounds > 1 else 0
+            return chunk_scores + 7 * rows + keys + merged + indices
+        in_view = rounds > 1 and nc > 2
+        division = chunk_scores + 11 * rows
+        exponential = (5 if in_view else 3) * chunk_scores + 5 * rows
+        return max(division, exponential) + vec + indices

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from attention_impls.footprint import fused_attention_bytes, rows_bytes
 from attention_impls.full import _Full, score_matrices_bytes
 from harness.backend import AttentionFn
 from harness.inputs import Inputs, dtype_name
@@ -163,6 +164,12 @@ class _PinnedSdpa(_Full):
 
         return fn
 
+    def estimate_bytes(self, inputs: Inputs) -> int:
+        """The fused kernels keep no N x N matrix: ``fused_attention_bytes`` (measured for
+        FLASH_ATTENTION on CPU; on CUDA, where EFFICIENT_ATTENTION and CUDNN_ATTENTION run too,
+        unmeasured). MATH overrides it."""
+        return fused_attention_bytes(inputs)
+
 
 @register
 class SdpaMath(_PinnedSdpa):
@@ -171,10 +178,18 @@ class SdpaMath(_PinnedSdpa):
     kernel = SDPBackend.MATH
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        return score_matrices_bytes(inputs)
+        """The N x N matrices of ``score_matrices_bytes`` and beside them: forward, the boolean
+        ``[B, H, N, N]`` with which ``_safe_softmax`` finds fully masked rows and the q that the
+        composite scales by sqrt(scale) (as it does k); with a backward pass the saved scaled q
+        and k, the output and dv (the forward's two matrices and boolean are then the smaller
+        moment)."""
+        b, h, n, _ = inputs.shape
+        vector = rows_bytes(inputs, n)
+        if inputs.requires_grad:
+            return score_matrices_bytes(inputs) + 4 * vector
+        return score_matrices_bytes(inputs) + b * h * n * n + vector
 
 
-# The fused kernels keep no N x N matrix: the base estimate (output, and gradients) applies.
 @register
 class SdpaFlash(_PinnedSdpa):
     name = "sdpa-flash"

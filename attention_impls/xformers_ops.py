@@ -182,7 +182,9 @@ class _Xformers(AttentionBackend):
         return list(asked) or declared
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        # Fused kernels: no score matrix, only the output (and gradients).
+        """A fused kernel keeps no score matrix: the output, and with a backward pass dq, dk, dv
+        (``AttentionBackend``'s count). CUDA only, so unmeasured here; the log-sum-exp and the
+        kernel's float32 accumulators are not counted."""
         return AttentionBackend.estimate_bytes(self, inputs)
 
 

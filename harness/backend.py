@@ -92,7 +92,11 @@ class AttentionBackend:
         return k
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        """A rough lower bound of the peak memory beyond the inputs, to skip hopeless cases."""
+        """Predicted peak memory of one call beyond its inputs (what ``peak_mem_bytes`` measures,
+        the output and gradients included), so that a case that cannot fit is skipped before it
+        runs. This default counts what a fused kernel without a score matrix holds: the output
+        ``[B, H, N, D]``, and with a backward pass dq, dk and dv too. Backends that keep more
+        intermediates count them in their override."""
         return inputs.qkv_bytes() // 3 * (4 if inputs.requires_grad else 1)
 
     # -- description ------------------------------------------------------------------------

@@ -187,12 +187,24 @@ def test_not_supported_reasons() -> None:
     assert any("device" in r for r in reasons)
 
 
-def test_registered_and_estimate() -> None:
+def test_registered_and_estimate(monkeypatch) -> None:
     assert get_backend_class("bigbird") is BigBird
     assert BigBird.is_sparse and BigBird.family == "bigbird"
     backend = BigBird()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the CPU flash tiles: per thread
     small, large = (backend.estimate_bytes(Inputs(1, 4, n, 64)) for n in (4096, 8192))
-    assert large == 2 * small, "the estimate must grow linearly with N"
+    assert large == pytest.approx(2 * small, rel=0.02), "the estimate must grow linearly with N"
+    vec, nq, slots = 4 * 4096 * 64 * 4, 4096 // 64 - 2, 2 + 3 + 3
+    blocks, mid = vec * nq * slots // 64, vec * nq // 64  # gathered k (or v) blocks; output
+    # forward: both gathered blocks, the middle output, the global rows (query copy, output)
+    # and the concatenated output; the flash kernel's tiles (of 32 of the 64 queries, 512 keys)
+    tiles = (32 * 512 + 2 * 32 + 32 * 64) * 4
+    assert small == 2 * blocks + mid + 2 * (vec * 2 // 64) + vec + tiles
+    # backward: the blocks and their gradients, mid, its gradient and dq, output and gradient,
+    # the global rows' dk and dv
     grad = backend.estimate_bytes(Inputs(1, 4, 4096, 64, requires_grad=True))
-    assert grad == 2 * small
+    assert grad == 4 * blocks + 3 * mid + 4 * vec + 2 * 32 * 512 * 4
     assert small < 4096 * 4096 * 4 * 4
+    # every block global: dense fused SDPA, no [B, H, N, N] scores
+    dense = BigBird(BigBirdParams(block_size=64, global_blocks=32))
+    assert dense.estimate_bytes(Inputs(1, 4, 4096, 64)) < 2 * vec

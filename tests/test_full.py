@@ -22,4 +22,8 @@ def test_naive_materialises_the_score_matrix_and_its_estimate_says_so():
     backend = get_backend_class("full-naive")()
     inputs = Inputs(1, 2, 256, 16, requires_grad=True)
     assert largest_intermediate(backend, inputs) >= 2 * 256 * 256
-    assert backend.estimate_bytes(inputs) >= 2 * 2 * 256 * 256 * 4
+    matrix, vector = 2 * 256 * 256 * 4, 2 * 256 * 16 * 4  # [B, H, N, N], [B, H, N, D] float32
+    # backward: the saved softmax, its gradient and the scores' gradient, beside output and dv
+    assert backend.estimate_bytes(inputs) == 3 * matrix + 2 * vector
+    # forward: the scores and their softmax, and the output
+    assert backend.estimate_bytes(Inputs(1, 2, 256, 16)) == 2 * matrix + vector

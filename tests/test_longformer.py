@@ -192,13 +192,21 @@ def test_registered():
 
 
 def test_estimate_bytes_scales_with_window_and_grad():
-    inputs = Inputs(2, 4, 4096, 64)
-    small, large = make(window=64).estimate_bytes(inputs), make(window=256).estimate_bytes(inputs)
-    assert small == 2 * 2 * 4 * 4096 * 3 * 64 * 4  # scores and probabilities, 3w keys, float32
-    assert large == 4 * small
-    with_grad = make(window=64).estimate_bytes(Inputs(2, 4, 4096, 64, requires_grad=True))
-    assert with_grad == 2 * small
-    assert make(window=64, global_tokens=(0, 1)).estimate_bytes(inputs) > small
+    inputs, grad = Inputs(2, 4, 4096, 64), Inputs(2, 4, 4096, 64, requires_grad=True)
+    vec = 2 * 4 * 4096 * 64 * 4  # [B, H, N, D] float32
+    scores, nbr = vec * 3 * 64 // 64, vec * 3  # window 64: 3w key slots; k or v neighbours
+    # forward: scaled q, v's neighbours, the scores and their softmax, the output
+    assert make(window=64).estimate_bytes(inputs) == 2 * vec + nbr + 2 * scores
+    # backward: softmax, its gradient and the scores' gradient; q, k's neighbours, dv's, output
+    assert make(window=64).estimate_bytes(grad) == 3 * scores + 2 * vec + 2 * nbr
+    # the scores grow with the window, the neighbour copies do not
+    small, large = (make(window=w).estimate_bytes(inputs) for w in (64, 256))
+    assert large - small == 2 * 3 * scores
+    # dilation 2 adds q's class-major copy; global tokens their columns, concatenated
+    assert make(window=64, dilation=2).estimate_bytes(inputs) == small + vec
+    with_globals = make(window=64, global_tokens=(0, 1)).estimate_bytes(inputs)
+    columns = 2 * 4 * 4096 * 2 * 4  # [B, H, N, G]
+    assert with_globals == small - vec + scores + 3 * columns
 
 
 @pytest.mark.cuda

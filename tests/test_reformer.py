@@ -253,11 +253,20 @@ def test_derived_buckets_and_estimate() -> None:
     inputs = Inputs(batch=1, heads=3, seq_len=1000, head_dim=8)
     assert rotations(inputs, ReformerParams(chunk_size=50, n_hashes=2)).shape == (3, 8, 2, 10)
     be = backend()
-    grad = Inputs(1, 4, 4096, 64, requires_grad=True)
-    assert be.estimate_bytes(grad) == 2 * be.estimate_bytes(Inputs(1, 4, 4096, 64))
-    assert be.estimate_bytes(Inputs(1, 4, 8192, 64)) == 2 * be.estimate_bytes(
-        Inputs(1, 4, 4096, 64)
-    )
+    grad, plain = Inputs(1, 4, 4096, 64, requires_grad=True), Inputs(1, 4, 4096, 64)
+    assert be.estimate_bytes(Inputs(1, 4, 8192, 64)) == 2 * be.estimate_bytes(plain)
+    rows = 4 * 4 * 4096 * 64 * 4  # [B, H, R, Np, D] float32, 4 rounds
+    scores, vec, tables = 2 * rows, rows // 4, 6 * 4 * 4 * 4096 * 8  # chunk scores: 2c = 2D
+    # forward: scores, gathered q, keys, values (five rows), two output rows, the unit keys and
+    # the merged output
+    assert be.estimate_bytes(plain) == scores + 7 * rows + 2 * vec + tables
+    # backward: five score-sized tensors in the exponential's gradient (autograd's CopySlices
+    # of the in-place scores), gathered q and keys and dv
+    assert be.estimate_bytes(grad) == 5 * scores + 5 * rows + vec + tables
+    one = backend(n_hashes=1)  # no count bias: scores out of place, three score-sized
+    rows1, scores1 = rows // 4, scores // 4
+    expected = max(scores1 + 11 * rows1, 3 * scores1 + 5 * rows1) + vec + tables // 4
+    assert one.estimate_bytes(grad) == expected
 
 
 def test_hashing_in_slices_gives_the_same_buckets():

@@ -120,11 +120,24 @@ def test_pinned_kernels_differ_in_memory():
     assert largest_intermediate(make("sdpa-flash"), inputs) < n * n // 4
 
 
-def test_estimate_bytes():
-    inputs = Inputs(1, 2, 1024, 64, requires_grad=True)
-    assert make("sdpa-math").estimate_bytes(inputs) == 4 * 2 * 1024 * 1024 * 4
+def test_estimate_bytes(monkeypatch):
+    n = 1024
+    matrix, boolean, vector = 2 * n * n * 4, 2 * n * n, 2 * n * 64 * 4
+    grad, plain = Inputs(1, 2, n, 64, requires_grad=True), Inputs(1, 2, n, 64)
+    # MATH: three N x N with a backward pass (softmax, its gradient, the scores' gradient) and
+    # four [B, H, N, D]; forward two N x N, _safe_softmax's boolean N x N and the scaled q
+    assert make("sdpa-math").estimate_bytes(grad) == 3 * matrix + 4 * vector
+    assert make("sdpa-math").estimate_bytes(plain) == 2 * matrix + boolean + vector
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # the CPU flash tiles: per thread
+    tiles = {False: (256 * 512 + 2 * 256 + 256 * 64) * 4, True: 2 * 256 * 512 * 4}
     for name in ("sdpa-flash", "sdpa-efficient", "sdpa-cudnn"):
-        assert make(name).estimate_bytes(inputs) == 4 * 2 * 1024 * 64 * 4
+        backend = make(name)
+        # CPU: output; backward dq, dk, dv and the flash kernel's copy of the output gradient
+        assert backend.estimate_bytes(plain) == vector + tiles[False]
+        assert backend.estimate_bytes(grad) == 5 * vector + tiles[True]
+        # CUDA (unmeasured): output and gradients only
+        cuda = Inputs(1, 2, n, 64, device="cuda", requires_grad=True)
+        assert backend.estimate_bytes(cuda) == 4 * vector
 
 
 @pytest.mark.cuda

@@ -177,6 +177,8 @@ def test_param_errors_and_estimate():
     inputs = Inputs(1, 4, 4096, 64, requires_grad=True)
     base = AttentionBackend().estimate_bytes(inputs)  # output and gradients, no scores
     assert windowed(256).estimate_bytes(inputs) == full().estimate_bytes(inputs) == base
+    assert base == 4 * 4 * 4096 * 64 * 4  # output, dq, dk, dv [B, H, N, D] float32
+    assert full().estimate_bytes(Inputs(1, 4, 4096, 64)) == base // 4
 
 
 @pytest.mark.cuda
