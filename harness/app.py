@@ -32,19 +32,9 @@ from harness import (
     stability,
     storage,
 )
-from harness.cli import (
-    PROG,
-    UsageError,
-    build_config,
-    build_parser,
-    check_settings,
-    parse_baseline_args,
-    parse_compare_args,
-    parse_report_args,
-    resolve_device,
-    resolve_dtype,
-    with_recorded_options,
-)
+from harness.cli import build_config, build_parser, with_recorded_options
+from harness.cli_args import PROG, UsageError, check_settings, resolve_device, resolve_dtype
+from harness.commands import COMMANDS, exit_code, report, show_comparison, verdict_counts
 from harness.config import Case, SweepConfig
 from harness.inputs import dtype_name
 from harness.listing import backend_table, format_table
@@ -81,69 +71,6 @@ def _progress(cases):
         i = case.inputs
         bar.set_description(f"{case.backend.name} n={i.seq_len} {case.pass_}")
         yield case
-
-
-def report(argv: list[str]) -> int:
-    """``report RUN_DIR`` or ``report RUN_A RUN_B``."""
-    from harness import comparison
-    from harness import report as single
-
-    runs, out = parse_report_args(argv)
-    path = single.write(runs[0]) if len(runs) == 1 else comparison.write(*runs, out_dir=out)
-    print(f"report: {path} and {path.with_suffix('.html')}")
-    return 0
-
-
-def compare(argv: list[str]) -> int:
-    """``compare BASELINE_RUN NEW_RUN``: 1 when a case regressed, 3 when one could not be
-    decided, else 0."""
-    base, new, settings, out, allow_inconclusive = parse_compare_args(argv)
-    result = checks.compare(base, new, settings, out)
-    _show(result, settings)
-    return _exit_code(result.outcome, allow_inconclusive)
-
-
-def _show(result: checks.Comparison, settings: CheckSettings) -> None:
-    """Print the verdicts, and warn where the evidence is thin."""
-    print(checks.display_table(result.table, settings).to_markdown(index=False))
-    path = result.path
-    print(f"\n{_counts(result.table)}; written to {path} and {path.with_suffix('.csv')}")
-    for run in result.thin:
-        print(f"{PROG}: warning: {run} timed cases in fewer than 3 processes: a difference "
-              "cannot be shown significant that way (record with --processes 5); such "
-              "differences are "
-              + ("judged anyway (--strict)" if settings.strict else "inconclusive"),
-              file=sys.stderr)  # fmt: skip
-
-
-def _counts(table) -> str:
-    return ", ".join(f"{n} {v}" for v, n in table["verdict"].value_counts().items())
-
-
-def _exit_code(outcome: str, allow_inconclusive: bool) -> int:
-    if outcome == "regressed":
-        print(f"{PROG}: regression", file=sys.stderr)
-    elif outcome == "inconclusive":
-        print(f"{PROG}: inconclusive: no case regressed, but some could not be decided (see "
-              "'why'); " + ("allowed (--allow-inconclusive)" if allow_inconclusive
-                            else "exit code 3"), file=sys.stderr)  # fmt: skip
-        if allow_inconclusive:
-            return 0
-    return checks.EXIT_CODES[outcome]
-
-
-def baseline(argv: list[str]) -> int:
-    """``baseline save RUN_DIR NAME``."""
-    run_dir, name, replace = parse_baseline_args(argv)
-    try:
-        target = baselines.save(run_dir, name, replace=replace)
-    except baselines.BaselineError as exc:
-        raise UsageError(str(exc)) from None
-    print(f"baseline {name!r}: {target}")
-    return 0
-
-
-COMMANDS = {"report": report, "compare": compare, "baseline": baseline}
 
 
 def run(argv: list[str]) -> int:
@@ -242,7 +169,7 @@ def _sweep(config: SweepConfig, args, argv: list[str], against: Path | None) -> 
     if against is None:
         return 0
     outcome = _check_with_rechecks(against, config, check_settings(args), args.rechecks)
-    return _exit_code(outcome, args.allow_inconclusive)
+    return exit_code(outcome, args.allow_inconclusive)
 
 
 def _cases_to_recheck(config: SweepConfig, table) -> list[Case]:
@@ -279,14 +206,14 @@ def _check_with_rechecks(
         if not todo:
             break
         processes = 2 * config.processes
-        print(f"{_counts(result.table)}: recheck {round_ - 1} of {rechecks}, {len(todo)} "
+        print(f"{verdict_counts(result.table)}: recheck {round_ - 1} of {rechecks}, {len(todo)} "
               f"cases with {processes} processes each", file=sys.stderr)  # fmt: skip
         if not _quiet(config.device):
             break
         again = dataclasses.replace(config, processes=processes, resume=False)
         run_sweep(again, progress=_progress, cases=todo, round_=round_)
         result = checks.compare(against, config.out_dir, settings)
-    _show(result, settings)
+    show_comparison(result, settings)
     return result.outcome
 
 

@@ -62,10 +62,12 @@ def append_result(out_dir: Path, result: CaseResult) -> None:
     nothing and leaves no half row. A write that fails part-way (full disk) is undone: the
     file is cut back to its rows before, and ``StorageError`` says what happened."""
     path = Path(out_dir) / RESULTS
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         size = os.fstat(fd).st_size
         data = _line(result, header=size == 0)
+        if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last row: keep it on its own
+            data = b"\n" + data
         try:
             written = os.write(fd, data)
             if written != len(data):  # the file system took part of it: full, or a limit
@@ -103,6 +105,7 @@ class _Split:
 
     header: list[str]
     intact: str  # the header line and every whole row, as text
+    lines: tuple[int, ...]  # the first line of each whole row in the file
     torn: tuple[tuple[int, str], ...]  # (first line, raw text) of each torn row
 
 
@@ -121,7 +124,8 @@ def _split(path: Path) -> _Split:
     reader = csv.reader(lines)
     try:
         header = next(reader, [])
-        kept, torn, start = ["".join(lines[: reader.line_num])], [], reader.line_num
+        kept, at, torn = ["".join(lines[: reader.line_num])], [], []
+        start = reader.line_num
         for fields in reader:
             record = "".join(lines[start : reader.line_num])
             if not fields and not record.strip():  # a blank line: nothing was lost there
@@ -130,10 +134,11 @@ def _split(path: Path) -> _Split:
                 torn.append((start + 1, record))
             else:
                 kept.append(record)
+                at.append(start + 1)
             start = reader.line_num
     except csv.Error as exc:
         raise RunFolderError(f"{path}: corrupt at line {reader.line_num} ({exc})") from None
-    return _Split(header, "".join(kept), tuple(torn))
+    return _Split(header, "".join(kept), tuple(at), tuple(torn))
 
 
 def set_aside_torn(out_dir: Path) -> list[int]:
@@ -187,14 +192,14 @@ def read_results(out_dir: Path) -> pd.DataFrame:
     missing = [c for c in [*KEY_COLUMNS, "status"] if c not in df.columns]
     if missing:
         raise RunFolderError(f"{path}: missing columns {', '.join(missing)}")
-    _check_rows(df, path)
-    _check_one_run(df, path)
+    _check_rows(df, path, split.lines)
+    _check_one_run(df, path, split.lines)
     for column in TEXT_COLUMNS & set(df.columns):
         df[column] = df[column].astype(object).where(df[column].notna(), "").astype(str)
     return df
 
 
-def _check_one_run(df: pd.DataFrame, path: Path) -> None:
+def _check_one_run(df: pd.DataFrame, path: Path, lines: tuple[int, ...]) -> None:
     """Reports key rows by backend, pass and length: rows of two shapes, dtypes or seeds, or
     one case twice in a round, would be mixed up there without a word."""
     for column in RUN_COLUMNS:
@@ -210,17 +215,17 @@ def _check_one_run(df: pd.DataFrame, path: Path) -> None:
         row = df[twice].iloc[0]
         raise RunFolderError(
             f"{path}: case {row['backend']} n={row['seq_len']} {row['pass']} is recorded twice "
-            f"(line {int(twice.to_numpy().argmax()) + 2}): two sweeps wrote into this folder"
+            f"(line {lines[int(twice.to_numpy().argmax())]}): two sweeps wrote into this folder"
         )
 
 
-def _check_rows(df: pd.DataFrame, path: Path) -> None:
-    """A row cut short (a sweep killed mid-write) or edited by hand is refused, naming its line
-    and field (``runvalues.rows_problem``); the numeric columns become numbers."""
+def _check_rows(df: pd.DataFrame, path: Path, lines: tuple[int, ...]) -> None:
+    """A row edited by hand (or damaged) is refused, naming its line in the file and its field
+    (``runvalues.rows_problem``); the numeric columns become numbers."""
     problem = runvalues.rows_problem(df)
     if problem:
         row, what = problem
-        where = "header" if row < 0 else f"line {row + 2}"  # 1-based, after the header
+        where = "header" if row < 0 else f"line {lines[row]}"
         raise RunFolderError(f"{path}: {where}: {what}")
 
 

@@ -144,3 +144,17 @@ def test_a_run_folder_holds_one_run(tmp_path):
     append_result(tmp_path, result(128))  # a second sweep's copy of round 1
     with pytest.raises(RunFolderError, match=r"full-sdpa n=128 fwd is recorded twice \(line 4\)"):
         read_results(tmp_path)
+
+
+def test_a_row_appended_after_a_torn_one_starts_its_own_line(tmp_path):
+    torn_run(tmp_path)  # lines 3 and 4 torn, the last without its end
+    append_result(tmp_path, result(1024))
+    with pytest.warns(TornRowsWarning, match=r"\(line 3, 4\)"):
+        assert read_results(tmp_path).seq_len.tolist() == [64, 1024]
+
+
+def test_a_corrupt_row_is_named_by_its_line_in_the_file(tmp_path):
+    torn_run(tmp_path)
+    append_result(tmp_path, result(1024, time_median_ms=-1.0))  # line 5, after two torn ones
+    with pytest.warns(TornRowsWarning), pytest.raises(RunFolderError, match=r"line 5: time_med"):
+        read_results(tmp_path)

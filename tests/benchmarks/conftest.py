@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cli import UsageError, resolve_device, resolve_dtype
+from harness.cli_args import UsageError, resolve_device, resolve_dtype
 from harness.config import SweepConfig
 from harness.inputs import DTYPES, dtype_name
 from harness.registry import backend_names
