@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, storage.RunFolderError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except storage.StorageError as exc:  # a full disk is no bug: its own code, in one line
+        print(f"{PROG}: error: {exc.strerror}", file=sys.stderr)
+        return STORAGE_ERROR
     except KeyboardInterrupt:
         print(f"\n{PROG}: {_interruption()}", file=sys.stderr)
         return _interrupted_code()

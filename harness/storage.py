@@ -10,6 +10,7 @@ import io
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,14 +152,15 @@ def set_aside_torn(out_dir: Path) -> list[int]:
     split = _split(path)
     if not split.torn:
         return []
-    with (Path(out_dir) / TORN).open("a") as side:
+    with _writing(Path(out_dir) / TORN), (Path(out_dir) / TORN).open("a") as side:
         for line, record in split.torn:
             side.write(f"# line {line} of {RESULTS}, set aside on resume\n{record.rstrip()}\n")
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(split.intact)
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    with _writing(path):
+        tmp.write_text(split.intact)
+        with tmp.open("rb") as f:
+            os.fsync(f.fileno())
+        tmp.replace(path)
     lines = [line for line, _ in split.torn]
     warnings.warn(
         TornRowsWarning(f"{path}: set aside {len(lines)} torn row(s) (line "
@@ -238,11 +240,22 @@ def _key_value(column: str, value: Any) -> Any:
     return int(value) if column in ("seq_len", "batch", "heads", "head_dim", "seed") else str(value)
 
 
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """A failed write of ``path`` (full disk, I/O error) is a ``StorageError``, not a crash."""
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(exc.errno, f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
+    """Replaces meta.json whole (through a temporary file), so it is never half written."""
     path = Path(out_dir) / META
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)
+    with _writing(path):
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=False, default=str) + "\n")
+        tmp.replace(path)
 
 
 def read_meta(out_dir: Path) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +159,27 @@ def test_a_corrupt_row_is_named_by_its_line_in_the_file(tmp_path):
     append_result(tmp_path, result(1024, time_median_ms=-1.0))  # line 5, after two torn ones
     with pytest.warns(TornRowsWarning), pytest.raises(RunFolderError, match=r"line 5: time_med"):
         read_results(tmp_path)
+
+
+def test_a_full_disk_under_meta_json_is_a_storage_error(tmp_path, monkeypatch):
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(StorageError, match=r"cannot write .*meta\.json: No space left"):
+        write_meta(tmp_path, {"a": 1})
+    assert not (tmp_path / "meta.json").exists()
+
+
+def test_a_storage_error_anywhere_is_exit_code_5_in_one_line(tmp_path, monkeypatch, capsys):
+    from harness import app
+
+    def full(out_dir, meta):
+        raise StorageError(errno.ENOSPC, f"cannot write {out_dir}/meta.json: No space left")
+
+    monkeypatch.setattr(app.storage, "write_meta", full)
+    out = tmp_path / "run"
+    argv = ["--device", "cpu", "--backends", "full-sdpa", "--lengths", "64", "--out", str(out)]
+    assert app.main(argv) == 5
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("run_bench.py: error: cannot write"), err
