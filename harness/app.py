@@ -101,12 +101,9 @@ def run(argv: list[str]) -> int:
         raise UsageError(str(exc)) from None
 
 
-def _describe(config: SweepConfig, argv: list[str]) -> dict:
-    """meta.json of the run; a resumption's description is appended to the run's first one,
-    which must describe the same sweep (``harness.resume``)."""
-    threads = config.threads or torch.get_num_threads()
-    meta = machine.describe(config.device, threads, [PROG, *argv])
-    meta["config"] = describe_config(config)
+def _check_folder(config: SweepConfig) -> None:
+    """Under the lock: the folder can take this sweep's rows. A resumption's earlier rows are
+    read now, so that a folder that cannot be resumed is refused before anything runs."""
     results = config.out_dir / storage.RESULTS
     if results.is_symlink() or (results.exists() and not results.is_file()):
         raise UsageError(f"{results} is not a regular file: rows cannot be appended to it")
@@ -116,13 +113,19 @@ def _describe(config: SweepConfig, argv: list[str]) -> dict:
             f"{config.out_dir} already holds results: pass --resume to complete it, or "
             "another --out"
         )
-    if has_results:  # a resumption: a folder that cannot take more rows is refused before it runs
-        if not (config.out_dir / storage.META).exists():
-            raise UsageError(f"{config.out_dir} has results but no {storage.META}: not a run "
-                             "this harness can resume")  # fmt: skip
-        storage.set_aside_torn(config.out_dir)
-        storage.check_appendable(config.out_dir)
-        storage.read_results(config.out_dir)
+    if has_results and not (config.out_dir / storage.META).exists():
+        raise UsageError(f"{config.out_dir} has results but no {storage.META}: not a run this "
+                         "harness can resume")  # fmt: skip
+    if config.resume:
+        storage.resumable_rows(config.out_dir)
+
+
+def _describe(config: SweepConfig, argv: list[str]) -> dict:
+    """meta.json of the run; a resumption's description is appended to the run's first one,
+    which must describe the same sweep (``harness.resume``)."""
+    threads = config.threads or torch.get_num_threads()
+    meta = machine.describe(config.device, threads, [PROG, *argv])
+    meta["config"] = describe_config(config)
     if not config.resume or not (config.out_dir / storage.META).exists():
         return meta
     first = storage.read_meta(config.out_dir)
@@ -139,6 +142,7 @@ def _describe(config: SweepConfig, argv: list[str]) -> dict:
 
 def _sweep(config: SweepConfig, args, argv: list[str], against: Path | None) -> int:
     """The sweep, under the run folder's lock."""
+    _check_folder(config)
     meta = _describe(config, argv)
     meta.setdefault("conditions", {}).setdefault("before", conditions.snapshot(config.device))
     reference = reference_op.measure_reference(config.device, config.timing, config.threads)

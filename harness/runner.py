@@ -18,14 +18,7 @@ from harness.config import Case, SweepConfig
 from harness.inputs import dtype_name
 from harness.records import CaseResult
 from harness.repeats import combine
-from harness.storage import (
-    RESULTS,
-    append_result,
-    check_appendable,
-    finished_keys,
-    read_results,
-    set_aside_torn,
-)
+from harness.storage import append_result, finished_keys, resumable_rows
 from harness.worker import child_main
 
 FATAL = ("oom", "timeout")
@@ -169,11 +162,8 @@ def run_sweep(
     cases = config.cases() if cases is None else cases
     failures = _Failures()
     done: set[tuple] = set()
-    path = config.out_dir / RESULTS
-    if config.resume and path.is_file() and path.stat().st_size > 0:
-        set_aside_torn(config.out_dir)  # their cases run again, and new rows start a line
-        check_appendable(config.out_dir)
-        earlier = read_results(config.out_dir)
+    earlier = resumable_rows(config.out_dir) if config.resume else None
+    if earlier is not None:
         done = finished_keys(earlier)
         for _, row in earlier.iterrows():  # what the earlier part learned about failures holds
             failures.record(

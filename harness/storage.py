@@ -170,6 +170,17 @@ def set_aside_torn(out_dir: Path) -> list[int]:
     return lines
 
 
+def resumable_rows(out_dir: Path) -> pd.DataFrame | None:
+    """For ``--resume``: the rows already there (None when there are none yet), once torn rows
+    are set aside; ``RunFolderError`` when more rows cannot be appended or read."""
+    path = Path(out_dir) / RESULTS
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    set_aside_torn(out_dir)  # their cases run again, and new rows start a line
+    check_appendable(out_dir)
+    return read_results(out_dir)
+
+
 def read_results(out_dir: Path) -> pd.DataFrame:
     """The run's rows. Torn rows are skipped with a ``TornRowsWarning``; a run folder holds one
     run, so rows of another shape or dtype, or the same case twice in one round (two sweeps
