@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from harness import runvalues
+from harness.limits import MAX_LENGTHS
 from harness.records import COLUMNS, KEY_COLUMNS, CaseResult
 
 RESULTS = "results.csv"
@@ -178,7 +179,11 @@ def resumable_rows(out_dir: Path) -> pd.DataFrame | None:
         return None
     set_aside_torn(out_dir)  # their cases run again, and new rows start a line
     check_appendable(out_dir)
-    return read_results(out_dir)
+    rows = read_results(out_dir)
+    if rows["seq_len"].nunique() > MAX_LENGTHS:  # no sweep wrote it; and it takes long to key
+        raise RunFolderError(f"{path}: more sequence lengths than the {MAX_LENGTHS} a sweep "
+                             "measures: not a run this harness can resume")  # fmt: skip
+    return rows
 
 
 def read_results(out_dir: Path) -> pd.DataFrame:
