@@ -79,24 +79,25 @@ def meta_edit(edit: Callable[[dict], None]) -> Callable[[Path], None]:
     return make
 
 
+def _parent(meta: dict, keys: list) -> dict:
+    """The object that holds the last of ``keys`` (a path into meta.json)."""
+    for key in keys[:-1]:
+        meta = meta[key]
+    return meta
+
+
 def _set(*path_and_value: object) -> Callable[[dict], None]:
     *keys, value = path_and_value
 
     def edit(meta: dict) -> None:
-        d = meta
-        for key in keys[:-1]:
-            d = d[key]
-        d[keys[-1]] = value
+        _parent(meta, keys)[keys[-1]] = value
 
     return edit
 
 
 def _drop(*keys: str) -> Callable[[dict], None]:
     def edit(meta: dict) -> None:
-        d = meta
-        for key in keys[:-1]:
-            d = d[key]
-        del d[keys[-1]]
+        del _parent(meta, list(keys))[keys[-1]]
 
     return edit
 
