@@ -3,7 +3,7 @@
 
 import sys
 
-from harness.app import main
+from harness.cli.app import main
 
 if __name__ == "__main__":
     sys.exit(main())

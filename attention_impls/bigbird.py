@@ -1,8 +1,8 @@
 """BigBird block-sparse attention, ITC variant (Zaheer et al., 2020, "Big Bird: Transformers for
 Longer Sequences", NeurIPS, arXiv:2007.14062, section 2 and appendix D).
 
-Layout ``[B, H, N, D]`` (see ``harness.backend``). The sequence is cut into ``nb = ceil(N / b)``
-blocks of ``b = block_size`` positions; the pattern is defined on blocks:
+Layout ``[B, H, N, D]`` (see ``harness.measure.backend``). The sequence is cut into ``nb = ceil(N /
+b)`` blocks of ``b = block_size`` positions; the pattern is defined on blocks:
 
 - window: query block ``I`` attends key blocks ``I-1, I, I+1`` (those that exist, no wrap-around);
 - global: the first ``g`` and the last ``g`` blocks are global: every query block attends them and
@@ -33,13 +33,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from attention_impls.footprint import cpu_flash_buffers_bytes, fused_attention_bytes, rows_bytes
-from harness.backend import AttentionBackend, AttentionFn
-from harness.inputs import Inputs
-from harness.registry import register
+from harness.measure.backend import AttentionBackend, AttentionFn
+from harness.measure.inputs import Inputs
+from harness.measure.registry import register
+from harness.store.facts import Promise
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,31 @@ def key_block_table(
     return ids.where(valid, 0).to(device), valid.to(device)
 
 
+def bigbird_pairs(n: int, b: int, g: int, r: int, seed: int) -> int:
+    nb = -(-n // b)
+    if nb <= 2 * g:  # every block global: dense attention
+        return n * n
+    size = np.full(nb, b, dtype=np.int64)  # [nb] real positions per block; the last may be short
+    size[-1] = n - (nb - 1) * b
+    start = np.concatenate([[0], np.cumsum(size)])  # [nb + 1] first position of each block
+    global_keys = int(start[g] + (n - start[nb - g]))  # first g and last g blocks
+    pairs = global_keys * n  # global query blocks attend every key
+    blocks = np.arange(g, nb - g)  # [nq] ordinary query blocks
+    # Window blocks I-1, I, I+1 that exist and are not global (those are already counted).
+    lo, hi = np.maximum(blocks - 1, g), np.minimum(blocks + 1, nb - g - 1)
+    window_keys = start[hi + 1] - start[lo]
+    # r random blocks among the ordinary blocks outside the window, all of them if fewer exist.
+    drawn = np.minimum(r, (nb - 2 * g) - (hi - lo + 1))
+    random_keys = drawn * b
+    if g == 0 and r > 0 and size[-1] < b:
+        # Only here can a random block be the short last block: the seeded draw decides.
+        params = BigBirdParams(block_size=b, global_blocks=g, random_blocks=r)
+        table = random_block_table(n, params, seed).numpy()  # [nq, r]
+        random_keys = random_keys - (table == nb - 1).any(axis=1) * (b - int(size[-1]))
+    keys = global_keys + window_keys + random_keys  # [nq] keys of each ordinary query
+    return pairs + int((size[g : nb - g] * keys).sum())
+
+
 @register
 class BigBird(AttentionBackend):
     name = "bigbird"
@@ -116,6 +143,13 @@ class BigBird(AttentionBackend):
     description = "block-sparse window + global + random blocks (BigBird ITC)"
     is_sparse = True
     Params = BigBirdParams
+    promise = Promise(1)
+
+    def attended_pairs(self, seq_len: int, seed: int = 0) -> float:
+        """Exactly ``mask(...).sum()``; ``seed`` matters only where a random block can be the
+        short last block."""
+        p = self.params
+        return float(bigbird_pairs(seq_len, p.block_size, p.global_blocks, p.random_blocks, seed))
 
     def param_errors(self, seq_len: int) -> list[str]:
         p = self.params

@@ -5,7 +5,7 @@ Programming Model for Generating Optimized Attention Kernels", arXiv:2412.05496)
 as ``mask_mod(b, h, q_idx, kv_idx) -> bool`` (scores as ``score_mod``) plus a ``BlockMask`` of the
 tiles holding any attended pair; ``torch.compile`` makes one fused kernel of it (Triton on CUDA,
 C++ on CPU) that skips empty tiles, runs mask_mod on partial ones only, and never materialises
-the scores. Layout ``[B, H, N, D]`` as in ``harness.backend``.
+the scores. Layout ``[B, H, N, D]`` as in ``harness.measure.backend``.
 
 Each backend subclasses the plain one (same ``Params``, ``mask``, parameter checks) and computes
 the same pattern. ``prepare`` builds the mask_mod over small index tables (O(N); O(N / b * r)
@@ -32,7 +32,7 @@ import math
 import os
 import shutil
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,10 +40,11 @@ import torch.nn.functional as F
 from attention_impls.bigbird import BigBird, random_block_table
 from attention_impls.footprint import rows_bytes
 from attention_impls.longformer import Longformer, global_positions
+from attention_impls.longformer import allowed as longformer_allowed
 from attention_impls.reformer import Reformer, rotations, unit_keys
-from harness.backend import AttentionFn
-from harness.inputs import Inputs
-from harness.registry import register
+from harness.measure.backend import AttentionBackend, AttentionFn
+from harness.measure.inputs import Inputs
+from harness.measure.registry import register
 
 try:
     from torch.nn.attention.flex_attention import (
@@ -175,6 +176,53 @@ class _Flex:
         return vectors + 2 * b * h * n * 4
 
 
+class FlexMaskBackend(AttentionBackend):
+    """A family's fixed pattern as a compiled FlexAttention ``mask_mod``, by composition: the
+    subclass names the family's plain backend (``pattern``), whose ``mask_mod``, dense ``mask``,
+    parameters, pair count and promise this kernel uses; it adds only how to compute."""
+
+    pattern: ClassVar[type[AttentionBackend]]
+    dtypes = _Flex.dtypes
+    preload = _Flex.preload
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        p = cls.pattern
+        cls.family, cls.Params, cls.promise, cls.is_sparse = (
+            p.family,
+            p.Params,
+            p.promise,
+            p.is_sparse,
+        )
+
+    def __init__(self, params: Any = None) -> None:
+        super().__init__(params)
+        self.plain = self.pattern(self.params)  # the pattern this kernel computes
+
+    def not_supported_reasons(self, inputs: Inputs) -> list[str]:
+        return super().not_supported_reasons(inputs) + flex_reasons(inputs)
+
+    def param_errors(self, seq_len: int) -> list[str]:
+        return self.plain.param_errors(seq_len)
+
+    def mask(self, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rows=None) -> torch.Tensor:
+        return self.plain.mask(inputs, q, k, rows)
+
+    def attended_pairs(self, seq_len: int, seed: int = 0) -> float | None:
+        return self.plain.attended_pairs(seq_len, seed)
+
+    def prepare(self, inputs: Inputs) -> AttentionFn:
+        block_mask = build_block_mask(self.plain.mask_mod(inputs), inputs.seq_len, inputs.device)
+        flex, scale = _flex(), inputs.scale
+
+        def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            return flex(q, k, v, block_mask=block_mask, scale=scale)  # [B, H, N, D]
+
+        return fn
+
+    estimate_bytes = _Flex.estimate_bytes
+
+
 @register
 class FlexLongformer(_Flex, Longformer):
     name = "flex-longformer"
@@ -189,12 +237,7 @@ class FlexLongformer(_Flex, Longformer):
         is_global = torch.zeros(table_len(n, TILE), dtype=torch.bool, device=dev)
         is_global[global_positions(p.global_tokens, n)] = True
 
-        def mask_mod(b, h, i, j):
-            diff = j - i
-            window = (diff % dilation == 0) & (diff.abs() <= reach)
-            return (window | is_global[i] | is_global[j]) & ((diff <= 0) | ~causal)
-
-        return mask_mod
+        return lambda b, h, i, j: longformer_allowed(i, j, dilation, reach, is_global, causal)
 
 
 @register

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.inputs import Inputs
+from harness.measure.inputs import Inputs
 
 FLOAT32 = 4  # CPU flash kernels accumulate their tiles in float32 for every input dtype
 

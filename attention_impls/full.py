@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 
 from attention_impls.footprint import fused_attention_bytes, rows_bytes
-from harness.backend import AttentionBackend, AttentionFn
-from harness.inputs import Inputs
-from harness.registry import register
+from harness.measure.backend import AttentionBackend, AttentionFn
+from harness.measure.inputs import Inputs
+from harness.measure.registry import register
+from harness.store.facts import Promise
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,12 @@ def score_matrices_bytes(inputs: Inputs) -> int:
 class _Full(AttentionBackend):
     family = "full"
     Params = FullParams
+    promise = Promise(2)
+
+    def attended_pairs(self, seq_len: int, seed: int = 0) -> float:
+        # Every pair, or the lower triangle with its diagonal (query i sees keys 0..i).
+        n = seq_len
+        return float(n * (n + 1) // 2 if self.params.causal else n * n)
 
     def mask(self, inputs, q, k, rows=None):
         if self.params.causal:
@@ -52,6 +59,7 @@ class _Full(AttentionBackend):
 
 @register
 class FullNaive(_Full):
+    yardstick = True
     name = "full-naive"
     description = "materialised q k^T, softmax, times v"
 
@@ -81,6 +89,7 @@ class FullNaive(_Full):
 
 @register
 class FullSdpa(_Full):
+    yardstick = True
     name = "full-sdpa"
     description = "torch scaled_dot_product_attention, kernel chosen by PyTorch"
 

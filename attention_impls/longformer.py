@@ -1,6 +1,6 @@
 """Longformer attention (Beltagy, Peters and Cohan, 2020, "Longformer: The Long-Document
 Transformer", arXiv:2004.05150, section 3.1): a sliding window, optionally dilated, plus a few
-symmetric global tokens. Layout ``[B, H, N, D]`` as in ``harness.backend``.
+symmetric global tokens. Layout ``[B, H, N, D]`` as in ``harness.measure.backend``.
 
 Pattern, with one-sided window ``w``, dilation ``d`` and global positions ``G`` (negative ones
 counted from the end, duplicates removed): query ``i`` attends key ``j`` iff
@@ -31,13 +31,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from attention_impls.footprint import rows_bytes
-from harness.backend import AttentionBackend, AttentionFn
-from harness.inputs import Inputs
-from harness.registry import register
+from harness.measure.backend import AttentionBackend, AttentionFn
+from harness.measure.inputs import Inputs
+from harness.measure.registry import register
+from harness.store.facts import Promise
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,23 @@ def global_positions(global_tokens: tuple[int, ...], seq_len: int) -> list[int]:
     return sorted({g % seq_len for g in global_tokens})
 
 
+def allowed(
+    i: torch.Tensor,
+    j: torch.Tensor,
+    dilation: int | torch.Tensor,
+    reach: int | torch.Tensor,
+    is_global: torch.Tensor,
+    causal: torch.Tensor,
+) -> torch.Tensor:
+    """The pattern on (broadcast) query and key positions, ``reach = dilation * window``: the one
+    definition that the dense reference (``Longformer.mask``) and the Flex kernel's ``mask_mod``
+    both evaluate. ``is_global`` flags positions; ``causal`` is a bool tensor, so that a compiled
+    ``mask_mod`` does not specialise on it."""
+    diff = j - i
+    window = (diff % dilation == 0) & (diff.abs() <= reach)
+    return (window | is_global[i] | is_global[j]) & ((diff <= 0) | ~causal)
+
+
 def _layout(params: LongformerParams, n: int) -> tuple[int, int, int]:
     """Classes ``d``, block size ``bs`` and blocks per class ``nb`` for length ``n``."""
     # A dilation >= n leaves one position per class: the same pattern as d = n, less padding.
@@ -63,6 +82,35 @@ def _layout(params: LongformerParams, n: int) -> tuple[int, int, int]:
     return d, bs, -(-class_len // bs)
 
 
+def longformer_pairs(n: int, w: int, d: int, global_tokens: tuple[int, ...], causal: bool) -> int:
+    glob = np.array(sorted({int(t) % n for t in global_tokens}), dtype=np.int64)  # [G]
+    i = np.arange(n, dtype=np.int64)  # [N] query positions
+    is_global = np.zeros(n, dtype=bool)
+    is_global[glob] = True
+    # Window keys j = i + d t, |t| <= w, kept in range: min(w, i // d) on the left, as many on
+    # the right as fit before N (none when causal), plus i itself.
+    right = 0 if causal else np.minimum(w, (n - 1 - i) // d)
+    window = np.minimum(w, i // d) + 1 + right  # [N]
+    # Global keys every query also attends (causal: only those at or before it).
+    global_keys = np.searchsorted(glob, i, side="right") if causal else len(glob)
+    ordinary = ~is_global
+    pairs = int((window + global_keys)[ordinary].sum())
+    # Global queries attend every key (causal: keys 0..i), which covers their window.
+    pairs += int((glob + 1).sum()) if causal else len(glob) * n
+    # Inclusion-exclusion: a global key inside an ordinary query's window was counted twice.
+    # Key g lies in the window of queries g + d s, s in [-w, w] (causal: [0, w]) in range ...
+    gl = 0 if causal else np.minimum(w, glob // d)
+    holders = gl + 1 + np.minimum(w, (n - 1 - glob) // d)  # [G]
+    # ... minus those queries that are themselves global: same class mod d, class index within
+    # w (at or after g when causal); classes are laid out N apart so that ranges never overlap.
+    key = (glob % d) * n + glob // d  # [G]
+    order = np.sort(key)
+    lo = key - (0 if causal else np.minimum(w, glob // d))
+    hi = key + np.minimum(w, (n - 1 - glob) // d)
+    holders -= np.searchsorted(order, hi, side="right") - np.searchsorted(order, lo, side="left")
+    return pairs - int(holders.sum())
+
+
 @register
 class Longformer(AttentionBackend):
     name = "longformer"
@@ -70,6 +118,12 @@ class Longformer(AttentionBackend):
     description = "sliding (dilated) window plus symmetric global tokens, blocked"
     is_sparse = True
     Params = LongformerParams
+    promise = Promise(1)
+
+    def attended_pairs(self, seq_len: int, seed: int = 0) -> float:
+        """Exactly ``mask(...).sum()``, in O(N) by inclusion-exclusion."""
+        p = self.params
+        return float(longformer_pairs(seq_len, p.window, p.dilation, p.global_tokens, p.causal))
 
     def param_errors(self, seq_len: int) -> list[str]:
         p = self.params
@@ -174,14 +228,12 @@ class Longformer(AttentionBackend):
         n, dev = inputs.seq_len, q.device
         keys = torch.arange(n, device=dev)
         queries = keys if rows is None else rows.to(dev)
-        diff = keys[None, :] - queries[:, None]  # [M, N]
-        allowed = (diff % p.dilation == 0) & (diff.abs() <= p.dilation * p.window)
         is_global = torch.zeros(n, dtype=torch.bool, device=dev)
         is_global[global_positions(p.global_tokens, n)] = True
-        allowed |= is_global[queries][:, None] | is_global[None, :]
-        if p.causal:
-            allowed &= diff <= 0
-        return allowed[None, None]  # [1, 1, M, N]
+        causal = torch.tensor(p.causal, device=dev)
+        reach = p.dilation * p.window
+        pairs = allowed(queries[:, None], keys[None, :], p.dilation, reach, is_global, causal)
+        return pairs[None, None]  # [1, 1, M, N]
 
     def estimate_bytes(self, inputs: Inputs) -> int:
         """Peak of the blocked computation, counted from the tensors ``fn`` allocates.

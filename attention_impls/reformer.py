@@ -1,7 +1,8 @@
 """Reformer LSH attention (Kitaev, Kaiser and Levskaya, 2020, "Reformer: The Efficient
 Transformer", ICLR, arXiv:2001.04451, sec. 3).
 
-Layout ``[B, H, N, D]`` as in ``harness.backend``. Pattern, for each of ``n_hashes`` rounds r:
+Layout ``[B, H, N, D]`` as in ``harness.measure.backend``. Pattern, for each of ``n_hashes`` rounds
+r:
 
 - angular LSH: with a random rotation ``R_r`` of shape ``[D, n_buckets / 2]`` per head,
   ``bucket(x) = argmax([x R_r ; -x R_r])``. The rotations are standard normal from a generator
@@ -38,10 +39,11 @@ import torch
 import torch.nn.functional as F
 
 from attention_impls.footprint import rows_bytes
-from harness.backend import AttentionBackend, AttentionFn
-from harness.inputs import Inputs
-from harness.limits import MAX_HASHES
-from harness.registry import register
+from harness.measure.backend import AttentionBackend, AttentionFn
+from harness.measure.inputs import Inputs
+from harness.measure.registry import register
+from harness.store.facts import Promise
+from harness.store.limits import MAX_HASHES
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,17 @@ def _window(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.roll(1, dims=3)], dim=4)  # [B, H, R, nc, 2c, ...]
 
 
+def reformer_pairs(n: int, n_hashes: int, c: int, shared_qk: bool) -> int:
+    # Each round, a query scores its own chunk and the previous one of the sorted order: 2c keys,
+    # or the whole sequence when it fits in one chunk; shared-QK drops the query itself (it has
+    # other keys whenever N >= 2). A pair met in several rounds is counted once per round (the
+    # work the scheme does), so this is an upper bound on the distinct pairs of ``mask``; padded
+    # slots of the last chunk are also counted as keys. No query exceeds the N (N - 1) keys there.
+    own = 1 if shared_qk and n >= 2 else 0
+    per_round = (2 * c if -(-n // c) >= 2 else n) - own
+    return n * min(n_hashes * per_round, n - own)
+
+
 @register
 class Reformer(AttentionBackend):
     name = "reformer"
@@ -131,6 +144,13 @@ class Reformer(AttentionBackend):
     description = "LSH buckets, sorted chunks attend themselves and the previous chunk"
     is_sparse = True
     Params = ReformerParams
+    promise = Promise(1, log=True)
+
+    def attended_pairs(self, seq_len: int, seed: int = 0) -> float:
+        """Expected pairs: the pattern depends on the input values (an upper bound on the
+        distinct pairs of ``mask``, counted per round as the scheme computes them)."""
+        p = self.params
+        return float(reformer_pairs(seq_len, p.n_hashes, p.chunk_size, p.shared_qk))
 
     def param_errors(self, seq_len: int) -> list[str]:
         p, errors = self.params, []

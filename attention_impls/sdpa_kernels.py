@@ -38,9 +38,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from attention_impls.footprint import fused_attention_bytes, rows_bytes
 from attention_impls.full import _Full, score_matrices_bytes
-from harness.backend import AttentionFn
-from harness.inputs import Inputs, dtype_name
-from harness.registry import register
+from harness.measure.backend import AttentionFn
+from harness.measure.inputs import Inputs, dtype_name
+from harness.measure.registry import register
 
 PROBE_LEN = 16
 

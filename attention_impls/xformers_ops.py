@@ -38,9 +38,9 @@ import torch
 
 from attention_impls.full import _Full
 from attention_impls.longformer import Longformer
-from harness.backend import AttentionBackend, AttentionFn
-from harness.inputs import Inputs
-from harness.registry import register
+from harness.measure.backend import AttentionBackend, AttentionFn
+from harness.measure.inputs import Inputs
+from harness.measure.registry import register
 
 PROBE_LEN = 16
 XFORMERS_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})

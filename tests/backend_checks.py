@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from harness.backend import AttentionBackend
-from harness.inputs import Inputs
-from harness.reference import masked_attention
+from harness.measure.backend import AttentionBackend
+from harness.measure.inputs import Inputs
+from harness.measure.reference import masked_attention
 
 
 def assert_matches_reference(

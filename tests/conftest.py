@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import registry
+from harness.measure import registry
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.backend import AttentionBackend
-from harness.inputs import Inputs
+from harness.measure.backend import AttentionBackend
+from harness.measure.inputs import Inputs
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,26 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness import storage
-from harness.records import CaseResult
+from harness.measure.flops import useful_flops
+from harness.measure.registry import get_backend_class
+from harness.store import storage
+from harness.store.records import CaseResult
+
+
+def facts(backend: str, params: dict, n: int, pass_: str) -> dict:
+    """The family facts a sweep stores for this backend (none for a made-up backend)."""
+    try:
+        cls = get_backend_class(backend)
+    except KeyError:
+        return {"sparse": True, "yardstick": False}
+    b = cls(cls.Params(**params))
+    return {
+        "flops": useful_flops(b.attended_pairs(n, 0), 1, 4, 64, pass_),
+        "promise": b.promise.text if b.promise else "",
+        "sparse": b.is_sparse,
+        "yardstick": b.yardstick,
+    }
+
 
 LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
 # samples of a case that cannot be believed: quartiles 0.5 and 2.5 of the median, IQR 2x it
@@ -61,6 +79,7 @@ class Series:
                 threads=2,
                 wall_s=1.0,
                 **(self.conditions.get(n, {}) if ok else {}),
+                **facts(self.backend, self.params, n, pass_),
             )
 
 

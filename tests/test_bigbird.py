@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from attention_impls.bigbird import BigBird, BigBirdParams, random_block_table
-from harness.inputs import Inputs
-from harness.registry import get_backend_class
+from harness.measure.inputs import Inputs
+from harness.measure.registry import get_backend_class
 from tests.backend_checks import assert_matches_reference, largest_intermediate
 
 # (N, block_size, global_blocks, random_blocks): multiples of b and not, g = 0, 1, 2, r = 0, r

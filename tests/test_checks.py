@@ -6,7 +6,7 @@ import json
 
 import pandas as pd
 
-from harness.app import main
+from harness.cli.app import main
 from tests.synthetic_runs import LONGFORMER, SDPA, write_run
 
 SERIES = (SDPA, LONGFORMER)
@@ -107,7 +107,7 @@ def test_baseline_save_then_check_against(tmp_path, monkeypatch, capsys):
 
 def test_check_against_measures_undecided_cases_again(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("harness.app._quiet", lambda device: True)  # busy or not: recheck
+    monkeypatch.setattr("harness.cli.app._quiet", lambda device: True)  # busy or not: recheck
     first = tmp_path / "first"
     assert main(["--lengths", "64", "--backends", "full-sdpa", "--passes", "fwd", "--heads", "2",
                  "--head-dim", "16", "--min-time", "0.02", "--warmup", "0.01",
@@ -133,7 +133,8 @@ def test_check_against_measures_undecided_cases_again(tmp_path, monkeypatch, cap
 
 
 def test_no_recheck_while_the_machine_stays_busy(monkeypatch, capsys):
-    from harness import app, loadgen
+    from harness.cli import app
+    from harness.sweep import loadgen
 
     monkeypatch.setattr(app, "QUIET_WAIT_S", 0)
     with loadgen.busy(seconds=30):
@@ -173,7 +174,7 @@ def test_a_crash_is_an_internal_error_not_a_verdict(monkeypatch, capsys):
     def boom(argv):
         raise RuntimeError("something the harness did not expect\nsecond line")
 
-    monkeypatch.setattr("harness.app.run", boom)
+    monkeypatch.setattr("harness.cli.app.run", boom)
     assert main(["compare", "a", "b"]) == 4
     err = capsys.readouterr().err
     assert err == ("run_bench.py: internal error: RuntimeError: something the harness did not "

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from harness.app import main
-from harness.records import COLUMNS
-from harness.registry import backend_names
+from harness.cli.app import main
+from harness.measure.registry import backend_names
+from harness.store.records import COLUMNS
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ["--min-time", "0.02", "--warmup", "0.01", "--min-repeats", "3", "--heads", "2",

@@ -4,9 +4,9 @@ from dataclasses import replace
 import matplotlib.image
 import pytest
 
-from harness import storage
-from harness.app import main
-from harness.comparison import match
+from harness.cli.app import main
+from harness.present.comparison import match
+from harness.store import storage
 from tests.synthetic_runs import LONGFORMER, NAIVE, SDPA, UNSTABLE_SDPA, write_run
 
 

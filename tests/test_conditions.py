@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from harness import conditions, loadgen
+from harness.measure import conditions
+from harness.sweep import loadgen
 
 
 def test_other_processes_share_is_the_machine_less_our_own(monkeypatch):
@@ -63,6 +64,6 @@ def test_every_condition_has_its_column_in_the_results():
     # not import the measuring side), so they must not drift apart
     from dataclasses import fields
 
-    from harness.records import COLUMNS
+    from harness.store.records import COLUMNS
 
     assert {f.name for f in fields(conditions.Conditions)} <= set(COLUMNS)

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness import storage
+from harness.store import storage
 
 ROOT = Path(__file__).resolve().parent.parent
 LENGTHS = ["64", "128", "192"]

@@ -2,7 +2,7 @@ import base64
 
 import pandas as pd
 
-from harness.document import Bullets, Heading, Image, Table, Text, to_html, to_markdown
+from harness.present.document import Bullets, Heading, Image, Table, Text, to_html, to_markdown
 
 PNG = base64.b64decode(
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

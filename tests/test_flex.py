@@ -23,8 +23,8 @@ from attention_impls.bigbird import BigBird, BigBirdParams
 from attention_impls.flex import FlexBigBird, FlexLongformer, FlexReformer
 from attention_impls.longformer import Longformer, LongformerParams
 from attention_impls.reformer import Reformer, ReformerParams
-from harness.inputs import Inputs
-from harness.registry import get_backend_class
+from harness.measure.inputs import Inputs
+from harness.measure.registry import get_backend_class
 from tests.backend_checks import LargestTensor, assert_matches_reference
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,11 +1,9 @@
-"""Tests of harness.flops: the analytic pair counts against each backend's own ``mask``, the FLOP
-arithmetic, results.csv rows, the GPU peak table, and speed at long lengths."""
+"""The family pair counts (``attended_pairs``) against each backend's own ``mask``, the FLOP
+arithmetic (``harness.measure.flops``), the stored ``flops`` column, the GPU peak table
+(``harness.analyse.flops``), and speed at long lengths."""
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
 import json
 import math
 import time
@@ -16,17 +14,18 @@ import torch
 
 import attention_impls  # noqa: F401  (registers the backends)
 from attention_impls.bigbird import BigBirdParams, random_block_table
-from harness.flops import (
-    BACKWARD_FACTOR,
-    PEAK_DENSE_HALF_TFLOPS,
-    attended_pairs,
-    peak_tflops,
-    row_flops,
-    useful_flops,
-)
-from harness.inputs import Inputs
-from harness.records import CaseResult
-from harness.registry import get_backend_class
+from harness.analyse.flops import PEAK_DENSE_HALF_TFLOPS, peak_tflops
+from harness.measure.case import Case
+from harness.measure.flops import BACKWARD_FACTOR, useful_flops
+from harness.measure.inputs import Inputs
+from harness.measure.registry import backend_names, get_backend_class
+from harness.measure.timing import TimingSettings
+from harness.sweep.runner import make_result
+
+
+def attended_pairs(name: str, params: dict[str, Any], n: int, seed: int = 0) -> float | None:
+    cls = get_backend_class(name)
+    return cls(cls.Params(**params)).attended_pairs(n, seed)
 
 
 def mask_of(
@@ -45,7 +44,7 @@ def mask_of(
 def test_full_is_exact(n: int, causal: bool) -> None:
     params = {"causal": causal}
     for name in ("full-naive", "full-sdpa"):
-        assert attended_pairs("full", params, n) == mask_of(name, params, n).sum().item()
+        assert attended_pairs(name, params, n) == mask_of(name, params, n).sum().item()
 
 
 # (N, window, dilation, global tokens): dilation 1/2/3 and beyond N, globals negative, duplicate,
@@ -71,7 +70,7 @@ def test_longformer_is_exact(n: int, w: int, d: int, glob: tuple[int, ...], caus
     params = {"window": w, "dilation": d, "global_tokens": glob, "causal": causal}
     expected = mask_of("longformer", params, n).sum().item()
     assert attended_pairs("longformer", params, n) == expected
-    # as read back from results.csv: a JSON list instead of a tuple
+    # as read back from results.csv (format 1 upgrades): a JSON list instead of a tuple
     assert attended_pairs("longformer", json.loads(json.dumps(params)), n) == expected
 
 
@@ -157,72 +156,47 @@ def test_reformer_formula() -> None:
     assert attended_pairs("reformer", {}, 1) == 1
 
 
-def test_defaults_match_the_params_dataclasses() -> None:
-    from harness import flops
-
-    for name in ("full-naive", "longformer", "bigbird", "reformer"):
+def test_every_backend_shares_its_family_count() -> None:
+    """Kernels of a family count what its plain backend counts (they hold the same pattern)."""
+    plain = {"full": "full-naive", "longformer": "longformer", "bigbird": "bigbird",
+             "reformer": "reformer"}  # fmt: skip
+    for name in backend_names():
         cls = get_backend_class(name)
-        assert flops._DEFAULTS[cls.family] == dataclasses.asdict(cls.Params()), name
-    # so a missing key means the default
-    assert attended_pairs("bigbird", {}, 1000) == attended_pairs(
-        "bigbird", {"block_size": 64, "global_blocks": 1, "random_blocks": 3}, 1000
-    )
+        backend = cls()
+        if cls.family in plain and hasattr(backend.params, "window") is hasattr(
+            get_backend_class(plain[cls.family])().params, "window"
+        ):
+            reference = get_backend_class(plain[cls.family])()
+            assert backend.attended_pairs(1000, 0) == reference.attended_pairs(1000, 0), name
+        assert backend.promise is not None, name
 
 
 def test_flops_arithmetic() -> None:
-    params = {"window": 8, "global_tokens": [0, -1]}
-    pairs = attended_pairs("longformer", params, 512)
+    pairs = attended_pairs("longformer", {"window": 8, "global_tokens": (0, -1)}, 512)
     assert pairs is not None
-    fwd = useful_flops("longformer", params, 512, 2, 3, 64, "fwd")
+    fwd = useful_flops(pairs, 2, 3, 64, "fwd")
     assert fwd == 4 * 2 * 3 * 64 * pairs
-    assert useful_flops("longformer", params, 512, 2, 3, 64, "fwdbwd") == 3.5 * fwd
+    assert useful_flops(pairs, 2, 3, 64, "fwdbwd") == 3.5 * fwd
     assert BACKWARD_FACTOR == 2.5
-    assert useful_flops("full", {"causal": False}, 1024, 1, 1, 64, "fwd") == 4 * 64 * 1024**2
-    assert useful_flops("nope", {}, 1024, 1, 1, 64, "fwd") is None
-    assert attended_pairs("nope", {}, 1024) is None
+    assert useful_flops(float(1024**2), 1, 1, 64, "fwd") == 4 * 64 * 1024**2
+    assert useful_flops(None, 1, 1, 64, "fwd") is None
     with pytest.raises(ValueError):
-        useful_flops("full", {}, 1024, 1, 1, 64, "bwd")
+        useful_flops(1.0, 1, 1, 64, "bwd")
 
 
-def csv_row(family: str, backend: str, params: dict[str, Any], **fields: Any) -> dict[str, str]:
-    """One row written by the harness's record type and read back by ``csv``: all strings."""
-    row = CaseResult(
-        **{
-            "backend": backend,
-            "family": family,
-            "label": backend,
-            "params": json.dumps(params, sort_keys=True, separators=(",", ":")),
-            "seq_len": 1000,
-            "pass_": "fwdbwd",
-            "batch": 2,
-            "heads": 4,
-            "head_dim": 64,
-            "dtype": "float32",
-            "device": "cpu",
-            "seed": 3,
-            "status": "ok",
-            **fields,
-        }
-    ).row()
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(row))
-    writer.writeheader()
-    writer.writerow(row)
-    return next(csv.DictReader(io.StringIO(buffer.getvalue())))
-
-
-def test_row_flops() -> None:
-    params = {"block_size": 32, "global_blocks": 0, "random_blocks": 3}
-    row = csv_row("bigbird", "bigbird", params)
-    assert isinstance(row["seq_len"], str)
-    assert row_flops(row) == useful_flops("bigbird", params, 1000, 2, 4, 64, "fwdbwd", seed=3)
-    assert row_flops(csv_row("full", "full-sdpa", {"causal": True}, pass_="fwd")) == (
-        4 * 2 * 4 * 64 * 1000 * 1001 / 2
-    )
-    assert row_flops(csv_row("mystery", "mystery", {})) is None
-    assert row_flops({**row, "params": "{not json"}) is None
-    assert row_flops({**row, "params": "[1, 2]"}) is None
-    assert row_flops({**row, "seq_len": ""}) is None
+def test_rows_store_flops_and_facts() -> None:
+    """What the sweep stores for analysis: FLOPs, promise, sparse, yardstick."""
+    cls = get_backend_class("bigbird")
+    backend = cls(cls.Params(block_size=32, global_blocks=0, random_blocks=3))
+    inputs = Inputs(batch=2, heads=4, seq_len=1000, head_dim=64, seed=3, requires_grad=True)
+    row = make_result(Case(backend, inputs, "fwdbwd", TimingSettings(), 8), {"status": "ok"})
+    pairs = backend.attended_pairs(1000, 3)
+    assert row.flops == useful_flops(pairs, 2, 4, 64, "fwdbwd")
+    assert (row.promise, row.sparse, row.yardstick) == ("O(n)", True, False)
+    naive = make_result(Case(get_backend_class("full-naive")(), inputs, "fwd", TimingSettings(), 8),
+                        {"status": "ok"})  # fmt: skip
+    assert naive.flops == 4 * 2 * 4 * 64 * 1000**2
+    assert (naive.promise, naive.sparse, naive.yardstick) == ("O(n²)", False, True)
 
 
 def test_peak_tflops() -> None:
@@ -243,7 +217,7 @@ def test_peak_tflops() -> None:
 
 
 @pytest.mark.parametrize(
-    ("family", "params"),
+    ("name", "params"),
     [
         ("longformer", {"window": 256, "dilation": 2, "global_tokens": [0, 1, 2, 64, -1]}),
         ("longformer", {"window": 512, "global_tokens": list(range(0, 4096, 7)), "causal": True}),
@@ -251,17 +225,17 @@ def test_peak_tflops() -> None:
         ("bigbird", {"block_size": 100, "global_blocks": 0, "random_blocks": 3}),
     ],
 )
-def test_fast_at_long_lengths(family: str, params: dict[str, Any]) -> None:
+def test_fast_at_long_lengths(name: str, params: dict[str, Any]) -> None:
     start = time.perf_counter()
-    pairs = attended_pairs(family, params, 131072)
+    pairs = attended_pairs(name, params, 131072)
     assert time.perf_counter() - start < 0.5
     assert pairs is not None and 0 < pairs < 131072**2
 
 
 def test_import_does_not_load_the_backends() -> None:
-    """Reports can import the module alone: attention_impls is imported only when needed."""
+    """Reports import the peak table without torch."""
     import subprocess
     import sys
 
-    code = "import sys, harness.flops; sys.exit('attention_impls' in sys.modules)"
+    code = "import sys, harness.analyse.flops; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.inputs import Inputs
-from harness.registry import get_backend_class
+from harness.measure.inputs import Inputs
+from harness.measure.registry import get_backend_class
 from tests.backend_checks import assert_matches_reference, largest_intermediate
 
 

@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 from matplotlib.figure import Figure
 
-from harness import app, plots, runner
+from harness.cli import app
+from harness.present import plots
+from harness.sweep import runner
 from tests import corrupt_runs
 from tests.corrupt_runs import COMMANDS, CORRUPTIONS, VALID_OPTIONS, Corruption
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 import attention_impls  # noqa: F401  (registers every backend)
-from harness.listing import backend_table
-from harness.registry import backend_names
+from harness.cli.listing import backend_table
+from harness.measure.registry import backend_names
 
 
 def test_every_backend_is_listed_with_a_reason_when_it_cannot_run():

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from harness.lock import LOCK, RunFolderBusy, locked
+from harness.store.lock import LOCK, RunFolderBusy, locked
 
 HOLD = """
 import sys, time
-from harness.lock import locked
+from harness.store.lock import locked
 with locked(sys.argv[1]):
     print("held", flush=True)
     time.sleep(60)

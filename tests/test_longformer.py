@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from attention_impls.longformer import Longformer, LongformerParams
-from harness.inputs import Inputs
-from harness.reference import masked_attention
-from harness.registry import get_backend_class
+from harness.measure.inputs import Inputs
+from harness.measure.reference import masked_attention
+from harness.measure.registry import get_backend_class
 from tests.backend_checks import assert_matches_reference, largest_intermediate
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from harness import memory
-from harness.memory import malloc_for_measuring, malloc_for_timing, peak_bytes
+from harness.measure import memory
+from harness.measure.memory import malloc_for_measuring, malloc_for_timing, peak_bytes
 
 MIB = 2**20
 glibc = pytest.mark.skipif(memory._glibc() is None, reason="needs glibc's mallopt")

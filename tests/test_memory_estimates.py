@@ -13,10 +13,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from harness.config import SweepConfig
-from harness.runner import run_sweep
-from harness.storage import read_results
-from harness.timing import TimingSettings
+from harness.measure.timing import TimingSettings
+from harness.store.storage import read_results
+from harness.sweep.config import SweepConfig
+from harness.sweep.runner import run_sweep
 
 QUICK = TimingSettings(warmup_s=0.01, min_time_s=0.02, min_repeats=3, max_time_s=2.0)
 N = 2048

@@ -5,8 +5,10 @@ from matplotlib.collections import PolyCollection
 from matplotlib.colors import to_rgb
 from matplotlib.container import ErrorbarContainer
 
-from harness import analysis, plots, storage
-from harness.comparison import match
+from harness.analyse import analysis
+from harness.present import plots
+from harness.present.comparison import match
+from harness.store import storage
 from tests.synthetic_runs import UNSTABLE_SDPA, write_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.inputs import Inputs
-from harness.reference import check_rows, masked_attention
+from harness.measure.inputs import Inputs
+from harness.measure.reference import check_rows, masked_attention
 
 
 def test_unmasked_reference_is_sdpa():

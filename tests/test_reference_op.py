@@ -1,5 +1,6 @@
-from harness.reference_op import measure_reference, reference_ms
-from harness.timing import TimingSettings
+from harness.measure.reference_op import measure_reference
+from harness.measure.timing import TimingSettings
+from harness.store.runs import reference_ms
 
 
 def test_the_reference_matmul_is_timed_like_a_case():

@@ -9,11 +9,11 @@ import sys
 import pytest
 import torch
 
-from harness import registry
-from harness.backend import AttentionBackend
-from harness.config import SweepConfig
-from harness.inputs import Inputs
-from harness.registry import backend_names, get_backend_class
+from harness.measure import registry
+from harness.measure.backend import AttentionBackend
+from harness.measure.inputs import Inputs
+from harness.measure.registry import backend_names, get_backend_class
+from harness.sweep.config import SweepConfig
 from tests.backend_checks import assert_matches_reference
 
 SMALL = (("window", 8), ("block_size", 16), ("chunk_size", 16), ("global_tokens", (0,)))

@@ -11,9 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness import storage
-from harness.records import CaseResult
-from harness.regression import (
+from harness.analyse.regression import (
     CheckSettings,
     Tolerances,
     _u_counts,
@@ -25,7 +23,9 @@ from harness.regression import (
     verdict_memory,
     verdict_time,
 )
-from harness.regression import outcome as regression_outcome
+from harness.analyse.regression import outcome as regression_outcome
+from harness.store import storage
+from harness.store.records import CaseResult
 
 TOL = Tolerances()
 # the statistics alone, as these tests' synthetic rows have no conditions and few processes

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.app import main
-from harness.storage import META, RESULTS
+from harness.cli.app import main
+from harness.store.storage import META, RESULTS
 
 # 11 processes a side: 5 against 5 reach p < 0.01 only when every new process is slower than
 # every old one, which one process caught in a quiet moment on a shared machine undoes
@@ -80,7 +80,7 @@ def test_unchanged_passes_and_a_planted_slowdown_fails(tmp_path, fake_backends, 
 def test_a_busy_machine_is_never_a_regression(tmp_path, fake_backends, capsys):
     """End to end on real processes: the load generator busy beside the sweep, the case's
     conditions say so, and the 25% slower side is inconclusive, not a verdict."""
-    from harness import loadgen
+    from harness.sweep import loadgen
 
     quick = [*SWEEP[: SWEEP.index("--processes")], "--processes", "3", "--min-time", "0.05",
              "--warmup", "0.02"]  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.repeats import combine
+from harness.sweep.repeats import combine
 
 
 def _ok(median: float, ref: float, mem: int = 1000, err: float = 1e-6, reason: str = "") -> dict:
@@ -50,12 +50,13 @@ def test_a_failing_process_ends_the_case_with_its_status():
 
 
 def test_every_measured_field_has_a_rule():
-    from harness.records import COLUMNS
-    from harness.repeats import PER_FIELD, SAME, WHOLE
+    from harness.store.records import COLUMNS, FACT_COLUMNS
+    from harness.sweep.repeats import PER_FIELD, SAME, WHOLE
 
-    # the case's identity is filled in by the runner, not by the processes
+    # the identity and the family facts come from the runner, not from the processes
     identity = {"backend", "family", "label", "params", "seq_len", "pass", "batch", "heads",
                 "head_dim", "dtype", "device", "seed", "reason", "round"}  # fmt: skip
+    identity |= set(FACT_COLUMNS)
     covered = set(PER_FIELD) | set(WHOLE) | set(SAME) | identity
     assert set(COLUMNS) == covered, set(COLUMNS) ^ covered
 

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from harness.app import main
+from harness.cli.app import main
 from tests.synthetic_runs import LENGTHS, NAIVE, UNSTABLE_SDPA, Series, write_run
 
 FIGURES = ("scaling-fwd.png", "relative-fwd.png", "scaling-fwdbwd.png", "relative-fwdbwd.png")
@@ -132,7 +132,7 @@ def test_setup_costs_appear_when_recorded(tmp_path):
 
 
 def test_times_read_without_exponents():
-    from harness.summary import fmt_ms
+    from harness.present.summary import fmt_ms
 
     assert [fmt_ms(x, 2) for x in (396.4, 0.0581, 21000, 1.25)] == [
         "396 ms",

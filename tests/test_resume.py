@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.resume import differences
+from harness.store.resume import differences
 
 FIRST = {
     "device": "cpu",

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.config import SweepConfig
-from harness.records import COLUMNS
-from harness.runner import run_sweep
-from harness.storage import read_results
-from harness.timing import TimingSettings
+from harness.measure.timing import TimingSettings
+from harness.store.records import COLUMNS
+from harness.store.storage import read_results
+from harness.sweep.config import SweepConfig
+from harness.sweep.runner import run_sweep
 
 QUICK = TimingSettings(warmup_s=0.01, min_time_s=0.02, min_repeats=3, max_time_s=2.0)
 
@@ -89,7 +89,7 @@ def test_wrong_output_is_flagged_by_the_reference_check(tmp_path, fake_backends)
 
 
 def test_a_nan_output_is_a_failed_check_that_storage_and_reports_survive(tmp_path, fake_backends):
-    from harness.app import main
+    from harness.cli.app import main
 
     df = sweep(tmp_path, ["test-nan"], lengths=(128, 256))
     nan = df[df["seq_len"] == 256].iloc[0]

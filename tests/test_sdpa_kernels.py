@@ -7,11 +7,11 @@ import pytest
 import torch
 
 import attention_impls.sdpa_kernels as sdpa
-from harness.config import Case
-from harness.inputs import Inputs
-from harness.registry import get_backend_class
-from harness.timing import TimingSettings
-from harness.worker import run_case
+from harness.measure.case import Case
+from harness.measure.inputs import Inputs
+from harness.measure.registry import get_backend_class
+from harness.measure.timing import TimingSettings
+from harness.measure.worker import run_case
 from tests.backend_checks import assert_matches_reference, largest_intermediate
 
 NAMES = ["sdpa-math", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import stability
+from harness.analyse import stability
 
 
 def _row(**fields) -> dict:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.records import COLUMNS, CaseResult
-from harness.storage import (
+from harness.store.records import COLUMNS, CaseResult
+from harness.store.storage import (
     RunFolderError,
     StorageError,
     TornRowsWarning,
@@ -172,7 +172,7 @@ def test_a_full_disk_under_meta_json_is_a_storage_error(tmp_path, monkeypatch):
 
 
 def test_a_storage_error_anywhere_is_exit_code_5_in_one_line(tmp_path, monkeypatch, capsys):
-    from harness import app
+    from harness.cli import app
 
     def full(out_dir, meta):
         raise StorageError(errno.ENOSPC, f"cannot write {out_dir}/meta.json: No space left")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from harness.summary import fmt_bytes, summary_tables
+from harness.present.summary import fmt_bytes, summary_tables
 
 
 def test_summary_has_a_cell_per_backend_and_length():

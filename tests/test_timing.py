@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from harness.timing import TimingSettings, WarmUp, measure, median_iqr, warm_up
+from harness.measure.timing import TimingSettings, WarmUp, measure, median_iqr, warm_up
 
 
 def test_median_and_iqr():

@@ -13,12 +13,12 @@ import torch
 import attention_impls.xformers_ops as xops
 from attention_impls.full import causal_mask
 from attention_impls.longformer import Longformer, LongformerParams
-from harness.backend import AttentionBackend
-from harness.config import Case
-from harness.inputs import Inputs
-from harness.registry import get_backend_class
-from harness.timing import TimingSettings
-from harness.worker import run_case
+from harness.measure.backend import AttentionBackend
+from harness.measure.case import Case
+from harness.measure.inputs import Inputs
+from harness.measure.registry import get_backend_class
+from harness.measure.timing import TimingSettings
+from harness.measure.worker import run_case
 from tests.backend_checks import assert_matches_reference
 
 TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 5e-2, torch.float32: 1e-3}

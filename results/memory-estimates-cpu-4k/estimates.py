@@ -21,8 +21,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))  # the repository, when run as a script
 
 import attention_impls  # noqa: E402, F401  (registers the backends)
-from harness.inputs import DTYPES, Inputs  # noqa: E402
-from harness.registry import get_backend_class  # noqa: E402
+from harness.measure.inputs import DTYPES, Inputs  # noqa: E402
+from harness.measure.registry import get_backend_class  # noqa: E402
 
 MIB = 2**20
 LOW, HIGH = 0.75, 1.25  # the bound on estimate / peak

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cli_args import UsageError, resolve_device, resolve_dtype
-from harness.config import SweepConfig
-from harness.inputs import DTYPES, dtype_name
-from harness.registry import backend_names
+from harness.cli.cli_args import UsageError, resolve_device, resolve_dtype
+from harness.measure.inputs import DTYPES, dtype_name
+from harness.measure.registry import backend_names
+from harness.sweep.config import SweepConfig
 
 DEFAULT_LENGTHS = (512, 1024, 2048)
 

@@ -1,16 +1,17 @@
 """pytest-benchmark suite over the backend registry: every backend at a few small lengths, forward
 (``fwd``) and forward + backward (``fwdbwd``, gradients of q, k and v), on inputs laid out
-``[B, H, N, D]`` and built as a sweep builds them (``harness.config.SweepConfig``).
+``[B, H, N, D]`` and built as a sweep builds them (``harness.sweep.config.SweepConfig``).
 
-Each case follows ``harness.worker.run_case`` up to the timing: the same skip reasons, the same
-per-shape ``prepare`` outside the measurement, the same warm-up (``harness.timing.warm_up``: call
+Each case follows ``harness.measure.worker.run_case`` up to the timing: the same skip reasons, the
+same per-shape ``prepare`` outside the measurement, the same warm-up
+(``harness.measure.timing.warm_up``: call
 until two calls agree, so compilation and autotuning never land in a sample), the peak memory of
-one call (``harness.memory.peak_bytes``) and the output checked against the dense masked
+one call (``harness.measure.memory.peak_bytes``) and the output checked against the dense masked
 reference. Only the timing itself is pytest-benchmark's (``benchmark(call)``), so that its
 options (--benchmark-max-time, --benchmark-min-rounds, --benchmark-autosave,
 --benchmark-compare, --benchmark-compare-fail, ...) work as usual. ``benchmark.extra_info``
-holds the harness's row for the case (``harness.runner.make_result``) without the times, plus
-its useful FLOPs (``harness.flops.row_flops``).
+holds the harness's row for the case (``harness.sweep.runner.make_result``) without the times, plus
+its useful FLOPs (``harness.analyse.flops.row_flops``).
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from typing import Any
 import pytest
 import torch
 
-from harness.config import Case, SweepConfig
-from harness.flops import row_flops
-from harness.memory import available_bytes, malloc_for_timing, peak_bytes
-from harness.runner import make_result
-from harness.timing import synchronize, timed_call, warm_up
-from harness.worker import TOLERANCE, _forward_backward, check_output
+from harness.analyse.flops import row_flops
+from harness.measure.case import Case
+from harness.measure.inputs import dtype_name
+from harness.measure.memory import available_bytes, malloc_for_timing, peak_bytes
+from harness.measure.timing import synchronize, timed_call, warm_up
+from harness.measure.worker import _forward_backward, check_output
+from harness.store.records import check_tolerance
+from harness.sweep.config import SweepConfig
+from harness.sweep.runner import make_result
 
 # Selectable with -m benchmark / -m "not benchmark"; no settings here, so that the command
 # line's --benchmark-* options are never overridden.
@@ -81,7 +85,7 @@ def test_backend(
     del out
     assert check["check_ok"], (
         f"max error {check['max_err']:.3g} vs the dense masked reference exceeds "
-        f"{TOLERANCE.get(inputs.dtype, 1e-2):g}: timing a wrong result would mislead"
+        f"{check_tolerance(dtype_name(inputs.dtype)):g}: timing a wrong result would mislead"
     )
 
     fields = {
@@ -95,6 +99,6 @@ def test_backend(
     }
     benchmark.extra_info.update(case_description(case, fields))
     benchmark.group = f"{pass_} n={seq_len}"  # the table compares backends at one length
-    malloc_for_timing()  # as a sweep times (harness.memory), after the memory's setting
+    malloc_for_timing()  # as a sweep times (harness.measure.memory), after the memory's setting
     warm_up(call, device, bench_config.timing)
     benchmark(call)

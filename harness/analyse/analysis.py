@@ -1,0 +1,228 @@
+"""What a report computes from a run's stored rows: fitted scaling exponents, crossover lengths,
+ratios to full attention and achieved FLOP rates. Pure functions of ``results.csv`` rows.
+
+A *series* is one backend with its parameters (the stored ``label``); within a run it is
+measured at several lengths, once per pass.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from harness.analyse import flops
+from harness.store.facts import Promise
+
+FAILED = ("oom", "timeout", "error")  # statuses of cases that ran and did not finish
+MEMORY_SLACK = 0.15  # a memory exponent this far above the promise is flagged
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Least-squares slope of log(y) on log(n), with its standard error (None from 2 points)."""
+
+    slope: float
+    stderr: float | None
+    points: int
+    lengths: tuple[int, int]  # the shortest and longest length fitted
+
+    def text(self) -> str:
+        if self.stderr is None:
+            return f"{self.slope:.2f} (2 points)"
+        return f"{self.slope:.2f} ± {self.stderr:.2f}"
+
+
+def promised_exponent(promise: Promise, lengths: np.ndarray) -> float:
+    """The log-log slope a promise implies over these lengths (n log n is not a power)."""
+    return fit_power(lengths, promise.cost(lengths)).slope
+
+
+def yardsticks(df: pd.DataFrame) -> list[str]:
+    """The full-attention backends of the run that every other is measured against."""
+    return list(df.loc[df["yardstick"].fillna(False).astype(bool), "backend"].unique())
+
+
+def fit_power(lengths: np.ndarray, values: np.ndarray) -> Fit | None:
+    """Fit ``values ≈ a * lengths ** slope``; points with a non-positive value are left out."""
+    n, y = np.asarray(lengths, dtype=float), np.asarray(values, dtype=float)
+    keep = np.isfinite(y) & (y > 0) & (n > 0)
+    n, y = n[keep], y[keep]
+    if len(np.unique(n)) < 2:
+        return None
+    x, y_log = np.log(n), np.log(y)
+    dx = x - x.mean()
+    slope = float((dx * (y_log - y_log.mean())).sum() / (dx**2).sum())
+    stderr = None
+    if len(x) >= 3:
+        resid = y_log - y_log.mean() - slope * dx
+        stderr = float(math.sqrt((resid**2).sum() / (len(x) - 2) / (dx**2).sum()))
+    return Fit(slope, stderr, len(x), (int(n.min()), int(n.max())))
+
+
+def latest(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per case: the last one recorded (a resumed run may repeat a case)."""
+    return df.drop_duplicates(["label", "pass", "seq_len"], keep="last")
+
+
+def measured(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["status"] == "ok"]
+
+
+def exponents(df: pd.DataFrame, tail: int = 3) -> pd.DataFrame:
+    """Per series and pass: time and memory exponents over all measured lengths and over the
+    ``tail`` longest, next to the promise; ``flag`` when memory exceeds it by > MEMORY_SLACK."""
+    rows = []
+    for (label, pass_), g in measured(latest(df)).groupby(["label", "pass"], sort=False):
+        g = g.sort_values("seq_len")
+        n = g["seq_len"].to_numpy()
+        promise = Promise.parse(g["promise"].iloc[0])
+        time, memory = fit_power(n, g["time_median_ms"]), fit_power(n, g["peak_mem_bytes"])
+        time_tail = fit_power(n[-tail:], g["time_median_ms"].to_numpy()[-tail:])
+        memory_tail = fit_power(n[-tail:], g["peak_mem_bytes"].to_numpy()[-tail:])
+        promised = promised_exponent(promise, n) if promise and len(set(n)) >= 2 else None
+        flag = (
+            memory is not None and promised is not None and memory.slope > promised + MEMORY_SLACK
+        )
+        rows.append(
+            dict(
+                label=label,
+                family=g["family"].iloc[0],
+                pass_=pass_,
+                time=time,
+                time_tail=time_tail,
+                memory=memory,
+                memory_tail=memory_tail,
+                promise=promise.text if promise else "",
+                promised=promised,
+                flag=flag,
+            )
+        )
+    return pd.DataFrame(rows).rename(columns={"pass_": "pass"})
+
+
+@dataclass(frozen=True)
+class Crossover:
+    """From which measured length on a backend beats a reference, and where the curves cross."""
+
+    first: int | None  # shortest measured length from which it wins at every longer one
+    estimate: float | None  # log-log interpolated length where the ratio crosses 1
+    lengths: tuple[int, ...]  # the lengths compared
+    reference_failed: tuple[int, ...]  # lengths where only the reference did not finish
+
+    def text(self) -> str:
+        if not self.lengths:
+            return "no common lengths"
+        if self.first is None:
+            return f"not within {self.lengths[0]}–{self.lengths[-1]}"
+        if self.first == self.lengths[0]:
+            return f"≤ {self.first} (wins at every length)"
+        text = f"{self.first}"
+        if self.estimate is not None:
+            text += f" (≈ {self.estimate:.0f})"
+        if self.first in self.reference_failed:
+            text += " (reference did not finish)"
+        return text
+
+
+def crossover(lengths, ours, theirs, their_status) -> Crossover:
+    """``ours``/``theirs``: the metric at ``lengths`` (NaN where not measured); a reference that
+    ran out of memory or time where ours finished counts as a win for ours."""
+    lengths = np.asarray(lengths)
+    ours, theirs = np.asarray(ours, dtype=float), np.asarray(theirs, dtype=float)
+    failed = np.isin(np.asarray(their_status), FAILED)
+    keep = np.isfinite(ours) & (np.isfinite(theirs) | failed)
+    lengths, ours, theirs, failed = lengths[keep], ours[keep], theirs[keep], failed[keep]
+    wins = failed | (ours < theirs)
+    first = None
+    for i in range(len(lengths) - 1, -1, -1):
+        if not wins[i]:
+            break
+        first = int(lengths[i])
+    estimate = None
+    if first is not None and first != int(lengths[0]):
+        i = int(np.flatnonzero(lengths == first)[0])
+        if not failed[i] and np.isfinite(theirs[i - 1]):
+            # log(ratio) is close to linear in log(n) between neighbouring lengths
+            r0, r1 = np.log(ours[i - 1] / theirs[i - 1]), np.log(ours[i] / theirs[i])
+            x0, x1 = np.log(lengths[i - 1]), np.log(lengths[i])
+            estimate = float(np.exp(x0 + (x1 - x0) * r0 / (r0 - r1)))
+    return Crossover(
+        first, estimate, tuple(int(n) for n in lengths), tuple(int(n) for n in lengths[failed])
+    )
+
+
+def crossovers(df: pd.DataFrame) -> pd.DataFrame:
+    """For each sparse series against each full-attention series, per pass: where it becomes
+    faster and where it uses less memory."""
+    df = latest(df)
+    rows = []
+    for pass_, g in df.groupby("pass", sort=False):
+        full = [s for s in g["label"].unique() if not _sparse(g, s)]
+        sparse = [s for s in g["label"].unique() if _sparse(g, s)]
+        for s in sparse:
+            for f in full:
+                both = _aligned(g, s, f)
+                rows.append(
+                    dict(
+                        label=s,
+                        reference=f,
+                        pass_=pass_,
+                        time=crossover(
+                            both.index, both["t_ours"], both["t_ref"], both["status_ref"]
+                        ),
+                        memory=crossover(
+                            both.index, both["m_ours"], both["m_ref"], both["status_ref"]
+                        ),
+                    )
+                )
+    return pd.DataFrame(rows).rename(columns={"pass_": "pass"})
+
+
+def _sparse(g: pd.DataFrame, label: str) -> bool:
+    return bool(g.loc[g["label"] == label, "sparse"].iloc[0])
+
+
+def _aligned(g: pd.DataFrame, ours: str, ref: str) -> pd.DataFrame:
+    """Our series and the reference side by side, indexed by length (our measured lengths)."""
+    a = measured(g[g["label"] == ours]).set_index("seq_len")
+    b = g[g["label"] == ref].set_index("seq_len").reindex(a.index)
+    ok = b["status"] == "ok"
+    return pd.DataFrame(
+        {
+            "t_ours": a["time_median_ms"],
+            "m_ours": a["peak_mem_bytes"],
+            "t_ref": b["time_median_ms"].where(ok),
+            "m_ref": b["peak_mem_bytes"].where(ok),
+            "status_ref": b["status"].fillna("missing"),
+        }
+    ).sort_index()
+
+
+def relative_to(df: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Speedup (reference time / time) and memory saving (reference memory / memory) of every
+    other series against the backend named ``reference``, at the lengths both measured."""
+    df = measured(latest(df))
+    ref = df[df["backend"] == reference].set_index(["pass", "seq_len"])
+    if ref.empty:
+        return pd.DataFrame(columns=["label", "pass", "seq_len", "speedup", "memory_saving"])
+    ref = ref[~ref.index.duplicated()]
+    others = df[df["backend"] != reference].copy()
+    at = pd.MultiIndex.from_frame(others[["pass", "seq_len"]])
+    others["speedup"] = ref["time_median_ms"].reindex(at).to_numpy() / others["time_median_ms"]
+    others["memory_saving"] = ref["peak_mem_bytes"].reindex(at).to_numpy() / others[
+        "peak_mem_bytes"
+    ].where(others["peak_mem_bytes"] > 0)
+    return others.dropna(subset=["speedup"])
+
+
+def with_rates(df: pd.DataFrame, device_name: str = "") -> pd.DataFrame:
+    """Adds useful FLOPs, achieved TFLOP/s and (on a GPU of known peak) the fraction of it."""
+    df = df.copy()
+    seconds = df["time_median_ms"] / 1e3
+    df["tflops"] = (df["flops"].astype(float) / seconds / 1e12).where(df["status"] == "ok")
+    peak = flops.peak_tflops(device_name) if device_name else None
+    df["peak_fraction"] = df["tflops"] / peak if peak else np.nan
+    return df

@@ -1,0 +1,395 @@
+"""``run_bench.py compare BASELINE NEW``: did a case get slower or hungrier beyond tolerance?
+
+Pure functions of two runs' ``results.csv`` rows. Time is judged on repeated measurements,
+not on two medians, so that noise does not fail CI (``time_values``: the medians of several
+processes where a run has them, else every stored sample): a case has
+*regressed* when its median grew beyond the tolerance AND the growth is significant, by the
+two-sided Mann-Whitney U test (Mann & Whitney 1947; exact null distribution for small samples
+without ties, normal approximation with tie and continuity corrections otherwise) and by a
+percentile bootstrap confidence interval of the ratio of medians (Efron & Tibshirani 1993,
+ch. 13). Memory is one number per case: the CUDA allocator's peak is deterministic, so its
+tolerance is relative only; the CPU resident-set peak has page-level slack, so the tolerance
+there is the larger of a relative and an absolute one.
+
+A time verdict is only as good as the conditions the times were taken in: where either side
+was measured unstably (``harness.analyse.stability``), where the reference operation says the two
+machines' moments are not comparable, or where too few processes make the test's significance
+unfounded, the verdict is ``inconclusive`` with the reason, never ``regressed``, ``slower``,
+``faster`` or ``same`` (``strict`` judges on the statistics alone). Memory growth and newly
+failing cases do not depend on the machine's speed and are judged as usual.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from harness.analyse import stability
+from harness.store.records import METRICS, parse_floats
+
+FAILED = ("oom", "error", "timeout")
+KEYS = ["label", "pass", "seq_len", "batch", "heads", "head_dim", "dtype", "device"]
+EXACT_MAX_N = 20  # exact U distribution up to this many samples in all (C(20, 10) = 184756)
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """How much growth is allowed, and how sure a time regression must be."""
+
+    time: float = 0.10  # relative growth of the median time
+    memory: float = 0.01  # relative growth of the peak, on CUDA
+    cpu_memory: float = 0.05  # on CPU: the larger of this relative growth ...
+    cpu_memory_floor_bytes: int = 2 * 2**20  # ... and this absolute one
+    alpha: float = 0.01  # significance level of the Mann-Whitney test
+    resamples: int = 2000  # bootstrap resamples
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if min(self.time, self.memory, self.cpu_memory, self.cpu_memory_floor_bytes) < 0:
+            raise ValueError("tolerances must not be negative")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), not {self.alpha}")
+        if self.resamples < 1:
+            raise ValueError(f"resamples must be positive, not {self.resamples}")
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """How a regression check judges: tolerances, which time (``metric``: "wall" or "cpu", the
+    process's CPU time), whether times are divided by the reference operation, and whether
+    unstable conditions may still give a verdict (``strict``)."""
+
+    tolerances: Tolerances = field(default_factory=Tolerances)
+    metric: str = "wall"
+    normalise: bool = False
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric {self.metric!r}: use {' or '.join(METRICS)}")
+
+
+def parse_fraction(text: str) -> float:
+    """``"10%"`` or ``"0.1"`` -> 0.1 (for the CLI's tolerance options)."""
+    text = text.strip()
+    value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"not a non-negative fraction: {text!r}")
+    return value
+
+
+@cache
+def _u_counts(n: int, m: int) -> tuple[int, ...]:
+    """How many orderings of n a's and m b's give U = 0 .. n*m (U counts pairs with a > b)."""
+    if n == 0 or m == 0:
+        return (1,)
+    # the largest value is an a (beating all m b's) or a b (beating none)
+    with_a, with_b = _u_counts(n - 1, m), _u_counts(n, m - 1)
+    return tuple(
+        (with_a[u - m] if 0 <= u - m < len(with_a) else 0) + (with_b[u] if u < len(with_b) else 0)
+        for u in range(n * m + 1)
+    )
+
+
+def mann_whitney_p(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> float:
+    """Two-sided p-value of the Mann-Whitney U test that a and b come from one distribution."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    n, m = len(a), len(b)
+    if n == 0 or m == 0:
+        raise ValueError("both samples need at least one value")
+    _, inverse, counts = np.unique(np.concatenate([a, b]), return_inverse=True, return_counts=True)
+    # average rank of each distinct value (1-based), so tied values share their mean rank
+    mean_rank = np.cumsum(counts) - (counts - 1) / 2
+    u = float(mean_rank[inverse[:n]].sum() - n * (n + 1) / 2)
+    ties = counts > 1
+    if n + m <= EXACT_MAX_N and not ties.any():
+        dist = np.asarray(_u_counts(n, m), dtype=float)
+        k = round(u)
+        tail = min(dist[: k + 1].sum(), dist[k:].sum()) / dist.sum()
+        return float(min(1.0, 2 * tail))
+    big_n = n + m
+    tie_term = float((counts[ties] ** 3 - counts[ties]).sum()) / (big_n * (big_n - 1))
+    sigma = math.sqrt(n * m / 12 * (big_n + 1 - tie_term))
+    if sigma == 0:  # every value equal
+        return 1.0
+    z = max(abs(u - n * m / 2) - 0.5, 0.0) / sigma
+    return float(min(1.0, math.erfc(z / math.sqrt(2))))
+
+
+def bootstrap_ratio_ci(
+    a: np.ndarray | list[float],
+    b: np.ndarray | list[float],
+    level: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of median(b) / median(a); deterministic."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rng = np.random.default_rng(seed)
+    # [resamples, len] index draws: every resample's median in one vectorised call
+    med_a = np.median(a[rng.integers(0, len(a), size=(resamples, len(a)))], axis=1)
+    med_b = np.median(b[rng.integers(0, len(b), size=(resamples, len(b)))], axis=1)
+    low, high = np.quantile(med_b / med_a, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def min_p(n: int, m: int) -> float:
+    """The smallest two-sided p-value the U test can give for these sample sizes."""
+    return min(1.0, 2 / math.comb(n + m, n)) if n and m else 1.0
+
+
+@dataclass(frozen=True)
+class TimeVerdict:
+    ratio: float  # median(new) / median(base), after scaling
+    ci_low: float  # bootstrap CI of the ratio (NaN without enough samples)
+    ci_high: float
+    p: float  # Mann-Whitney two-sided p-value (NaN without enough samples)
+    verdict: str  # "regressed", "slower", "faster" or "same"
+    enough_samples: bool  # False: decided on the medians alone against the tolerance
+
+
+def verdict_time(
+    a_samples: np.ndarray | list[float],
+    b_samples: np.ndarray | list[float],
+    tol: Tolerances,
+) -> TimeVerdict:
+    """Judge new values ``b`` against baseline values ``a`` (samples or process medians,
+    normalised or not: ``time_values`` prepares them)."""
+    a = np.asarray(a_samples, dtype=float)
+    b = np.asarray(b_samples, dtype=float)
+    ratio = float(np.median(b) / np.median(a))
+    # below 3 a side, or where even complete separation cannot reach alpha (3 vs 3 gives
+    # p >= 0.1, 4 vs 4 p >= 0.029), the test would call everything "same": use the medians
+    if min(len(a), len(b)) < 3 or min_p(len(a), len(b)) >= tol.alpha:
+        if ratio > 1 + tol.time:
+            word = "regressed"
+        elif ratio < 1 - tol.time:
+            word = "faster"
+        else:
+            word = "same"
+        return TimeVerdict(ratio, math.nan, math.nan, math.nan, word, False)
+    p = mann_whitney_p(a, b)
+    low, high = bootstrap_ratio_ci(a, b, resamples=tol.resamples, seed=tol.seed)
+    if p < tol.alpha and low > 1:
+        word = "regressed" if ratio > 1 + tol.time else "slower"
+    elif p < tol.alpha and high < 1:
+        word = "faster"
+    else:
+        word = "same"
+    return TimeVerdict(ratio, low, high, p, word, True)
+
+
+def verdict_memory(
+    a_bytes: float, b_bytes: float, device: str, tol: Tolerances
+) -> tuple[float, str]:
+    """Ratio new/base and "regressed", "leaner" or "same" (unknown peaks count as "same")."""
+    if pd.isna(a_bytes) or pd.isna(b_bytes):
+        return math.nan, "same"
+    a, b = float(a_bytes), float(b_bytes)
+    ratio = b / a if a > 0 else (1.0 if b == 0 else math.inf)
+    if str(device).startswith("cuda"):
+        allowed = tol.memory * a
+    else:
+        allowed = max(tol.cpu_memory * a, tol.cpu_memory_floor_bytes)
+    if b - a > allowed:
+        return ratio, "regressed"
+    if a - b > allowed:
+        return ratio, "leaner"
+    return ratio, "same"
+
+
+def _floats(row: pd.Series, column: str) -> np.ndarray:
+    return np.asarray(parse_floats(row.get(column)))
+
+
+class Values(NamedTuple):
+    base: np.ndarray
+    new: np.ndarray
+    what: str  # e.g. "CPU-time process medians, per-case reference"
+    per_process: bool  # one median per process on each side (else one process's samples)
+
+
+def time_values(
+    r: pd.Series, run_scales: tuple[float, float] | None = None, metric: str = "wall"
+) -> Values:
+    """What a case's time verdict compares: the baseline's values, the new ones, what they are.
+
+    Where both sides timed the case in 3 or more processes, the per-process medians: samples
+    within one process share its moment and would make a slow minute look significant.
+    Otherwise every stored sample (the median alone for rows that kept none).
+    ``run_scales`` (normalised mode, each run's reference time) is the fallback divisor
+    for rows without their own reference times: where both have them, each process's values are
+    divided by the reference timed in that process. ``metric`` picks wall or CPU time."""
+    m = METRICS[metric]
+    sides = []
+    for side in ("base", "new"):
+        processes = _floats(r, f"{m.process_medians}_{side}")
+        samples = _floats(r, f"{m.samples}_{side}")
+        if not len(samples):
+            samples = np.asarray([float(r[f"{m.median}_{side}"])])
+        sides.append((processes, samples, _floats(r, f"{m.process_ref}_{side}")))
+    per_process = min(len(sides[0][0]), len(sides[1][0])) >= 3
+    what = ("" if metric == "wall" else "CPU-time ") + (
+        "process medians" if per_process else "samples"
+    )
+    own_refs = run_scales is not None and all(len(ref) == len(p) > 0 for p, _, ref in sides)
+    values = []
+    for i, (processes, samples, ref) in enumerate(sides):
+        v = processes if per_process else samples
+        if own_refs:
+            v = v / ref if per_process else v / np.median(ref)
+        elif run_scales is not None:
+            v = v / run_scales[i]
+        values.append(v)
+    if run_scales is not None:
+        what += ", per-case reference" if own_refs else ", per-run reference"
+    return Values(values[0], values[1], what, per_process)
+
+
+def _checked(reason: object) -> bool:
+    return not str(reason if isinstance(reason, str) else "").startswith("CHECK FAILED")
+
+
+def _percent(ratio: float) -> str:
+    return "inf" if math.isinf(ratio) else f"{(ratio - 1) * 100:+.0f}%"
+
+
+def _side_row(r: pd.Series, side: str) -> dict:
+    """One side's stored row out of the merged one (columns without their suffix)."""
+    suffix = f"_{side}"
+    return {c[: -len(suffix)]: v for c, v in r.items() if isinstance(c, str) and c.endswith(suffix)}
+
+
+def _warnings(
+    r: pd.Series, a: np.ndarray, b: np.ndarray, what: str, settings: CheckSettings,
+    run_refs: tuple[float | None, float | None],
+) -> list[str]:  # fmt: skip
+    """Why the time verdict of this case cannot be trusted ([] when it can)."""
+    found = []
+    for side, values, run_ref in (("baseline", a, run_refs[0]), ("new", b, run_refs[1])):
+        row = _side_row(r, "base" if side == "baseline" else "new")
+        warning = stability.spread_warning(stability.spread(values), f"{side}'s {what}")
+        found += [warning] if warning else []
+        conditions = stability.condition_warnings(row, settings.metric, run_ref)
+        found += [f"{side}: {w}" for w in conditions]
+    m = METRICS[settings.metric]
+    canary = stability.baseline_warning(
+        _floats(r, f"{m.process_ref}_base"), _floats(r, f"{m.process_ref}_new"), settings.normalise
+    )
+    return found + ([canary] if canary else [])
+
+
+def _judge(
+    r: pd.Series, settings: CheckSettings, run_scales: tuple[float, float] | None,
+    run_refs: tuple[float | None, float | None],
+) -> dict:  # fmt: skip
+    """The verdict of one case, with its statistics where both sides measured it."""
+    base, new = r["status_base"], r["status_new"]
+    if r["_merge"] != "both":
+        one_sided = r["_merge"] == "right_only"
+        return dict(
+            verdict="new" if one_sided else "missing",
+            why=f"only in the new run ({new})" if one_sided else f"only in the baseline ({base})",
+        )
+    if base != "ok" or new != "ok":
+        # a case that runs again but gives wrong results is not fixed
+        new_text = new if _checked(r.get("reason_new")) else "ok (CHECK FAILED)"
+        word = "fixed" if new_text == "ok" else "skipped"
+        if base == "ok" and new in FAILED:
+            word = "regressed"
+        return dict(verdict=word, why=f"{base} -> {new_text}")
+    tol = settings.tolerances
+    a, b, what, per_process = time_values(r, run_scales, settings.metric)
+    t = verdict_time(a, b, tol)
+    memory_ratio, memory_word = verdict_memory(
+        r["peak_mem_bytes_base"], r["peak_mem_bytes_new"], r["device"], tol
+    )
+    test = (
+        f"p={t.p:.2g}, {len(a)} vs {len(b)} {what}"
+        if t.enough_samples
+        else (f"medians only: {len(a)} vs {len(b)} {what} are too few for the test")
+    )
+    why = [f"time {_percent(t.ratio)} ({test})"]
+    word = t.verdict
+    unsure = _warnings(r, a, b, what, settings, run_refs)
+    if not per_process and word != "same":
+        unsure.append(
+            "too few processes: samples from one process share its moment (use --processes 5)"
+        )
+    if unsure and not settings.strict:
+        word = "inconclusive"
+        why += unsure
+    elif unsure:
+        why.append("strict: " + "; ".join(unsure))
+    if memory_word != "same":
+        why.append(f"memory {_percent(memory_ratio)}")
+    if memory_word == "regressed":
+        word = "regressed"
+    if _checked(r.get("reason_base")) and not _checked(r.get("reason_new")):
+        word = "regressed"
+        why.insert(0, "check failed now")
+    return dict(
+        verdict=word, why="; ".join(why), time_ratio=t.ratio, time_ci_low=t.ci_low,
+        time_ci_high=t.ci_high, time_p=t.p, memory_ratio=memory_ratio,
+    )  # fmt: skip
+
+
+COLUMNS = ["backend", "pass", "seq_len", "status_base", "status_new", "time_base_ms",
+           "time_new_ms", "time_ratio", "time_ci_low", "time_ci_high", "time_p", "memory_base",
+           "memory_new", "memory_ratio", "verdict", "why",
+           "batch", "heads", "head_dim", "dtype", "device"]  # fmt: skip
+RENAMED = {"label": "backend", "time_median_ms_base": "time_base_ms",
+           "time_median_ms_new": "time_new_ms", "peak_mem_bytes_base": "memory_base",
+           "peak_mem_bytes_new": "memory_new"}  # fmt: skip
+
+
+def compare_runs(
+    base: pd.DataFrame,
+    new: pd.DataFrame,
+    settings: CheckSettings,
+    run_refs: tuple[float | None, float | None] = (None, None),
+) -> pd.DataFrame:
+    """One row per case on either side (matched on ``KEYS``), in the base run's order, cases
+    only in the new run last. ``time_*_ms`` are the stored medians of the judged metric;
+    ``time_ratio`` is of the compared values' medians (see ``time_values``). ``run_refs`` are
+    the runs' reference times in that metric (``runs.reference_ms``): the divisors
+    where ``settings.normalise`` and rows lack their own, and the ``reference`` rule's yardstick.
+    """
+    run_scales = None
+    if settings.normalise:
+        if run_refs[0] is None or run_refs[1] is None:
+            raise ValueError("normalising needs both runs' reference times")
+        run_scales = (run_refs[0], run_refs[1])
+    # a resumed run may repeat a case: its last row stands
+    base = base.drop_duplicates(KEYS, keep="last").assign(_order=lambda d: np.arange(len(d)))
+    new = new.drop_duplicates(KEYS, keep="last").assign(_order=lambda d: np.arange(len(d)))
+    m = base.merge(new, on=KEYS, how="outer", suffixes=("_base", "_new"), indicator=True)
+    m = m.sort_values(["_order_base", "_order_new"], na_position="last").reset_index(drop=True)
+    rows = [_judge(r, settings, run_scales, run_refs) for _, r in m.iterrows()]
+    judged = pd.DataFrame(rows, index=m.index, columns=[
+        "verdict", "why", "time_ratio", "time_ci_low", "time_ci_high", "time_p", "memory_ratio",
+    ])  # fmt: skip
+    metric = METRICS[settings.metric]
+    renamed = {**RENAMED, f"{metric.median}_base": "time_base_ms",
+               f"{metric.median}_new": "time_new_ms"}  # fmt: skip
+    if metric.name != "wall":
+        m = m.drop(columns=["time_median_ms_base", "time_median_ms_new"])
+    return pd.concat([m, judged], axis=1).rename(columns=renamed).reindex(columns=COLUMNS)
+
+
+def regressed(table: pd.DataFrame) -> bool:
+    """True when any case regressed (the compare command then exits 1)."""
+    return bool((table["verdict"] == "regressed").any())
+
+
+def outcome(table: pd.DataFrame) -> str:
+    """ "regressed" when a case regressed; else "inconclusive" when a case could not be
+    decided; else "ok"."""
+    if regressed(table):
+        return "regressed"
+    return "inconclusive" if (table["verdict"] == "inconclusive").any() else "ok"

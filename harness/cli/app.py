@@ -1,0 +1,259 @@
+"""``run_bench.py``: validate the command line, describe the run, sweep, summarise.
+
+Exit codes: 0 done (no regression, every case decided); 1 a regression (``compare``,
+``--check-against``); 2 bad input; 3 no regression, but a case could not be decided because it
+was measured under unstable conditions (``--allow-inconclusive`` makes that 0); 4 an internal
+error (a bug: one line, the traceback with ``--debug``), so that no crash reads as a
+regression or as success; 5 the results could not be written (a full disk: the rows before
+are intact, ``--resume`` completes the run); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM),
+both with the finished cases kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harness.analyse import stability
+from harness.analyse.regression import CheckSettings
+from harness.cli.cli import build_config, build_parser, with_recorded_options
+from harness.cli.cli_args import PROG, UsageError, check_settings, resolve_device, resolve_dtype
+from harness.store import baselines, lock, storage
+
+if TYPE_CHECKING:
+    from harness.measure.case import Case
+    from harness.sweep.config import SweepConfig
+
+# What imports torch (the sweep, the backends) or matplotlib (the commands' reports) is imported
+# where it is used, so that '--help' answers at once; the modules tests reach through this one:
+_LAZY = {"conditions": "harness.measure.conditions", "reference_op": "harness.measure.reference_op"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(_LAZY[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+QUIET_WAIT_S = 30  # before a recheck round, wait at most this long for other work to stop
+INTERNAL_ERROR, STORAGE_ERROR = 4, 5
+
+
+def describe_config(config: SweepConfig) -> dict:
+    from harness.sweep import meta
+
+    return meta.describe_config(config)
+
+
+def _progress(cases):
+    from tqdm import tqdm
+
+    bar = tqdm(cases, unit="case", file=sys.stderr, dynamic_ncols=True)
+    for case in bar:
+        i = case.inputs
+        bar.set_description(f"{case.backend.name} n={i.seq_len} {case.pass_}")
+        yield case
+
+
+def _import_modules(modules: list[str] | None) -> None:
+    """``--import``: before the backends are looked up; a failure is bad input (one line)."""
+    from harness.measure.registry import BackendImportError, import_modules
+
+    try:
+        import_modules(tuple(dict.fromkeys(modules or ())))
+    except BackendImportError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run(argv: list[str]) -> int:
+    if argv[:1] and not argv[0].startswith("-"):  # a command (or a mistake the parser names)
+        from harness.cli.commands import COMMANDS
+
+        if argv[0] in COMMANDS:
+            return COMMANDS[argv[0]](argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.list_backends:
+        from harness.cli.listing import backend_table, format_table
+
+        _import_modules(args.imports)
+        device = resolve_device(args.device)
+        print(format_table(backend_table(device, resolve_dtype(args.dtype, device))))
+        return 0
+    against = None
+    if args.check_against:
+        try:
+            against = baselines.find(args.check_against)
+        except baselines.BaselineError as exc:
+            raise UsageError(str(exc)) from None
+        command = storage.read_meta(against).get("command", PROG)
+        args = with_recorded_options(argv, f"baseline {args.check_against!r}", command)
+    elif args.resume and args.out is not None and (args.out / storage.META).is_file():
+        # the run's own options, so that '--resume --out RUN' alone completes it
+        command = storage.read_meta(args.out).get("command")
+        args = with_recorded_options(argv, f"run folder {args.out}", command)
+    _import_modules(args.imports)  # the recorded run's too: its backends may come from them
+    config = build_config(args)
+    try:
+        with lock.locked(config.out_dir):
+            return _sweep(config, args, argv, against)
+    except lock.RunFolderBusy as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _sweep(config: SweepConfig, args, argv: list[str], against: Path | None) -> int:
+    """The sweep, under the run folder's lock."""
+    from harness.cli.commands import exit_code, report
+    from harness.present.summary import summary_tables
+    from harness.store import runs
+    from harness.sweep import machine
+    from harness.sweep import meta as run_meta
+    from harness.sweep.runner import run_sweep
+
+    run_meta.check_folder(config)
+    meta = run_meta.start(config, [PROG, *argv])
+    print(f"sweep: {len(config.cases())} cases on {machine.device_name(config.device)} -> "
+          f"{config.out_dir}", file=sys.stderr)  # fmt: skip
+    try:
+        run_sweep(config, progress=_progress)
+    except KeyboardInterrupt:
+        print(f"\n{_interruption()}: finished cases are in {config.out_dir}; add --resume to "
+              "complete", file=sys.stderr)  # fmt: skip
+        return _interrupted_code()
+    except storage.StorageError as exc:
+        print(f"{PROG}: error: {exc.strerror}; '--resume --out {config.out_dir}' completes the "
+              "run once it can be written", file=sys.stderr)  # fmt: skip
+        return STORAGE_ERROR
+    run_meta.finish(config, meta)
+    results = storage.read_results(config.out_dir)
+    print(summary_tables(results, run_ref_ms=runs.reference_ms(meta)))
+    print(f"\nresults: {config.out_dir / storage.RESULTS}  meta: {config.out_dir / storage.META}")
+    if args.report:
+        report([str(config.out_dir)])
+    if against is None:
+        return 0
+    outcome = _check_with_rechecks(against, config, check_settings(args), args.rechecks)
+    return exit_code(outcome, args.allow_inconclusive)
+
+
+def _cases_to_recheck(config: SweepConfig, table) -> list[Case]:
+    wanted = table[table["verdict"].isin(["inconclusive", "regressed"])]
+    keys = set(zip(wanted["backend"], wanted["pass"], wanted["seq_len"], strict=True))
+    return [c for c in config.cases() if (c.backend.label(), c.pass_, c.inputs.seq_len) in keys]
+
+
+def _quiet(device: str) -> bool:
+    """Give other work on the machine up to ``QUIET_WAIT_S`` to finish; False if it did not."""
+    from harness.measure import conditions
+
+    start = time.monotonic()
+    while True:
+        other = conditions.snapshot(device, seconds=2.0)["other_cpu"]
+        if other is None or other <= stability.BUSY_LIMIT:
+            return True
+        if time.monotonic() - start >= QUIET_WAIT_S:
+            print(f"the machine stayed busy for {QUIET_WAIT_S} s ({other:.0%} of the CPUs used "
+                  "by other processes): measuring again would measure the same",
+                  file=sys.stderr)  # fmt: skip
+            return False
+
+
+def _check_with_rechecks(
+    against: Path, config: SweepConfig, settings: CheckSettings, rechecks: int
+) -> str:
+    """Compare with the baseline; measure inconclusive and regressed cases again (twice the
+    processes, up to ``rechecks`` rounds), as asv does before it reports, so that a busy
+    moment is not a verdict; but not while other work keeps the machine busy, which would only
+    be measured again. Each round's rows are appended (their ``round`` says which) and the last
+    row of a case stands."""
+    from harness.cli.commands import show_comparison, verdict_counts
+    from harness.present import checks
+    from harness.sweep.runner import run_sweep
+
+    result = checks.compare(against, config.out_dir, settings)
+    for round_ in range(2, rechecks + 2):
+        todo = _cases_to_recheck(config, result.table)
+        if not todo:
+            break
+        processes = 2 * config.processes
+        print(f"{verdict_counts(result.table)}: recheck {round_ - 1} of {rechecks}, {len(todo)} "
+              f"cases with {processes} processes each", file=sys.stderr)  # fmt: skip
+        if not _quiet(config.device):
+            break
+        again = dataclasses.replace(config, processes=processes, resume=False)
+        run_sweep(again, progress=_progress, cases=todo, round_=round_)
+        result = checks.compare(against, config.out_dir, settings)
+    show_comparison(result, settings)
+    return result.outcome
+
+
+def _on_sigterm(signum: int, frame) -> None:
+    # handled like Ctrl-C: the running case is stopped, finished rows stay, a message says so
+    global _signal_received
+    _signal_received = signum
+    raise KeyboardInterrupt
+
+
+_signal_received = signal.SIGINT
+
+
+def _interruption() -> str:
+    return "interrupted" if _signal_received == signal.SIGINT else "terminated (SIGTERM)"
+
+
+def _interrupted_code() -> int:
+    return 128 + _signal_received  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line each, like errors (a torn row skipped, a library's complaint)."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    print(f"{PROG}: warning: {text}", file=sys.stderr)
+
+
+def _backend_import_error(exc: BaseException) -> bool:
+    """A module or entry point meant to bring backends failed (``registry``): bad input. The
+    registry is looked up only if imported: before that no such error can have happened."""
+    registry = sys.modules.get("harness.measure.registry")
+    return registry is not None and isinstance(exc, registry.BackendImportError)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    global _signal_received
+    _signal_received = signal.SIGINT
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return run(argv)
+    except (UsageError, storage.RunFolderError) as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except storage.StorageError as exc:  # a full disk is no bug: its own code, in one line
+        print(f"{PROG}: error: {exc.strerror}", file=sys.stderr)
+        return STORAGE_ERROR
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: {_interruption()}", file=sys.stderr)
+        return _interrupted_code()
+    except Exception as exc:  # a bug: never exit 1 ("regression") or 0 for it
+        if _backend_import_error(exc):
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            return 2
+        if debug:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"{PROG}: internal error: {type(exc).__name__}: {first} (--debug shows where)",
+              file=sys.stderr)  # fmt: skip
+        return INTERNAL_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,92 @@
+"""The commands that read stored runs: ``report``, ``compare`` and ``baseline save``, and how a
+comparison's verdicts are shown and turned into an exit code (shared with ``--check-against``)."""
+
+from __future__ import annotations
+
+import sys
+
+from harness.analyse.regression import CheckSettings
+from harness.cli.cli_args import PROG, UsageError
+from harness.cli.cli_commands import (
+    parse_baseline_args,
+    parse_compare_args,
+    parse_report_args,
+    parse_upgrade_args,
+)
+from harness.present import checks
+from harness.store import baselines
+
+
+def report(argv: list[str]) -> int:
+    """``report RUN_DIR`` or ``report RUN_A RUN_B``."""
+    from harness.present import comparison
+    from harness.present import report as single
+
+    runs, out = parse_report_args(argv)
+    path = single.write(runs[0]) if len(runs) == 1 else comparison.write(*runs, out_dir=out)
+    print(f"report: {path} and {path.with_suffix('.html')}")
+    return 0
+
+
+def compare(argv: list[str]) -> int:
+    """``compare BASELINE_RUN NEW_RUN``: 1 when a case regressed, 3 when one could not be
+    decided, else 0."""
+    base, new, settings, out, allow_inconclusive = parse_compare_args(argv)
+    result = checks.compare(base, new, settings, out)
+    show_comparison(result, settings)
+    return exit_code(result.outcome, allow_inconclusive)
+
+
+def show_comparison(result: checks.Comparison, settings: CheckSettings) -> None:
+    """Print the verdicts, and warn where the evidence is thin."""
+    print(checks.display_table(result.table, settings).to_markdown(index=False))
+    path = result.path
+    print(f"\n{verdict_counts(result.table)}; written to {path} and {path.with_suffix('.csv')}")
+    for run in result.thin:
+        print(f"{PROG}: warning: {run} timed cases in fewer than 3 processes: a difference "
+              "cannot be shown significant that way (record with --processes 5); such "
+              "differences are "
+              + ("judged anyway (--strict)" if settings.strict else "inconclusive"),
+              file=sys.stderr)  # fmt: skip
+
+
+def verdict_counts(table) -> str:
+    return ", ".join(f"{n} {v}" for v, n in table["verdict"].value_counts().items())
+
+
+def exit_code(outcome: str, allow_inconclusive: bool) -> int:
+    if outcome == "regressed":
+        print(f"{PROG}: regression", file=sys.stderr)
+    elif outcome == "inconclusive":
+        print(f"{PROG}: inconclusive: no case regressed, but some could not be decided (see "
+              "'why'); " + ("allowed (--allow-inconclusive)" if allow_inconclusive
+                            else "exit code 3"), file=sys.stderr)  # fmt: skip
+        if allow_inconclusive:
+            return 0
+    return checks.EXIT_CODES[outcome]
+
+
+def baseline(argv: list[str]) -> int:
+    """``baseline save RUN_DIR NAME``."""
+    run_dir, name, replace = parse_baseline_args(argv)
+    try:
+        target = baselines.save(run_dir, name, replace=replace)
+    except baselines.BaselineError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"baseline {name!r}: {target}")
+    return 0
+
+
+def upgrade(argv: list[str]) -> int:
+    """``upgrade RUN_DIR [RUN_DIR ...]``: store a format-1 run's family facts in it."""
+    from harness.cli import upgrade as formats
+
+    folders = parse_upgrade_args(argv)
+    for run in folders:
+        changed = formats.upgrade(run)
+        print(f"{run}: " + ("upgraded to format " if changed else "already format ")
+              + str(formats.FORMAT_VERSION))  # fmt: skip
+    return 0
+
+
+COMMANDS = {"report": report, "compare": compare, "baseline": baseline, "upgrade": upgrade}

@@ -1,0 +1,41 @@
+"""``--list-backends``: every registered backend, and whether it can run on this machine."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from harness.measure.inputs import Inputs, dtype_name
+from harness.measure.registry import backend_names, get_backend_class
+
+
+def backend_table(device: str, dtype: torch.dtype, seq_len: int = 1024) -> pd.DataFrame:
+    """One row per backend; "runs here" is yes, forward only (no backward pass here), or no."""
+    fwd = Inputs(1, 4, seq_len, 64, dtype=dtype, device=device)
+    fwdbwd = Inputs(1, 4, seq_len, 64, dtype=dtype, device=device, requires_grad=True)
+    rows = []
+    for name in backend_names():
+        cls = get_backend_class(name)
+        backend = cls()
+        reasons = backend.not_supported_reasons(fwd) + backend.param_errors(seq_len)
+        runs = "no"
+        if not reasons:
+            reasons = backend.not_supported_reasons(fwdbwd)
+            runs = "forward only" if reasons else "yes"
+        rows.append(
+            {
+                "backend": name,
+                "family": cls.family,
+                "devices": ",".join(sorted(cls.devices)),
+                "dtypes": ",".join(sorted(dtype_name(d) for d in cls.dtypes)),
+                "backward": "yes" if cls.supports_backward else "no",
+                "parameters (defaults)": backend.label().removeprefix(name).strip("()") or "-",
+                f"runs here ({device}, {dtype_name(dtype)})": runs,
+                "why not": "; ".join(reasons),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def format_table(df: pd.DataFrame) -> str:
+    return df.to_markdown(index=False)

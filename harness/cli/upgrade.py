@@ -1,0 +1,70 @@
+"""Runs of format 1 (``harness.store.records.FORMAT_VERSION``), from before rows carried their
+family's facts: ``fill_facts`` computes them from the registered backends when such a run is
+read, and ``attention-bench upgrade RUN_DIR`` stores them, so that the run reads without the
+backends (and without torch) afterwards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from harness.store import runs, storage
+from harness.store.records import FACT_COLUMNS, FORMAT_VERSION
+
+
+def _backend(name: str, params: str):
+    from harness.measure.registry import get_backend_class
+
+    try:
+        cls = get_backend_class(name)
+        return cls(cls.Params(**json.loads(params)))
+    except (KeyError, TypeError, ValueError):
+        return None  # a backend this version no longer has: its facts stay unknown
+
+
+def fill_facts(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``records.FACT_COLUMNS`` computed from its backends; ``RunFolderError`` where
+    they cannot be imported (torch missing)."""
+    try:
+        from harness.measure import registry
+        from harness.measure.flops import useful_flops
+
+        registry.backend_names()
+    except ImportError as exc:
+        raise storage.RunFolderError(
+            f"a run of format 1, without its backends' facts, and the backends cannot be "
+            f"imported here ({exc}): run 'attention-bench upgrade RUN_DIR' once where they can"
+        ) from None
+
+    made = {key: _backend(*key) for key in set(zip(df["backend"], df["params"], strict=True))}
+    facts: dict[str, list] = {c: [] for c in FACT_COLUMNS}
+    for row in df.to_dict("records"):
+        b = made[(row["backend"], row["params"])]
+        pairs = b.attended_pairs(int(row["seq_len"]), int(row["seed"])) if b else None
+        known = row["pass"] in ("fwd", "fwdbwd")
+        shape = (int(row["batch"]), int(row["heads"]), int(row["head_dim"]))
+        facts["flops"].append(useful_flops(pairs, *shape, row["pass"]) if known else None)
+        facts["promise"].append(b.promise.text if b and b.promise else "")
+        facts["sparse"].append(b.is_sparse if b else row.get("family") != "full")
+        facts["yardstick"].append(b.yardstick if b else False)
+    return df.assign(**facts)
+
+
+def install() -> None:
+    """Let every run this process reads be upgraded on the way (``runs.fill_facts``)."""
+    runs.fill_facts = fill_facts
+
+
+def upgrade(run_dir: Path) -> bool:
+    """Store the facts in ``run_dir``'s results.csv and its format version in meta.json; False
+    when it has them already."""
+    df = storage.read_results(run_dir)
+    meta = storage.read_meta(run_dir)
+    current = meta.get("format_version", 1) >= FORMAT_VERSION
+    if current and all(c in df.columns for c in FACT_COLUMNS):
+        return False
+    storage.rewrite_results(run_dir, fill_facts(df))
+    storage.write_meta(run_dir, {**meta, "format_version": FORMAT_VERSION})
+    return True

@@ -1,0 +1,134 @@
+"""What an attention backend is: declared data plus a few methods.
+
+Every backend computes softmax attention ``softmax(q k^T / sqrt(D) + mask) v`` on tensors laid
+out ``[B, H, N, D]`` (batch, heads, sequence, head dim); the output has the shape of ``q``.
+A backend declares what it supports as class attributes and answers
+``not_supported_reasons(inputs)``: an empty list means it can run, otherwise the reasons become a
+skipped row.
+
+``prepare(inputs)`` does what a model would do once per shape (sampling random blocks, building
+index tensors) and returns a closure ``fn(q, k, v) -> out``; the harness times only the closure.
+
+``mask(inputs, q, k, rows)`` is the contract for correctness: the boolean matrix of the
+(query, key) pairs the backend attends. Its output must equal dense softmax attention restricted
+to that mask (see ``harness.measure.reference``), with the keys given by ``reference_keys``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from harness.measure.inputs import Inputs, dtype_name
+from harness.store.facts import Promise
+
+AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+ALL_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16, torch.float64})
+
+
+@dataclass(frozen=True)
+class NoParams:
+    """Parameters of a backend that has none."""
+
+
+class AttentionBackend:
+    """Base class: subclasses set the class attributes and implement ``prepare``."""
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    description: ClassVar[str] = ""
+    devices: ClassVar[frozenset[str]] = frozenset({"cpu", "cuda"})
+    dtypes: ClassVar[frozenset[torch.dtype]] = ALL_DTYPES
+    supports_backward: ClassVar[bool] = True
+    is_sparse: ClassVar[bool] = False
+    # The family's promised cost as n grows, stored in every row for the scaling analysis.
+    promise: ClassVar[Promise | None] = None
+    # A full-attention backend every report measures the others against (speedup, savings).
+    yardstick: ClassVar[bool] = False
+    # Modules the case processes should import before forking (once per sweep), so that one-off
+    # imports such as torch.compile's do not land in the first case's prepare time.
+    preload: ClassVar[tuple[str, ...]] = ()
+    Params: ClassVar[type] = NoParams
+
+    def __init__(self, params: Any = None) -> None:
+        self.params = self.Params() if params is None else params
+
+    # -- capability -------------------------------------------------------------------------
+    def not_supported_reasons(self, inputs: Inputs) -> list[str]:
+        """Why this backend cannot run ``inputs`` here; empty when it can."""
+        reasons = []
+        device_type = torch.device(inputs.device).type
+        if device_type not in self.devices:
+            reasons.append(f"device {device_type} not supported (supports {sorted(self.devices)})")
+        if inputs.dtype not in self.dtypes:
+            names = sorted(dtype_name(d) for d in self.dtypes)
+            reasons.append(f"dtype {dtype_name(inputs.dtype)} not supported (supports {names})")
+        if inputs.requires_grad and not self.supports_backward:
+            reasons.append("no backward pass")
+        return reasons
+
+    def param_errors(self, seq_len: int) -> list[str]:
+        """Parameter values that make no sense at ``seq_len`` (the command line refuses them)."""
+        return []
+
+    # -- computation ------------------------------------------------------------------------
+    def prepare(self, inputs: Inputs) -> AttentionFn:
+        raise NotImplementedError
+
+    def mask(
+        self, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Boolean mask ``[B, H, M, N]`` (or broadcastable to it) of the attended pairs.
+
+        ``rows`` selects M query positions (all N when None). Full attention attends everything.
+        """
+        n = inputs.seq_len
+        m = n if rows is None else rows.numel()
+        return torch.ones(1, 1, m, n, dtype=torch.bool, device=q.device)
+
+    def reference_keys(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The keys the backend really uses (shared-QK schemes derive them from ``q``)."""
+        return k
+
+    def estimate_bytes(self, inputs: Inputs) -> int:
+        """Predicted peak memory of one call beyond its inputs (what ``peak_mem_bytes`` measures,
+        the output and gradients included), so that a case that cannot fit is skipped before it
+        runs. This default counts what a fused kernel without a score matrix holds: the output
+        ``[B, H, N, D]``, and with a backward pass dq, dk and dv too. Backends that keep more
+        intermediates count them in their override."""
+        return inputs.qkv_bytes() // 3 * (4 if inputs.requires_grad else 1)
+
+    def attended_pairs(self, seq_len: int, seed: int = 0) -> float | None:
+        """(query, key) pairs per (batch, head) among the ``seq_len`` real positions, as the
+        family counts them (``harness.measure.flops``); None where the family has no count."""
+        return None
+
+    # -- description ------------------------------------------------------------------------
+    def params_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.params)
+
+    def params_json(self) -> str:
+        return json.dumps(self.params_dict(), sort_keys=True, separators=(",", ":"))
+
+    def label(self) -> str:
+        """Name and key parameters, for legends and tables."""
+        items = [_item(k, v) for k, v in self.params_dict().items()]
+        items = [i for i in items if i]
+        return self.name if not items else f"{self.name}({', '.join(items)})"
+
+
+def _item(key: str, value: Any) -> str:
+    """``key=value``; a flag by its name when set and not at all when unset, as are empty lists."""
+    if value is True:
+        return key
+    if value is False or value is None or value == () or value == []:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return f"{key}=[{' '.join(str(v) for v in value)}]"
+    return f"{key}={value}"

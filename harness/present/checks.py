@@ -1,0 +1,150 @@
+"""``run_bench.py compare`` and ``baseline``: the regression check of one run against another.
+
+``compare BASELINE NEW`` judges every case the runs share (``harness.analyse.regression``), prints
+the table and writes it as ``compare.md`` and ``compare.csv`` into the new run (or ``--out``); its
+outcome (``regression.outcome``) gives the exit code: a regression, a case that could not be
+decided (``inconclusive``), or neither. With ``normalise`` times are divided by the reference
+operation (``harness.measure.reference_op``) timed next to each case, or by the run's where a run
+lacks those, so that a baseline recorded on one day compares fairly with a run on another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from harness.analyse import regression
+from harness.analyse.regression import CheckSettings
+from harness.present.plots import length_text
+from harness.present.summary import fmt_bytes, fmt_ms
+from harness.store import runs, storage
+from harness.store.records import METRICS
+
+COMPARE_MD, COMPARE_CSV = "compare.md", "compare.csv"
+EXIT_CODES = {"ok": 0, "regressed": 1, "inconclusive": 3}  # 2: bad input
+METRIC_TEXT = {"wall": "wall time", "cpu": "CPU time"}
+
+
+def _run_refs(
+    meta_base: dict, meta_new: dict, settings: CheckSettings
+) -> tuple[float | None, float | None]:
+    base = runs.reference_ms(meta_base, settings.metric)
+    new = runs.reference_ms(meta_new, settings.metric)
+    if settings.normalise and (base is None or new is None):
+        which = "baseline" if base is None else "new run"
+        raise storage.RunFolderError(
+            f"--normalise: the {which} has no reference-operation {METRIC_TEXT[settings.metric]} "
+            "(recorded before runs had one); compare without --normalise"
+        )
+    return base, new
+
+
+def _check_metric(df, run_dir: Path, metric: str) -> None:
+    column = METRICS[metric].median
+    ok = df[df["status"] == "ok"]
+    if not ok.empty and (column not in ok.columns or ok[column].isna().all()):
+        raise storage.RunFolderError(
+            f"{run_dir}: no {METRIC_TEXT[metric]} was recorded (a CUDA run, or one made before "
+            f"the harness recorded it): compare with --metric wall"
+        )
+
+
+def few_processes(df) -> bool:
+    """Fewer than 3 processes per measured case: no per-process significance test."""
+    column = METRICS["wall"].process_medians
+    ok = df[df["status"] == "ok"]
+    if ok.empty or column not in ok.columns:
+        return not ok.empty
+    return bool((ok[column].map(lambda t: len(str(t).split())) < 3).any())
+
+
+def _time(ms: object) -> str:
+    return fmt_ms(float(ms)) if pd.notna(ms) else ""
+
+
+def _side(times: pd.Series, statuses: pd.Series) -> list[str]:
+    """A side's median time, or its status where it did not finish, or nothing (no such case)."""
+    return [
+        "" if pd.isna(s) else _time(t) if s == "ok" else str(s)
+        for t, s in zip(times, statuses, strict=True)
+    ]
+
+
+def display_table(table: pd.DataFrame, settings: CheckSettings | None = None) -> pd.DataFrame:
+    """The verdicts for people: case, both sides (medians of the judged time, as measured),
+    the ratio that was judged (normalised where it was), verdict, why."""
+    settings = settings or CheckSettings()
+    what = METRIC_TEXT[settings.metric]
+    ratio = f"ratio ({what}, normalised)" if settings.normalise else f"ratio ({what})"
+    return pd.DataFrame(
+        {
+            "backend": table["backend"],
+            "pass": table["pass"],
+            "n": table["seq_len"].map(length_text),
+            f"baseline ({what})": _side(table["time_base_ms"], table["status_base"]),
+            f"new ({what})": _side(table["time_new_ms"], table["status_new"]),
+            ratio: table["time_ratio"].map(lambda r: f"{r:.3g}×" if pd.notna(r) else ""),
+            "memory new": table["memory_new"].map(lambda b: fmt_bytes(b) if pd.notna(b) else ""),
+            "verdict": table["verdict"],
+            "why": table["why"],
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    table: pd.DataFrame  # one row per case: both sides, ratio, verdict, why
+    outcome: str  # "ok", "regressed" or "inconclusive" (``regression.outcome``)
+    path: Path  # compare.md (compare.csv beside it)
+    thin: tuple[Path, ...]  # the runs that timed cases in fewer than 3 processes
+
+
+def compare(
+    base_dir: Path, new_dir: Path, settings: CheckSettings, out: Path | None = None
+) -> Comparison:
+    """Judges ``new_dir`` against ``base_dir`` and writes compare.md and compare.csv."""
+    (base, meta_base), (new, meta_new) = runs.load_run(base_dir), runs.load_run(new_dir)
+    for df, run_dir in ((base, base_dir), (new, new_dir)):
+        _check_metric(df, run_dir, settings.metric)
+    refs = _run_refs(meta_base, meta_new, settings)
+    table = regression.compare_runs(base, new, settings, refs)
+    shared = ~table["verdict"].isin(["new", "missing"])
+    if not shared.any():
+        raise storage.RunFolderError(f"{base_dir} and {new_dir} have no case in common")
+    out = Path(out) if out else Path(new_dir)
+    with runs.writing(out):
+        table.to_csv(out / COMPARE_CSV, index=False)
+    tol = settings.tolerances
+    dev = str(table["device"].dropna().iloc[0]) if table["device"].notna().any() else "cpu"
+    counts = table["verdict"].value_counts()
+    what = METRIC_TEXT[settings.metric]
+    head = (
+        f"# Regression check: {Path(new_dir).name} against {Path(base_dir).name}\n\n"
+        f"Judged on {what} per call. Time tolerance {tol.time:.0%} (and significant: "
+        f"Mann-Whitney p < {tol.alpha}, bootstrap 95% interval of the median ratio above 1); "
+        f"memory tolerance {tol.memory:.0%} on CUDA, max({tol.cpu_memory:.0%}, "
+        f"{fmt_bytes(tol.cpu_memory_floor_bytes)}) on CPU"
+        + (f"; ratios normalised by the reference operation ({_reference_op_text(meta_new, dev)}): "
+           "the time measured in each case's process where both runs have it, else the run's "
+           f"({refs[0]:.3g} ms in the baseline, {refs[1]:.3g} ms in the new run); the times "
+           "shown are as measured"
+           if settings.normalise else "")
+        + ". A case measured under unstable conditions is `inconclusive`"
+        + (" (strict: judged anyway, the conditions named)" if settings.strict else "")
+        + ": see the README, \"How stable is a number\".\n\n"
+        + ", ".join(f"{n} {v}" for v, n in counts.items())
+        + "\n\n"
+    )  # fmt: skip
+    body = display_table(table, settings).to_markdown(index=False)
+    with runs.writing(out):
+        (out / COMPARE_MD).write_text(head + body + "\n")
+    thin = tuple(Path(d) for d, df in ((base_dir, base), (new_dir, new)) if few_processes(df))
+    return Comparison(table, regression.outcome(table), out / COMPARE_MD, thin)
+
+
+def _reference_op_text(meta: dict, device: str) -> str:
+    """What the reference operation is, as the run recorded it."""
+    recorded = (meta.get("reference_op") or {}).get("before", {}).get("op")
+    return str(recorded) if recorded else f"the run's reference matmul on {device}"
