@@ -16,3 +16,4 @@ from attention_impls import bigbird
 from attention_impls import reformer
 from attention_impls import xformers_ops
 from attention_impls import flex
+from attention_impls import strided

@@ -50,6 +50,7 @@ PARAM_FLAGS = {
     "buckets": "n_buckets",
     "chunk_size": "chunk_size",
     "shared_qk": "shared_qk",
+    "stride": "stride",
 }
 
 
@@ -140,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--global-blocks", type=int, help="bigbird: global blocks at each end g (1)")
     b.add_argument("--random-blocks", type=int, help="bigbird: random blocks per row r (3)")
     b.add_argument("--hashes", type=positive_int, help="reformer: hash rounds (4)")
+    b.add_argument(
+        "--stride", type=positive_int, help="strided: stride l (ceil(sqrt(N)) at each length)"
+    )
     b.add_argument("--buckets", type=positive_int, help="reformer: buckets, even (about N/chunk)")
     b.add_argument("--chunk-size", type=positive_int, help="reformer: chunk size c (64)")
     b.add_argument(
