@@ -78,6 +78,17 @@ def test_comparison_marks_a_case_unstable_on_either_side(tmp_path):
 def test_no_common_case_is_bad_input(tmp_path, capsys):
     a = write_run(tmp_path / "a", series=(NAIVE,), passes=("fwd",))
     b = write_run(tmp_path / "b", series=(SDPA,), passes=("fwd",))
-    assert main(["report", str(a), str(b)]) == 2
+    assert main(["compare", str(a), str(b)]) == 2
     err = capsys.readouterr().err
     assert "no case in common" in err and err.count("\n") == 1
+
+
+def test_compare_writes_the_comparison_report_and_report_of_two_is_deprecated(tmp_path, capsys):
+    a = write_run(tmp_path / "a", series=(SDPA,), passes=("fwd",))
+    b = write_run(tmp_path / "b", series=(SDPA,), passes=("fwd",), scale=1.5)
+    assert main(["compare", str(a), str(b), "--allow-inconclusive"]) in (0, 1)
+    out = capsys.readouterr()
+    assert (b / "compare.md").is_file() and (b / "vs-a" / "report.html").is_file()
+    assert "comparison report" in out.out and "deprecated" not in out.err
+    assert main(["report", str(a), str(b)]) == 0  # the alias still works, and says so
+    assert "deprecated: 'compare RUN_A RUN_B'" in capsys.readouterr().err

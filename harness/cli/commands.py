@@ -25,15 +25,25 @@ def report(argv: list[str]) -> int:
     runs, out = parse_report_args(argv)
     path = single.write(runs[0]) if len(runs) == 1 else comparison.write(*runs, out_dir=out)
     print(f"report: {path} and {path.with_suffix('.html')}")
+    if len(runs) == 2:  # after the work: bad input still gets its one line
+        print(f"{PROG}: warning: 'report RUN_A RUN_B' is deprecated: 'compare RUN_A RUN_B' writes "
+              "the same comparison report, with the verdicts", file=sys.stderr)  # fmt: skip
     return 0
 
 
 def compare(argv: list[str]) -> int:
-    """``compare BASELINE_RUN NEW_RUN``: 1 when a case regressed, 3 when one could not be
-    decided, else 0."""
+    """``compare BASELINE_RUN NEW_RUN``: the verdicts (``compare.md``, ``compare.csv``) and the
+    side-by-side comparison report (``vs-<BASELINE>/report.md``, ``.html``, ``ratios.png``); exit
+    1 when a case regressed, 3 when one could not be decided, else 0."""
+    from harness.present import comparison
+
     base, new, settings, out, allow_inconclusive = parse_compare_args(argv)
     result = checks.compare(base, new, settings, out)
     show_comparison(result, settings)
+    # the side-by-side report (ratios, plot, HTML) beside the verdicts
+    where = (out / f"vs-{base.resolve().name}") if out else None
+    path = comparison.write(base, new, out_dir=where)
+    print(f"comparison report: {path} and {path.with_suffix('.html')}")
     return exit_code(result.outcome, allow_inconclusive)
 
 
