@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -196,9 +197,9 @@ def resolve_out(args: argparse.Namespace, device: str) -> Path:
     # whether it already holds results is checked under the run folder's lock (harness.cli.app)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
+        # a name of its own: two sweeps started together must not remove each other's probe
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
     except OSError as exc:
         raise UsageError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
     return out
