@@ -50,7 +50,7 @@ class StridedParams:
 
 
 def stride_at(params: StridedParams, n: int) -> int:
-    return params.stride or max(1, math.isqrt(n - 1) + 1 if n > 1 else 1)
+    return params.stride or (math.isqrt(n - 1) + 1 if n > 1 else 1)  # ceil(sqrt(n))
 
 
 def allowed(i: torch.Tensor, j: torch.Tensor, stride: int | torch.Tensor, causal: bool):

@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from harness.measure.flops import useful_flops
 from harness.measure.registry import get_backend_class
 from harness.store import storage
 from harness.store.records import CaseResult
@@ -19,13 +18,7 @@ def facts(backend: str, params: dict, n: int, pass_: str) -> dict:
         cls = get_backend_class(backend)
     except KeyError:
         return {"sparse": True, "yardstick": False}
-    b = cls(cls.Params(**params))
-    return {
-        "flops": useful_flops(b.attended_pairs(n, 0), 1, 4, 64, pass_),
-        "promise": b.promise.text if b.promise else "",
-        "sparse": b.is_sparse,
-        "yardstick": b.yardstick,
-    }
+    return cls(cls.Params(**params)).row_facts(n, 1, 4, 64, pass_)
 
 
 LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)

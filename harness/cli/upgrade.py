@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.store import runs, storage
-from harness.store.records import FACT_COLUMNS, FORMAT_VERSION
+from harness.store.records import FACT_COLUMNS, FORMAT_VERSION, has_facts
 
 
 def _backend(name: str, params: str):
@@ -29,7 +29,6 @@ def fill_facts(df: pd.DataFrame) -> pd.DataFrame:
     they cannot be imported (torch missing)."""
     try:
         from harness.measure import registry
-        from harness.measure.flops import useful_flops
 
         registry.backend_names()
     except ImportError as exc:
@@ -42,13 +41,17 @@ def fill_facts(df: pd.DataFrame) -> pd.DataFrame:
     facts: dict[str, list] = {c: [] for c in FACT_COLUMNS}
     for row in df.to_dict("records"):
         b = made[(row["backend"], row["params"])]
-        pairs = b.attended_pairs(int(row["seq_len"]), int(row["seed"])) if b else None
-        known = row["pass"] in ("fwd", "fwdbwd")
-        shape = (int(row["batch"]), int(row["heads"]), int(row["head_dim"]))
-        facts["flops"].append(useful_flops(pairs, *shape, row["pass"]) if known else None)
-        facts["promise"].append(b.promise.text if b and b.promise else "")
-        facts["sparse"].append(b.is_sparse if b else row.get("family") != "full")
-        facts["yardstick"].append(b.yardstick if b else False)
+        if b is None:
+            known = {"flops": None, "promise": "", "sparse": row.get("family") != "full",
+                     "yardstick": False}  # fmt: skip
+        else:
+            counted = row["pass"] in ("fwd", "fwdbwd")
+            shape = [int(row[c]) for c in ("seq_len", "batch", "heads", "head_dim")]
+            known = b.row_facts(*shape, row["pass"] if counted else "fwd", int(row["seed"]))
+            if not counted:
+                known["flops"] = None  # a pass whose FLOPs this version does not count
+        for column in FACT_COLUMNS:
+            facts[column].append(known[column])
     return df.assign(**facts)
 
 
@@ -63,7 +66,7 @@ def upgrade(run_dir: Path) -> bool:
     df = storage.read_results(run_dir)
     meta = storage.read_meta(run_dir)
     current = meta.get("format_version", 1) >= FORMAT_VERSION
-    if current and all(c in df.columns for c in FACT_COLUMNS):
+    if current and has_facts(df.columns):
         return False
     storage.rewrite_results(run_dir, fill_facts(df))
     storage.write_meta(run_dir, {**meta, "format_version": FORMAT_VERSION})

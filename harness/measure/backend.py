@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from harness.measure.flops import useful_flops
 from harness.measure.inputs import Inputs, dtype_name
 from harness.store.facts import Promise
 
@@ -108,6 +109,19 @@ class AttentionBackend:
         """(query, key) pairs per (batch, head) among the ``seq_len`` real positions, as the
         family counts them (``harness.measure.flops``); None where the family has no count."""
         return None
+
+    def row_facts(
+        self, seq_len: int, batch: int, heads: int, head_dim: int, pass_: str, seed: int = 0
+    ) -> dict[str, Any]:
+        """The family's facts a results row stores (``records.FACT_COLUMNS``), so that analysis
+        needs no backend: useful FLOPs of one call, promise, sparse, yardstick."""
+        pairs = self.attended_pairs(seq_len, seed)
+        return {
+            "flops": useful_flops(pairs, batch, heads, head_dim, pass_),
+            "promise": self.promise.text if self.promise else "",
+            "sparse": self.is_sparse,
+            "yardstick": self.yardstick,
+        }
 
     # -- description ------------------------------------------------------------------------
     def params_dict(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,12 @@ from typing import Any
 #    run of format 1 is upgraded when it is read (``runs.load_run``) where the backends import.
 FORMAT_VERSION = 2
 FACT_COLUMNS = ("flops", "promise", "sparse", "yardstick")
+
+
+def has_facts(columns: Iterable[str]) -> bool:
+    """Whether rows with these columns carry their family's facts (format 2 on)."""
+    return all(c in columns for c in FACT_COLUMNS)
+
 
 STATUSES = ("ok", "skipped", "oom", "error", "timeout")
 

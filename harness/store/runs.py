@@ -13,7 +13,7 @@ import pandas as pd
 
 from harness.store import storage
 from harness.store.limits import MAX_LENGTHS
-from harness.store.records import FACT_COLUMNS, KEY_COLUMNS, METRICS
+from harness.store.records import KEY_COLUMNS, METRICS, has_facts
 
 # what the tables, figures and verdicts read without a fallback; other columns may be missing
 # (runs recorded before they existed)
@@ -45,7 +45,7 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict]:
             f"{path}: {lengths} sequence lengths, more than the {MAX_LENGTHS} a sweep measures "
             "(not a run of this harness?)"
         )
-    if any(c not in df.columns for c in FACT_COLUMNS):
+    if not has_facts(df.columns):
         df = _upgraded(df, path)
     return df, storage.read_meta(run_dir)
 

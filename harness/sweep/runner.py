@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterable
 
 from harness.measure.case import Case
-from harness.measure.flops import useful_flops
 from harness.measure.inputs import dtype_name
 from harness.measure.worker import child_main
 from harness.store.records import CaseResult
@@ -136,12 +135,7 @@ def make_result(case: Case, fields: dict) -> CaseResult:
         dtype=dtype_name(i.dtype),
         device=i.device,
         seed=i.seed,
-        flops=useful_flops(
-            b.attended_pairs(i.seq_len, i.seed), i.batch, i.heads, i.head_dim, case.pass_
-        ),
-        promise=b.promise.text if b.promise else "",
-        sparse=b.is_sparse,
-        yardstick=b.yardstick,
+        **b.row_facts(i.seq_len, i.batch, i.heads, i.head_dim, case.pass_, i.seed),
         **{k: v for k, v in fields.items() if k in known},
     )
 
