@@ -40,15 +40,20 @@ import torch.nn.functional as F
 from attention_impls.footprint import cpu_flash_buffers_bytes, fused_attention_bytes, rows_bytes
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
+from harness.measure.params import param
 from harness.measure.registry import register
 from harness.store.facts import Promise
 
 
 @dataclass(frozen=True)
 class BigBirdParams:
-    block_size: int = 64  # b
-    global_blocks: int = 1  # g global blocks at EACH end: the first g and the last g blocks
-    random_blocks: int = 3  # r random key blocks per (non-global) query block
+    block_size: int = param(64, "--block-size", "block size b", low=1)
+    global_blocks: int = param(
+        1, "--global-blocks", "global blocks g at each end: the first g and the last g", low=0
+    )
+    random_blocks: int = param(
+        3, "--random-blocks", "random key blocks r per non-global query block", low=0
+    )
 
 
 def random_block_table(seq_len: int, params: BigBirdParams, seed: int) -> torch.Tensor:

@@ -16,13 +16,14 @@ import torch.nn.functional as F
 from attention_impls.footprint import fused_attention_bytes, rows_bytes
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
+from harness.measure.params import param
 from harness.measure.registry import register
 from harness.store.facts import Promise
 
 
 @dataclass(frozen=True)
 class FullParams:
-    causal: bool = False  # keys j <= i only
+    causal: bool = param(False, "--causal", "keys j <= i only")
 
 
 def causal_mask(inputs: Inputs, rows: torch.Tensor | None, device: torch.device) -> torch.Tensor:

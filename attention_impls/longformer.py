@@ -38,16 +38,20 @@ import torch.nn.functional as F
 from attention_impls.footprint import rows_bytes
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
+from harness.measure.params import param
 from harness.measure.registry import register
 from harness.store.facts import Promise
 
 
 @dataclass(frozen=True)
 class LongformerParams:
-    window: int = 256  # one-sided window w: 2w+1 keys per query
-    dilation: int = 1  # query i sees keys i + dilation*t, t in [-w, w]
-    global_tokens: tuple[int, ...] = ()  # positions; negative = counted from the end (-1 = last)
-    causal: bool = False  # keys j <= i only
+    window: int = param(256, "--window", "one-sided window w: 2w+1 keys per query", low=1)
+    dilation: int = param(1, "--dilation", "query i sees keys i + d*t, |t| <= w", low=1)
+    global_tokens: tuple[int, ...] = param(
+        (), "--global-tokens", "global positions, negative from the end (-1: the last)",
+        metavar="POS",
+    )  # fmt: skip
+    causal: bool = param(False, "--causal", "keys j <= i only")
 
 
 def global_positions(global_tokens: tuple[int, ...], seq_len: int) -> list[int]:

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from attention_impls.footprint import rows_bytes
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
+from harness.measure.params import param
 from harness.measure.registry import register
 from harness.store.facts import Promise
 from harness.store.limits import MAX_HASHES
@@ -48,10 +49,14 @@ from harness.store.limits import MAX_HASHES
 
 @dataclass(frozen=True)
 class ReformerParams:
-    n_hashes: int = 4  # hash rounds
-    n_buckets: int | None = None  # even; None = max(2, 2 * round(N / (2 * chunk_size)))
-    chunk_size: int = 64  # c
-    shared_qk: bool = True  # keys are the unit-normalised queries
+    n_hashes: int = param(4, "--hashes", "hash rounds", low=1)
+    n_buckets: int | None = param(
+        None, "--buckets", "buckets, even (default: max(2, 2 round(N / 2c)), about N / c)", low=1
+    )
+    chunk_size: int = param(64, "--chunk-size", "chunk size c", low=1)
+    shared_qk: bool = param(
+        True, "--no-shared-qk", "hash separate keys instead of the unit-normalised queries"
+    )
 
 
 def num_buckets(params: ReformerParams, seq_len: int) -> int:

@@ -39,14 +39,17 @@ from attention_impls.flex import FlexMaskBackend
 from attention_impls.footprint import rows_bytes
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
+from harness.measure.params import param
 from harness.measure.registry import register
 from harness.store.facts import Promise
 
 
 @dataclass(frozen=True)
 class StridedParams:
-    stride: int | None = None  # l; None: ceil(sqrt(N)) at each length
-    causal: bool = False  # keys j <= i only
+    stride: int | None = param(
+        None, "--stride", "stride l (default: ceil(sqrt(N)) at each length)", low=1
+    )
+    causal: bool = param(False, "--causal", "keys j <= i only")
 
 
 def stride_at(params: StridedParams, n: int) -> int:

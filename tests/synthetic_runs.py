@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harness.measure.registry import get_backend_class
 from harness.store import storage
-from harness.store.records import CaseResult
+from harness.store.records import CaseResult, Status
 
 
 def facts(backend: str, params: dict, n: int, pass_: str) -> dict:
@@ -42,8 +42,8 @@ class Series:
 
     def rows(self, lengths=LENGTHS, pass_="fwd", device="cpu", dtype="float32", scale=1.0):
         for n in lengths:
-            status = self.status.get(n, "ok")
-            ok = status == "ok"
+            status = self.status.get(n, Status.OK)
+            ok = status == Status.OK
             t = scale * self.time_at_1k * (n / 1024) ** self.time_exp
             factors = WIDE if n in self.wide else (0.98, 1, 1.02)
             yield CaseResult(
@@ -77,7 +77,7 @@ class Series:
 
 
 NAIVE = Series(
-    "full-naive", "full", {"causal": False}, 2.0, 40.0, 2.0, 32 * 2**20, status={16384: "oom"}
+    "full-naive", "full", {"causal": False}, 2.0, 40.0, 2.0, 32 * 2**20, status={16384: Status.OOM}
 )
 SDPA = Series("full-sdpa", "full", {"causal": False}, 2.0, 10.0, 1.0, 2 * 2**20)
 # Time 30 x against full-sdpa's 10 x^2 and full-naive's 40 x^2 (x = n / 1024): the curves cross

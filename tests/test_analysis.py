@@ -6,6 +6,7 @@ from harness.analyse import analysis
 from harness.analyse.analysis import crossover, fit_power
 from harness.store import storage
 from harness.store.facts import Promise
+from harness.store.records import Status
 from tests.synthetic_runs import LENGTHS, NAIVE, Series, write_run
 
 
@@ -83,7 +84,7 @@ def test_a_reference_that_fails_counts_as_beaten(tmp_path):
 
 
 def test_crossover_when_winning_everywhere_or_nowhere():
-    lengths, status = [512, 1024], ["ok", "ok"]
+    lengths, status = [512, 1024], [Status.OK, Status.OK]
     assert crossover(lengths, [1, 1], [2, 2], status).first == 512
     assert "every length" in crossover(lengths, [1, 1], [2, 2], status).text()
     assert crossover(lengths, [3, 3], [2, 2], status).text() == "not within 512–1024"
@@ -109,7 +110,7 @@ def test_rates_divide_useful_flops_by_the_median_time(run):
     assert row["flops"] == flops
     assert row["tflops"] == pytest.approx(flops / (row["time_median_ms"] / 1e3) / 1e12)
     assert row["peak_fraction"] == pytest.approx(row["tflops"] / 989, rel=0.01)
-    failed = df[df["status"] != "ok"]
+    failed = df[df["status"] != Status.OK]
     assert failed["tflops"].isna().all()
     assert analysis.with_rates(run, "AMD EPYC")["peak_fraction"].isna().all()
 

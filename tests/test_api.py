@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from harness.measure import registry
+from harness.store.records import Status
 from harness.store.storage import read_results
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +36,7 @@ import sys
 from pathlib import Path
 
 from harness import SweepConfig, TimingSettings, run_sweep
+from harness.store.records import Status
 
 
 def main():
@@ -87,7 +89,7 @@ def test_import_brings_a_backend_from_outside(tmp_path):
     proc = python(*args, env={"PYTHONPATH": str(path)})
     assert proc.returncode == 0, proc.stderr
     row = pd.read_csv(out / "results.csv").iloc[0]
-    assert (row.backend, row.status) == ("plugin-full", "ok") and row.max_err < 1e-4
+    assert (row.backend, row.status) == ("plugin-full", Status.OK) and row.max_err < 1e-4
     meta = json.loads((out / "meta.json").read_text())
     assert meta["imports"] == ["outside_backends"]
     assert "--import outside_backends" in meta["command"]
@@ -112,7 +114,7 @@ def test_run_sweep_writes_results_and_meta_as_the_command_line_does(tmp_path):
                          passes=("fwd",), heads=2, head_dim=16, timing=timing)  # fmt: skip
     run = run_sweep(config)
     df = read_results(run)
-    assert list(df.status) == ["ok", "ok"] and (df.max_err < 1e-4).all()
+    assert list(df.status) == [Status.OK, Status.OK] and (df.max_err < 1e-4).all()
     meta = json.loads((run / "meta.json").read_text())
     assert meta["config"]["lengths"] == [64, 128] and meta["imports"] == []
     assert meta["reference_op"]["before"]["median_ms"] > 0 and "after" in meta["reference_op"]
@@ -132,7 +134,7 @@ def test_a_script_without_the_main_guard_is_refused(tmp_path):
     guarded.write_text(SCRIPT + 'if __name__ == "__main__":\n    main()\n')
     proc = python(str(guarded), str(tmp_path / "b"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert read_results(tmp_path / "b").status.tolist() == ["ok"]
+    assert read_results(tmp_path / "b").status.tolist() == [Status.OK]
     assert (tmp_path / "b" / "meta.json").is_file()
 
 

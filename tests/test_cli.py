@@ -13,7 +13,7 @@ import torch
 
 from harness.cli.app import main
 from harness.measure.registry import backend_names
-from harness.store.records import COLUMNS
+from harness.store.records import COLUMNS, Status
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = ["--min-time", "0.02", "--warmup", "0.01", "--min-repeats", "3", "--heads", "2",
@@ -66,8 +66,10 @@ def test_sweep_end_to_end_then_resume(tmp_path):
     assert list(df.columns) == COLUMNS
     assert len(df) == len(backend_names()) * 2 * 2
     # every backend ran, except kernels this machine lacks, which say why
-    ran = df.status == "ok"
-    lacking = (df.status == "skipped") & df.backend.str.startswith(("sdpa-", "xformers-", "flex-"))
+    ran = df.status == Status.OK
+    lacking = (df.status == Status.SKIPPED) & df.backend.str.startswith(
+        ("sdpa-", "xformers-", "flex-")
+    )
     assert (ran | lacking).all(), df[["backend", "status", "reason"]]
     assert (df.reason[lacking].str.len() > 20).all()
     assert {"full-naive", "full-sdpa", "longformer", "bigbird", "reformer"} <= set(df.backend[ran])

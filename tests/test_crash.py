@@ -22,6 +22,7 @@ import pandas as pd
 import pytest
 
 from harness.store import storage
+from harness.store.records import Status
 
 ROOT = Path(__file__).resolve().parent.parent
 LENGTHS = ["64", "128", "192"]
@@ -150,7 +151,7 @@ def test_killed_sweeps_resume_to_every_case_exactly_once(tmp_path):
     assert_none_left(proc.pid)
     assert_complete(out)
     df = storage.read_results(out)
-    killed = df[df.status == "error"]
+    killed = df[df.status == Status.ERROR]
     why = "forkserver was killed|could not start the case's process"
     assert killed.reason.str.contains(why).all(), killed.reason
     print(f"kills: {moments}; error rows of killed forkservers: {len(killed)}")  # with -s
@@ -181,7 +182,7 @@ def test_a_killed_case_respects_its_timeout_when_its_forkserver_died(tmp_path):
     proc.stderr.close()
     assert_none_left(proc.pid)
     first = storage.read_results(out).iloc[0]
-    assert first.status == "error" and "forkserver was killed" in first.reason
+    assert first.status == Status.ERROR and "forkserver was killed" in first.reason
 
 
 def test_two_sweeps_on_one_folder_one_is_refused(tmp_path):

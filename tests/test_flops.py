@@ -20,7 +20,7 @@ from harness.measure.flops import BACKWARD_FACTOR, useful_flops
 from harness.measure.inputs import Inputs
 from harness.measure.registry import backend_names, get_backend_class
 from harness.measure.timing import TimingSettings
-from harness.sweep.runner import make_result
+from harness.store.records import Status
 
 
 def attended_pairs(name: str, params: dict[str, Any], n: int, seed: int = 0) -> float | None:
@@ -187,12 +187,13 @@ def test_rows_store_flops_and_facts() -> None:
     cls = get_backend_class("bigbird")
     backend = cls(cls.Params(block_size=32, global_blocks=0, random_blocks=3))
     inputs = Inputs(batch=2, heads=4, seq_len=1000, head_dim=64, seed=3, requires_grad=True)
-    row = make_result(Case(backend, inputs, "fwdbwd", TimingSettings(), 8), {"status": "ok"})
+    row = Case(backend, inputs, "fwdbwd", TimingSettings(), 8).result({"status": Status.OK})
     pairs = backend.attended_pairs(1000, 3)
     assert row.flops == useful_flops(pairs, 2, 4, 64, "fwdbwd")
     assert (row.promise, row.sparse, row.yardstick) == ("O(n)", True, False)
-    naive = make_result(Case(get_backend_class("full-naive")(), inputs, "fwd", TimingSettings(), 8),
-                        {"status": "ok"})  # fmt: skip
+    naive = Case(get_backend_class("full-naive")(), inputs, "fwd", TimingSettings(), 8).result(
+        {"status": Status.OK}
+    )
     assert naive.flops == 4 * 2 * 4 * 64 * 1000**2
     assert (naive.promise, naive.sparse, naive.yardstick) == ("O(n²)", False, True)
 

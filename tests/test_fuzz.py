@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from harness.cli import app
 from harness.present import plots
+from harness.store.records import Status
 from harness.sweep import runner
 from tests import corrupt_runs
 from tests.corrupt_runs import COMMANDS, CORRUPTIONS, VALID_OPTIONS, Corruption
@@ -47,7 +48,7 @@ def stubbed(monkeypatch, tmp_path):
     monkeypatch.setattr(
         runner,
         "run_in_process",
-        lambda ctx, case, timeout_s, threads: {"status": "error", "reason": "fuzz test stub"},
+        lambda ctx, case, timeout_s, threads: {"status": Status.ERROR, "reason": "fuzz test stub"},
     )
     monkeypatch.setattr(app.reference_op, "measure_reference", lambda *a, **k: {"median_ms": 1.0})
     monkeypatch.setattr(app.conditions, "snapshot", lambda *a, **k: {"other_cpu": 0.0})

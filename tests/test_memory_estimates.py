@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from harness.measure.timing import TimingSettings
+from harness.store.records import Status
 from harness.store.storage import read_results
 from harness.sweep.config import SweepConfig
 from harness.sweep.runner import run_sweep
@@ -26,7 +27,7 @@ def ratios(config: SweepConfig) -> pd.DataFrame:
     """Run ``config``; its rows with ``ratio`` = estimate / measured peak."""
     run_sweep(config)
     df = read_results(config.out_dir)
-    assert (df.status == "ok").all(), df[["backend", "pass", "status", "reason"]]
+    assert (df.status == Status.OK).all(), df[["backend", "pass", "status", "reason"]]
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)  # as the cases ran: the CPU flash kernel's tiles are per thread

@@ -14,6 +14,7 @@ import pytest
 from harness.analyse.regression import (
     CheckSettings,
     Tolerances,
+    Verdict,
     _u_counts,
     bootstrap_ratio_ci,
     compare_runs,
@@ -25,7 +26,7 @@ from harness.analyse.regression import (
 )
 from harness.analyse.regression import outcome as regression_outcome
 from harness.store import storage
-from harness.store.records import CaseResult
+from harness.store.records import CaseResult, Status
 
 TOL = Tolerances()
 # the statistics alone, as these tests' synthetic rows have no conditions and few processes
@@ -151,10 +152,10 @@ def test_memory_rules_on_cpu_and_cuda():
     assert math.isnan(ratio) and word == "same"
 
 
-def _case(label: str, time: float = 10.0, seed: int = 0, n: int = 1024, status: str = "ok",
+def _case(label: str, time: float = 10.0, seed: int = 0, n: int = 1024, status: str = Status.OK,
           mem: int = 64 * MiB, device: str = "cpu", reason: str = "",
           processes: list[float] = (), refs: list[float] = (), **extra) -> CaseResult:  # fmt: skip
-    ok = status == "ok"
+    ok = status == Status.OK
     samples = time * np.random.default_rng(seed).lognormal(0, 0.02, 10)
     return CaseResult(
         backend=label, family="full", label=label, params="{}", seq_len=n, pass_="fwd", batch=1,
@@ -179,22 +180,22 @@ def _run(tmp_path, name: str, cases: list[CaseResult]) -> pd.DataFrame:
 
 def test_status_changes_and_order(tmp_path):
     base = _run(tmp_path, "base", [
-        _case("steady", seed=1), _case("breaks", seed=2), _case("mends", status="oom"),
-        _case("both-fail", status="oom"), _case("dropped"), _case("wrong", seed=3),
-        _case("steady", n=2048, seed=4), _case("wrong-again", status="oom"),
+        _case("steady", seed=1), _case("breaks", seed=2), _case("mends", status=Status.OOM),
+        _case("both-fail", status=Status.OOM), _case("dropped"), _case("wrong", seed=3),
+        _case("steady", n=2048, seed=4), _case("wrong-again", status=Status.OOM),
     ])  # fmt: skip
     new = _run(tmp_path, "new", [
         _case("added"), _case("steady", n=2048, seed=5), _case("wrong", seed=6,
-        reason="CHECK FAILED: max error 0.1"), _case("both-fail", status="timeout"),
-        _case("mends"), _case("breaks", status="oom"), _case("steady", seed=7),
+        reason="CHECK FAILED: max error 0.1"), _case("both-fail", status=Status.TIMEOUT),
+        _case("mends"), _case("breaks", status=Status.OOM), _case("steady", seed=7),
         _case("wrong-again", reason="CHECK FAILED: max error 0.2"),
     ])  # fmt: skip
     table = compare_runs(base, new, STRICT)
     assert list(zip(table["backend"], table["seq_len"], table["verdict"], strict=True)) == [
         ("steady", 1024, "same"), ("breaks", 1024, "regressed"), ("mends", 1024, "fixed"),
-        ("both-fail", 1024, "skipped"), ("dropped", 1024, "missing"),
+        ("both-fail", 1024, Verdict.UNMEASURED), ("dropped", 1024, "missing"),
         ("wrong", 1024, "regressed"), ("steady", 2048, "same"),
-        ("wrong-again", 1024, "skipped"), ("added", 1024, "new"),
+        ("wrong-again", 1024, Verdict.UNMEASURED), ("added", 1024, "new"),
     ]  # fmt: skip
     why = dict(zip(table["backend"], table["why"], strict=False))
     assert why["breaks"] == "ok -> oom" and why["mends"] == "oom -> ok"
@@ -304,7 +305,7 @@ def test_memory_growth_and_new_failures_are_judged_whatever_the_conditions(tmp_p
     base = _run(tmp_path, "base", [_case("a", processes=FIVE, seed=1), _case("b", seed=2)])
     new = _run(tmp_path, "new", [
         _case("a", processes=FIVE, seed=3, mem=80 * MiB, other_cpu=0.9),
-        _case("b", status="oom"),
+        _case("b", status=Status.OOM),
     ])  # fmt: skip
     table = compare_runs(base, new, CheckSettings()).set_index("backend")
     assert list(table["verdict"]) == ["regressed", "regressed"]

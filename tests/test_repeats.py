@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from harness.store.records import Status
 from harness.sweep.repeats import combine
 
 
 def _ok(median: float, ref: float, mem: int = 1000, err: float = 1e-6, reason: str = "") -> dict:
     samples = [median * f for f in (0.99, 1.0, 1.01)]
     return {
-        "status": "ok", "reason": reason, "time_median_ms": median, "time_iqr_ms": 0.01,
+        "status": Status.OK, "reason": reason, "time_median_ms": median, "time_iqr_ms": 0.01,
         "repeats": 3, "warmup_calls": 2, "prepare_ms": 0.5, "first_call_ms": 2 * median,
         "time_samples_ms": " ".join(f"{s:.6g}" for s in samples),
         "process_medians_ms": f"{median:.6g}", "process_ref_ms": f"{ref:.6g}",
@@ -41,24 +42,27 @@ def test_a_failed_check_in_any_process_stays_on_the_row():
 
 
 def test_a_failing_process_ends_the_case_with_its_status():
-    died = {"status": "oom", "reason": "process killed (SIGKILL), likely out of memory"}
+    died = {"status": Status.OOM, "reason": "process killed (SIGKILL), likely out of memory"}
     row = combine([_ok(3.0, 10.0), died], 5)
-    assert row["status"] == "oom"
+    assert row["status"] == Status.OOM
     assert row["reason"] == "process 2 of 5: process killed (SIGKILL), likely out of memory"
     with pytest.raises(ValueError):
         combine([], 1)
 
 
-def test_every_measured_field_has_a_rule():
-    from harness.store.records import COLUMNS, FACT_COLUMNS
-    from harness.sweep.repeats import PER_FIELD, SAME, WHOLE
+def test_every_field_has_a_rule_this_module_applies():
+    import dataclasses
 
-    # the identity and the family facts come from the runner, not from the processes
-    identity = {"backend", "family", "label", "params", "seq_len", "pass", "batch", "heads",
-                "head_dim", "dtype", "device", "seed", "reason", "round"}  # fmt: skip
-    identity |= set(FACT_COLUMNS)
-    covered = set(PER_FIELD) | set(WHOLE) | set(SAME) | identity
-    assert set(COLUMNS) == covered, set(COLUMNS) ^ covered
+    from harness.store.records import CaseResult, combine_rule
+    from harness.sweep.repeats import OF_SAMPLES, PER_FIELD
+
+    known = set(PER_FIELD) | set(OF_SAMPLES) | {"case", "same", "reason"}
+    for field in dataclasses.fields(CaseResult):
+        rule, of = combine_rule(field)
+        assert rule in known, field.name
+        assert (of is not None) == (rule in OF_SAMPLES), field.name
+        if of is not None:
+            assert of in CaseResult.__dataclass_fields__, field.name
 
 
 def test_conditions_keep_the_worst_process_and_cpu_time_combines_like_wall_time():

@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 
 from harness.cli.app import main
+from harness.store.records import Status
 from tests.synthetic_runs import LENGTHS, NAIVE, UNSTABLE_SDPA, Series, write_run
 
 FIGURES = ("scaling-fwd.png", "relative-fwd.png", "scaling-fwdbwd.png", "relative-fwdbwd.png")
@@ -103,7 +104,9 @@ def test_usage_errors(tmp_path, capsys):
 
 
 def test_a_run_where_nothing_finished_still_reports(tmp_path):
-    skipped = Series("full-naive", "full", {}, 2, 1, 2, 1, status=dict.fromkeys(LENGTHS, "skipped"))
+    skipped = Series(
+        "full-naive", "full", {}, 2, 1, 2, 1, status=dict.fromkeys(LENGTHS, Status.SKIPPED)
+    )
     run = write_run(tmp_path / "run", series=(skipped,), passes=("fwd",))
     assert main(["report", str(run)]) == 0
     md = (run / "report.md").read_text()

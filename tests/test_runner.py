@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from harness.measure.timing import TimingSettings
-from harness.store.records import COLUMNS
+from harness.store.records import COLUMNS, Status
 from harness.store.storage import read_results
 from harness.sweep.config import SweepConfig
 from harness.sweep.runner import run_sweep
@@ -43,38 +43,42 @@ def reason(df: pd.DataFrame, backend: str, seq_len: int, pass_: str = "fwd") -> 
 
 def test_error_becomes_a_row_and_the_sweep_goes_on(tmp_path, fake_backends):
     df = sweep(tmp_path, ["test-boom", "full-sdpa"])
-    assert statuses(df, "test-boom") == ["ok", "error", "error"]  # an error is not fatal
+    assert statuses(df, "test-boom") == [
+        Status.OK,
+        Status.ERROR,
+        Status.ERROR,
+    ]  # an error is not fatal
     assert "deliberate failure" in reason(df, "test-boom", 256)
-    assert statuses(df, "full-sdpa") == ["ok", "ok", "ok"]
+    assert statuses(df, "full-sdpa") == [Status.OK, Status.OK, Status.OK]
 
 
 def test_oom_skips_longer_lengths_and_the_backward_pass(tmp_path, fake_backends):
     df = sweep(tmp_path, ["test-hog"], passes=("fwd", "fwdbwd"))
-    assert statuses(df, "test-hog", "fwd") == ["ok", "oom", "skipped"]
-    assert statuses(df, "test-hog", "fwdbwd") == ["ok", "skipped", "skipped"]
+    assert statuses(df, "test-hog", "fwd") == [Status.OK, Status.OOM, Status.SKIPPED]
+    assert statuses(df, "test-hog", "fwdbwd") == [Status.OK, Status.SKIPPED, Status.SKIPPED]
     assert reason(df, "test-hog", 512) == "oom at length 256"
     assert reason(df, "test-hog", 256, "fwdbwd") == "oom at length 256 (fwd)"
 
 
 def test_timeout_stops_the_case_and_skips_longer_lengths(tmp_path, fake_backends):
     df = sweep(tmp_path, ["test-sleepy"], case_timeout_s=4.0)
-    assert statuses(df, "test-sleepy") == ["ok", "timeout", "skipped"]
-    assert df[df.status == "timeout"].wall_s.item() < 30
+    assert statuses(df, "test-sleepy") == [Status.OK, Status.TIMEOUT, Status.SKIPPED]
+    assert df[df.status == Status.TIMEOUT].wall_s.item() < 30
 
 
 @pytest.mark.parametrize(("backend", "status", "text"), [
-    ("test-segfault", "error", "SIGSEGV"),
-    ("test-killed", "oom", "SIGKILL"),
+    ("test-segfault", Status.ERROR, "SIGSEGV"),
+    ("test-killed", Status.OOM, "SIGKILL"),
 ])  # fmt: skip
 def test_a_dying_process_becomes_a_row(tmp_path, fake_backends, backend, status, text):
     df = sweep(tmp_path, [backend], lengths=(128, 256))
-    assert statuses(df, backend) == ["ok", status]
+    assert statuses(df, backend) == [Status.OK, status]
     assert text in reason(df, backend, 256)
 
 
 def test_unsupported_backend_is_a_skipped_row_with_reasons(tmp_path, fake_backends):
     df = sweep(tmp_path, ["test-cuda-only"], lengths=(128,), passes=("fwd", "fwdbwd"))
-    assert statuses(df, "test-cuda-only", "fwd") == ["skipped"]
+    assert statuses(df, "test-cuda-only", "fwd") == [Status.SKIPPED]
     assert "device cpu not supported" in reason(df, "test-cuda-only", 128)
     assert "no backward pass" in reason(df, "test-cuda-only", 128, "fwdbwd")
 
@@ -82,7 +86,7 @@ def test_unsupported_backend_is_a_skipped_row_with_reasons(tmp_path, fake_backen
 def test_wrong_output_is_flagged_by_the_reference_check(tmp_path, fake_backends):
     df = sweep(tmp_path, ["test-wrong", "full-naive"], lengths=(128,))
     wrong = df[df.backend == "test-wrong"].iloc[0]
-    assert wrong.status == "ok" and wrong.reason.startswith("CHECK FAILED")
+    assert wrong.status == Status.OK and wrong.reason.startswith("CHECK FAILED")
     assert wrong.max_err > 1e-2
     right = df[df.backend == "full-naive"].iloc[0]
     assert right.reason == "" and right.max_err < 1e-5
@@ -93,7 +97,7 @@ def test_a_nan_output_is_a_failed_check_that_storage_and_reports_survive(tmp_pat
 
     df = sweep(tmp_path, ["test-nan"], lengths=(128, 256))
     nan = df[df["seq_len"] == 256].iloc[0]
-    assert nan.status == "ok" and nan.reason.startswith("CHECK FAILED: max error nan")
+    assert nan.status == Status.OK and nan.reason.startswith("CHECK FAILED: max error nan")
     assert pd.isna(nan.max_err) and df["max_err"].dtype == float  # read back as a number
     assert df[df["seq_len"] == 128].iloc[0].max_err < 1e-5
     (tmp_path / "meta.json").write_text("{}")
@@ -104,7 +108,7 @@ def test_a_nan_output_is_a_failed_check_that_storage_and_reports_survive(tmp_pat
 def test_case_that_cannot_fit_is_skipped_before_it_runs(tmp_path):
     # full-naive at 2^17 would need 2 * 2 heads * 2^34 scores * 4 bytes = 256 GiB
     df = sweep(tmp_path, ["full-naive"], lengths=(2**17,))
-    assert statuses(df, "full-naive") == ["skipped"]
+    assert statuses(df, "full-naive") == [Status.SKIPPED]
     assert reason(df, "full-naive", 2**17).startswith("predicted")
 
 

@@ -12,6 +12,7 @@ from harness.measure.inputs import Inputs
 from harness.measure.registry import get_backend_class
 from harness.measure.timing import TimingSettings
 from harness.measure.worker import run_case
+from harness.store.records import Status
 from tests.backend_checks import assert_matches_reference, largest_intermediate
 
 NAMES = ["sdpa-math", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn"]
@@ -70,7 +71,7 @@ def test_cpu_has_no_efficient_or_cudnn_kernel(name, requires_grad):
 def test_cpu_case_is_skipped_with_the_reason():
     inputs = Inputs(1, 2, 64, 16)
     row = run_case(Case(make("sdpa-cudnn"), inputs, "fwd", TimingSettings(), 8))
-    assert row["status"] == "skipped" and "CUDNN_ATTENTION kernel for cpu" in row["reason"]
+    assert row["status"] == Status.SKIPPED and "CUDNN_ATTENTION kernel for cpu" in row["reason"]
 
 
 def test_probe_is_cached_and_needs_no_grad_mode():

@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 
 from harness.analyse import stability
+from harness.store.records import Status
 
 
 def _row(**fields) -> dict:
-    return {"status": "ok", "time_median_ms": 10.0, "time_iqr_ms": 0.5, **fields}
+    return {"status": Status.OK, "time_median_ms": 10.0, "time_iqr_ms": 0.5, **fields}
 
 
 def test_a_stable_case_has_no_warnings_and_an_unmeasured_one_is_not_judged():
     assert stability.row_warnings(_row(other_cpu=0.05, steal=0.0, ref_drift=0.1)) == []
-    assert stability.row_warnings({"status": "oom", "time_iqr_ms": 99.0}) == []
+    assert stability.row_warnings({"status": Status.OOM, "time_iqr_ms": 99.0}) == []
 
 
 def test_spread():
@@ -70,7 +71,7 @@ def test_baselines_machine_not_comparable():
 
 
 def test_missing_or_garbled_conditions_are_not_warnings():
-    old = {"status": "ok", "time_median_ms": 10.0, "time_iqr_ms": 0.2}  # before conditions
+    old = {"status": Status.OK, "time_median_ms": 10.0, "time_iqr_ms": 0.2}  # before conditions
     assert stability.row_warnings(old) == []
     odd = _row(other_cpu="", steal=float("nan"), ref_drift=None)
     assert stability.row_warnings(odd) == []

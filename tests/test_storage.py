@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.store.records import COLUMNS, CaseResult
+from harness.store.records import COLUMNS, CaseResult, Status
 from harness.store.storage import (
     RunFolderError,
     StorageError,
@@ -23,19 +23,19 @@ from harness.store.storage import (
 )
 
 
-def result(seq_len: int, status: str = "ok", **kw) -> CaseResult:
+def result(seq_len: int, status: str = Status.OK, **kw) -> CaseResult:
     base = dict(
         backend="full-sdpa", family="full", label="full-sdpa", params='{"causal":false}',
         seq_len=seq_len, pass_="fwd", batch=1, heads=2, head_dim=16, dtype="float32",
         device="cpu", seed=0, status=status,
     )  # fmt: skip
-    measured = {"time_median_ms": 1.0} if status == "ok" else {}
+    measured = {"time_median_ms": 1.0} if status == Status.OK else {}
     return CaseResult(**{**base, **measured, **kw})
 
 
 def test_rows_round_trip(tmp_path):
     append_result(tmp_path, result(128, time_median_ms=1.5, time_samples_ms="1.4 1.5 1.6"))
-    append_result(tmp_path, result(256, status="oom", reason="out of memory, at x"))
+    append_result(tmp_path, result(256, status=Status.OOM, reason="out of memory, at x"))
     df = read_results(tmp_path)
     assert list(df.columns) == COLUMNS
     assert df.seq_len.tolist() == [128, 256]

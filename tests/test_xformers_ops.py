@@ -19,6 +19,7 @@ from harness.measure.inputs import Inputs
 from harness.measure.registry import get_backend_class
 from harness.measure.timing import TimingSettings
 from harness.measure.worker import run_case
+from harness.store.records import Status
 from tests.backend_checks import assert_matches_reference
 
 TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 5e-2, torch.float32: 1e-3}
@@ -80,7 +81,7 @@ def test_cpu_reasons_come_from_xformers(fmha, fresh_cache, make, dtype, causal, 
 def test_cpu_case_is_skipped_with_the_reason(fmha, fresh_cache):
     for backend in (full(), windowed(4)):
         row = run_case(Case(backend, Inputs(1, 2, 64, 16), "fwd", TimingSettings(), 8))
-        assert row["status"] == "skipped" and "device=cpu" in row["reason"]
+        assert row["status"] == Status.SKIPPED and "device=cpu" in row["reason"]
 
 
 def test_window_bias_reason_names_the_bias(fmha, fresh_cache):

@@ -15,8 +15,8 @@ import pandas as pd
 
 from harness.analyse import flops
 from harness.store.facts import Promise
+from harness.store.records import FAILED, Status
 
-FAILED = ("oom", "timeout", "error")  # statuses of cases that ran and did not finish
 MEMORY_SLACK = 0.15  # a memory exponent this far above the promise is flagged
 
 
@@ -68,7 +68,7 @@ def latest(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def measured(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["status"] == "ok"]
+    return df[df["status"] == Status.OK]
 
 
 def exponents(df: pd.DataFrame, tail: int = 3) -> pd.DataFrame:
@@ -132,7 +132,7 @@ def crossover(lengths, ours, theirs, their_status) -> Crossover:
     ran out of memory or time where ours finished counts as a win for ours."""
     lengths = np.asarray(lengths)
     ours, theirs = np.asarray(ours, dtype=float), np.asarray(theirs, dtype=float)
-    failed = np.isin(np.asarray(their_status), FAILED)
+    failed = np.isin(np.asarray(their_status), list(FAILED))
     keep = np.isfinite(ours) & (np.isfinite(theirs) | failed)
     lengths, ours, theirs, failed = lengths[keep], ours[keep], theirs[keep], failed[keep]
     wins = failed | (ours < theirs)
@@ -189,7 +189,7 @@ def _aligned(g: pd.DataFrame, ours: str, ref: str) -> pd.DataFrame:
     """Our series and the reference side by side, indexed by length (our measured lengths)."""
     a = measured(g[g["label"] == ours]).set_index("seq_len")
     b = g[g["label"] == ref].set_index("seq_len").reindex(a.index)
-    ok = b["status"] == "ok"
+    ok = b["status"] == Status.OK
     return pd.DataFrame(
         {
             "t_ours": a["time_median_ms"],
@@ -222,7 +222,7 @@ def with_rates(df: pd.DataFrame, device_name: str = "") -> pd.DataFrame:
     """Adds useful FLOPs, achieved TFLOP/s and (on a GPU of known peak) the fraction of it."""
     df = df.copy()
     seconds = df["time_median_ms"] / 1e3
-    df["tflops"] = (df["flops"].astype(float) / seconds / 1e12).where(df["status"] == "ok")
+    df["tflops"] = (df["flops"].astype(float) / seconds / 1e12).where(df["status"] == Status.OK)
     peak = flops.peak_tflops(device_name) if device_name else None
     df["peak_fraction"] = df["tflops"] / peak if peak else np.nan
     return df

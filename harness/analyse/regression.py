@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from functools import cache
 from typing import NamedTuple
 
@@ -30,10 +31,33 @@ import numpy as np
 import pandas as pd
 
 from harness.analyse import stability
-from harness.store.records import METRICS, parse_floats
+from harness.store.records import FAILED, METRICS, Status, parse_floats
+from harness.store.runs import matching_key
 
-FAILED = ("oom", "error", "timeout")
-KEYS = ["label", "pass", "seq_len", "batch", "heads", "head_dim", "dtype", "device"]
+
+class Verdict(StrEnum):
+    """What a comparison says of one case, new run against baseline."""
+
+    REGRESSED = "regressed"  # slower beyond tolerance and significantly, hungrier, newly failing
+    SLOWER = "slower"  # significantly, within the tolerance
+    SAME = "same"
+    FASTER = "faster"  # significantly
+    LEANER = "leaner"  # of memory only: less beyond the tolerance (no verdict of its own)
+    FIXED = "fixed"  # failed or was skipped in the baseline, measured and correct now
+    UNMEASURED = "unmeasured"  # not measured on at least one side, and not a new failure
+    INCONCLUSIVE = "inconclusive"  # measured under conditions that cannot support a verdict
+    NEW = "new"  # only in the new run
+    MISSING = "missing"  # only in the baseline
+
+
+class Outcome(StrEnum):
+    """What a whole comparison says (its exit code)."""
+
+    PASSED = "passed"  # no case regressed, every case decided
+    REGRESSED = "regressed"  # a case regressed
+    INCONCLUSIVE = "inconclusive"  # none regressed, but a case could not be decided
+
+
 EXACT_MAX_N = 20  # exact U distribution up to this many samples in all (C(20, 10) = 184756)
 
 
@@ -149,7 +173,7 @@ class TimeVerdict:
     ci_low: float  # bootstrap CI of the ratio (NaN without enough samples)
     ci_high: float
     p: float  # Mann-Whitney two-sided p-value (NaN without enough samples)
-    verdict: str  # "regressed", "slower", "faster" or "same"
+    verdict: Verdict  # REGRESSED, SLOWER, FASTER or SAME
     enough_samples: bool  # False: decided on the medians alone against the tolerance
 
 
@@ -167,29 +191,29 @@ def verdict_time(
     # p >= 0.1, 4 vs 4 p >= 0.029), the test would call everything "same": use the medians
     if min(len(a), len(b)) < 3 or min_p(len(a), len(b)) >= tol.alpha:
         if ratio > 1 + tol.time:
-            word = "regressed"
+            word = Verdict.REGRESSED
         elif ratio < 1 - tol.time:
-            word = "faster"
+            word = Verdict.FASTER
         else:
-            word = "same"
+            word = Verdict.SAME
         return TimeVerdict(ratio, math.nan, math.nan, math.nan, word, False)
     p = mann_whitney_p(a, b)
     low, high = bootstrap_ratio_ci(a, b, resamples=tol.resamples, seed=tol.seed)
     if p < tol.alpha and low > 1:
-        word = "regressed" if ratio > 1 + tol.time else "slower"
+        word = Verdict.REGRESSED if ratio > 1 + tol.time else Verdict.SLOWER
     elif p < tol.alpha and high < 1:
-        word = "faster"
+        word = Verdict.FASTER
     else:
-        word = "same"
+        word = Verdict.SAME
     return TimeVerdict(ratio, low, high, p, word, True)
 
 
 def verdict_memory(
     a_bytes: float, b_bytes: float, device: str, tol: Tolerances
-) -> tuple[float, str]:
-    """Ratio new/base and "regressed", "leaner" or "same" (unknown peaks count as "same")."""
+) -> tuple[float, Verdict]:
+    """Ratio new/base and REGRESSED, LEANER or SAME (unknown peaks count as SAME)."""
     if pd.isna(a_bytes) or pd.isna(b_bytes):
-        return math.nan, "same"
+        return math.nan, Verdict.SAME
     a, b = float(a_bytes), float(b_bytes)
     ratio = b / a if a > 0 else (1.0 if b == 0 else math.inf)
     if str(device).startswith("cuda"):
@@ -197,10 +221,10 @@ def verdict_memory(
     else:
         allowed = max(tol.cpu_memory * a, tol.cpu_memory_floor_bytes)
     if b - a > allowed:
-        return ratio, "regressed"
+        return ratio, Verdict.REGRESSED
     if a - b > allowed:
-        return ratio, "leaner"
-    return ratio, "same"
+        return ratio, Verdict.LEANER
+    return ratio, Verdict.SAME
 
 
 def _floats(row: pd.Series, column: str) -> np.ndarray:
@@ -293,15 +317,16 @@ def _judge(
     if r["_merge"] != "both":
         one_sided = r["_merge"] == "right_only"
         return dict(
-            verdict="new" if one_sided else "missing",
+            verdict=Verdict.NEW if one_sided else Verdict.MISSING,
             why=f"only in the new run ({new})" if one_sided else f"only in the baseline ({base})",
         )
-    if base != "ok" or new != "ok":
+    if base != Status.OK or new != Status.OK:
         # a case that runs again but gives wrong results is not fixed
-        new_text = new if _checked(r.get("reason_new")) else "ok (CHECK FAILED)"
-        word = "fixed" if new_text == "ok" else "skipped"
-        if base == "ok" and new in FAILED:
-            word = "regressed"
+        checked = _checked(r.get("reason_new"))
+        new_text = new if checked else f"{new} (CHECK FAILED)"
+        word = Verdict.FIXED if new == Status.OK and checked else Verdict.UNMEASURED
+        if base == Status.OK and new in FAILED:
+            word = Verdict.REGRESSED
         return dict(verdict=word, why=f"{base} -> {new_text}")
     tol = settings.tolerances
     a, b, what, per_process = time_values(r, run_scales, settings.metric)
@@ -317,21 +342,21 @@ def _judge(
     why = [f"time {_percent(t.ratio)} ({test})"]
     word = t.verdict
     unsure = _warnings(r, a, b, what, settings, run_refs)
-    if not per_process and word != "same":
+    if not per_process and word != Verdict.SAME:
         unsure.append(
             "too few processes: samples from one process share its moment (use --processes 5)"
         )
     if unsure and not settings.strict:
-        word = "inconclusive"
+        word = Verdict.INCONCLUSIVE
         why += unsure
     elif unsure:
         why.append("strict: " + "; ".join(unsure))
-    if memory_word != "same":
+    if memory_word != Verdict.SAME:
         why.append(f"memory {_percent(memory_ratio)}")
-    if memory_word == "regressed":
-        word = "regressed"
+    if memory_word == Verdict.REGRESSED:
+        word = Verdict.REGRESSED
     if _checked(r.get("reason_base")) and not _checked(r.get("reason_new")):
-        word = "regressed"
+        word = Verdict.REGRESSED
         why.insert(0, "check failed now")
     return dict(
         verdict=word, why="; ".join(why), time_ratio=t.ratio, time_ci_low=t.ci_low,
@@ -354,7 +379,8 @@ def compare_runs(
     settings: CheckSettings,
     run_refs: tuple[float | None, float | None] = (None, None),
 ) -> pd.DataFrame:
-    """One row per case on either side (matched on ``KEYS``), in the base run's order, cases
+    """One row per case on either side (matched on the case key, the seed left out where each
+    run has one: ``runs.matching_key``), in the base run's order, cases
     only in the new run last. ``time_*_ms`` are the stored medians of the judged metric;
     ``time_ratio`` is of the compared values' medians (see ``time_values``). ``run_refs`` are
     the runs' reference times in that metric (``runs.reference_ms``): the divisors
@@ -366,9 +392,11 @@ def compare_runs(
             raise ValueError("normalising needs both runs' reference times")
         run_scales = (run_refs[0], run_refs[1])
     # a resumed run may repeat a case: its last row stands
-    base = base.drop_duplicates(KEYS, keep="last").assign(_order=lambda d: np.arange(len(d)))
-    new = new.drop_duplicates(KEYS, keep="last").assign(_order=lambda d: np.arange(len(d)))
-    m = base.merge(new, on=KEYS, how="outer", suffixes=("_base", "_new"), indicator=True)
+    keys = matching_key(base, new, free=("seed",))
+    base = base.drop_duplicates(keys, keep="last").assign(_order=lambda d: np.arange(len(d)))
+    new = new.drop_duplicates(keys, keep="last").assign(_order=lambda d: np.arange(len(d)))
+    m = base.merge(new, on=keys, how="outer", suffixes=("_base", "_new"), indicator=True)
+    m["label"] = m["label_new"].where(m["label_new"].notna(), m["label_base"])
     m = m.sort_values(["_order_base", "_order_new"], na_position="last").reset_index(drop=True)
     rows = [_judge(r, settings, run_scales, run_refs) for _, r in m.iterrows()]
     judged = pd.DataFrame(rows, index=m.index, columns=[
@@ -379,17 +407,19 @@ def compare_runs(
                f"{metric.median}_new": "time_new_ms"}  # fmt: skip
     if metric.name != "wall":
         m = m.drop(columns=["time_median_ms_base", "time_median_ms_new"])
+    m = m.drop(columns=["backend"])  # the table names a case by its label (with its parameters)
     return pd.concat([m, judged], axis=1).rename(columns=renamed).reindex(columns=COLUMNS)
 
 
 def regressed(table: pd.DataFrame) -> bool:
     """True when any case regressed (the compare command then exits 1)."""
-    return bool((table["verdict"] == "regressed").any())
+    return bool((table["verdict"] == Verdict.REGRESSED).any())
 
 
-def outcome(table: pd.DataFrame) -> str:
-    """ "regressed" when a case regressed; else "inconclusive" when a case could not be
-    decided; else "ok"."""
+def outcome(table: pd.DataFrame) -> Outcome:
+    """REGRESSED when a case regressed; else INCONCLUSIVE when a case could not be decided;
+    else PASSED."""
     if regressed(table):
-        return "regressed"
-    return "inconclusive" if (table["verdict"] == "inconclusive").any() else "ok"
+        return Outcome.REGRESSED
+    undecided = (table["verdict"] == Verdict.INCONCLUSIVE).any()
+    return Outcome.INCONCLUSIVE if undecided else Outcome.PASSED

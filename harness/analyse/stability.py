@@ -46,7 +46,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from harness.store.records import METRICS, parse_floats
+from harness.store.records import METRICS, Status, parse_floats
 
 SPREAD_LIMIT = 0.10  # IQR / median
 BUSY_LIMIT = 0.25  # other processes' share of all CPUs
@@ -113,7 +113,7 @@ def condition_warnings(
 def row_warnings(row: Mapping, metric: str = "wall", run_ref_ms: float | None = None) -> list[str]:
     """Every single-case rule for a stored row (sweep summary, report); [] for a stable case
     and for a case that was not measured."""
-    if row.get("status") != "ok":
+    if row.get("status") != Status.OK:
         return []
     m = METRICS[metric]
     found = []

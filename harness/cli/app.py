@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.analyse import stability
-from harness.analyse.regression import CheckSettings
+from harness.analyse.regression import CheckSettings, Outcome, Verdict
 from harness.cli.cli import build_config, build_parser, with_recorded_options
 from harness.cli.cli_args import PROG, UsageError, check_settings, resolve_device, resolve_dtype
 from harness.store import baselines, lock, storage
@@ -144,7 +144,7 @@ def _sweep(config: SweepConfig, args, argv: list[str], against: Path | None) -> 
 
 
 def _cases_to_recheck(config: SweepConfig, table) -> list[Case]:
-    wanted = table[table["verdict"].isin(["inconclusive", "regressed"])]
+    wanted = table[table["verdict"].isin([Verdict.INCONCLUSIVE, Verdict.REGRESSED])]
     keys = set(zip(wanted["backend"], wanted["pass"], wanted["seq_len"], strict=True))
     return [c for c in config.cases() if (c.backend.label(), c.pass_, c.inputs.seq_len) in keys]
 
@@ -167,7 +167,7 @@ def _quiet(device: str) -> bool:
 
 def _check_with_rechecks(
     against: Path, config: SweepConfig, settings: CheckSettings, rechecks: int
-) -> str:
+) -> Outcome:
     """Compare with the baseline; measure inconclusive and regressed cases again (twice the
     processes, up to ``rechecks`` rounds), as asv does before it reports, so that a busy
     moment is not a verdict; but not while other work keeps the machine busy, which would only

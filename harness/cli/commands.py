@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.analyse.regression import CheckSettings
+from harness.analyse.regression import CheckSettings, Outcome
 from harness.cli.cli_args import PROG, UsageError
 from harness.cli.cli_commands import (
     parse_baseline_args,
@@ -64,10 +64,10 @@ def verdict_counts(table) -> str:
     return ", ".join(f"{n} {v}" for v, n in table["verdict"].value_counts().items())
 
 
-def exit_code(outcome: str, allow_inconclusive: bool) -> int:
-    if outcome == "regressed":
+def exit_code(outcome: Outcome, allow_inconclusive: bool) -> int:
+    if outcome == Outcome.REGRESSED:
         print(f"{PROG}: regression", file=sys.stderr)
-    elif outcome == "inconclusive":
+    elif outcome == Outcome.INCONCLUSIVE:
         print(f"{PROG}: inconclusive: no case regressed, but some could not be decided (see "
               "'why'); " + ("allowed (--allow-inconclusive)" if allow_inconclusive
                             else "exit code 3"), file=sys.stderr)  # fmt: skip

@@ -32,7 +32,7 @@ from harness.measure.memory import (
 from harness.measure.reference import check_rows, masked_attention
 from harness.measure.reference_op import measure_reference
 from harness.measure.timing import WarmUp, measure, median_iqr, timed_call
-from harness.store.records import METRICS, Metric, check_tolerance
+from harness.store.records import METRICS, Metric, Status, check_tolerance
 
 # Largest error against the float64/float32 reference that still counts as rounding.
 CHECK_ELEMENTS = 2**26  # cap on the reference's [B, H, M, N] score matrix
@@ -94,12 +94,12 @@ def run_case(case: Case) -> dict[str, Any]:
     device = inputs.device
     reasons = backend.not_supported_reasons(inputs)
     if reasons:
-        return {"status": "skipped", "reason": "; ".join(reasons)}
+        return {"status": Status.SKIPPED, "reason": "; ".join(reasons)}
     free = available_bytes(device)
     need = backend.estimate_bytes(inputs) + inputs.qkv_bytes() * (2 if inputs.requires_grad else 1)
     if free is not None and need > free:
         return {
-            "status": "skipped",
+            "status": Status.SKIPPED,
             "reason": f"predicted {need / 2**30:.1f} GiB > {free / 2**30:.1f} GiB free",
         }
     if torch.device(device).type == "cpu" and free is not None:
@@ -125,7 +125,7 @@ def run_case(case: Case) -> dict[str, Any]:
         samples, warm = measure(call, device, case.timing, WarmUp((first_s,)))
     after = measure_reference(device)
     result = {
-        "status": "ok",
+        "status": Status.OK,
         "repeats": len(samples.wall),
         "prepare_ms": prepare_s * 1e3,
         "first_call_ms": first_s * 1e3,
@@ -186,7 +186,7 @@ def child_main(case: Case, conn, threads: int | None, sweep_pid: int) -> None:
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the sweep is stopping
         return
     except BaseException as exc:  # a failing case becomes a row; the sweep goes on
-        status = "oom" if is_oom(exc) else "error"
+        status = Status.OOM if is_oom(exc) else Status.ERROR
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
         at = f" (at {where.filename.rsplit('/', 1)[-1]}:{where.lineno})" if where else ""

@@ -16,14 +16,14 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analyse import regression
-from harness.analyse.regression import CheckSettings
+from harness.analyse.regression import CheckSettings, Outcome, Verdict
 from harness.present.plots import length_text
 from harness.present.summary import fmt_bytes, fmt_ms
 from harness.store import runs, storage
-from harness.store.records import METRICS
+from harness.store.records import METRICS, Status
 
 COMPARE_MD, COMPARE_CSV = "compare.md", "compare.csv"
-EXIT_CODES = {"ok": 0, "regressed": 1, "inconclusive": 3}  # 2: bad input
+EXIT_CODES = {Outcome.PASSED: 0, Outcome.REGRESSED: 1, Outcome.INCONCLUSIVE: 3}  # 2: bad input
 METRIC_TEXT = {"wall": "wall time", "cpu": "CPU time"}
 
 
@@ -43,7 +43,7 @@ def _run_refs(
 
 def _check_metric(df, run_dir: Path, metric: str) -> None:
     column = METRICS[metric].median
-    ok = df[df["status"] == "ok"]
+    ok = df[df["status"] == Status.OK]
     if not ok.empty and (column not in ok.columns or ok[column].isna().all()):
         raise storage.RunFolderError(
             f"{run_dir}: no {METRIC_TEXT[metric]} was recorded (a CUDA run, or one made before "
@@ -54,7 +54,7 @@ def _check_metric(df, run_dir: Path, metric: str) -> None:
 def few_processes(df) -> bool:
     """Fewer than 3 processes per measured case: no per-process significance test."""
     column = METRICS["wall"].process_medians
-    ok = df[df["status"] == "ok"]
+    ok = df[df["status"] == Status.OK]
     if ok.empty or column not in ok.columns:
         return not ok.empty
     return bool((ok[column].map(lambda t: len(str(t).split())) < 3).any())
@@ -67,7 +67,7 @@ def _time(ms: object) -> str:
 def _side(times: pd.Series, statuses: pd.Series) -> list[str]:
     """A side's median time, or its status where it did not finish, or nothing (no such case)."""
     return [
-        "" if pd.isna(s) else _time(t) if s == "ok" else str(s)
+        "" if pd.isna(s) else _time(t) if s == Status.OK else str(s)
         for t, s in zip(times, statuses, strict=True)
     ]
 
@@ -96,7 +96,7 @@ def display_table(table: pd.DataFrame, settings: CheckSettings | None = None) ->
 @dataclass(frozen=True)
 class Comparison:
     table: pd.DataFrame  # one row per case: both sides, ratio, verdict, why
-    outcome: str  # "ok", "regressed" or "inconclusive" (``regression.outcome``)
+    outcome: Outcome  # ``regression.outcome``
     path: Path  # compare.md (compare.csv beside it)
     thin: tuple[Path, ...]  # the runs that timed cases in fewer than 3 processes
 
@@ -110,7 +110,7 @@ def compare(
         _check_metric(df, run_dir, settings.metric)
     refs = _run_refs(meta_base, meta_new, settings)
     table = regression.compare_runs(base, new, settings, refs)
-    shared = ~table["verdict"].isin(["new", "missing"])
+    shared = ~table["verdict"].isin([Verdict.NEW, Verdict.MISSING])
     if not shared.any():
         raise storage.RunFolderError(f"{base_dir} and {new_dir} have no case in common")
     out = Path(out) if out else Path(new_dir)

@@ -35,12 +35,12 @@ from harness.present.report import STABILITY_NOTE, load_run, subtitle
 from harness.present.report_tables import context_table, fmt_ms
 from harness.present.summary import fmt_bytes
 from harness.store import runs
-from harness.store.records import parse_floats
+from harness.store.records import Status, parse_floats
 from harness.store.runs import reference_ms
 from harness.store.storage import RunFolderError
 
-MATCH = ["label", "pass", "seq_len", "batch", "heads", "head_dim"]
-RUN_LEVEL = ["device", "dtype", "seed"]  # dropped from the match when constant within each run
+# run axes left out of the match where each run holds one value: a CPU run compares with a GPU run
+FREE_AXES = ("device", "dtype", "seed")
 
 
 def with_warnings(df: pd.DataFrame, run_ref_ms: float | None) -> pd.DataFrame:
@@ -63,15 +63,11 @@ def match(a: pd.DataFrame, b: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     columns that differ between the runs. ``time_ratio`` is B/A of the medians;
     ``time_ratio_low`` and ``time_ratio_high`` its 95% bootstrap interval from both cases'
     samples (NaN where a side has fewer than two)."""
-    keys, differ = list(MATCH), []
-    for column in RUN_LEVEL:
-        if a[column].nunique() == 1 and b[column].nunique() == 1:
-            if a[column].iloc[0] != b[column].iloc[0]:
-                differ.append(column)
-        else:
-            keys.append(column)
+    keys = runs.matching_key(a, b, free=FREE_AXES)
+    differ = [c for c in FREE_AXES if c not in keys and a[c].iloc[0] != b[c].iloc[0]]
     m = a.merge(b, on=keys, suffixes=("_a", "_b"))
-    both = (m["status_a"] == "ok") & (m["status_b"] == "ok")
+    m["label"] = m["label_b"]  # the newer run's name for the case
+    both = (m["status_a"] == Status.OK) & (m["status_b"] == Status.OK)
     m["time_ratio"] = (m["time_median_ms_b"] / m["time_median_ms_a"]).where(both)
     m["memory_ratio"] = (
         m["peak_mem_bytes_b"] / m["peak_mem_bytes_a"].where(m["peak_mem_bytes_a"] > 0)
@@ -91,7 +87,7 @@ def _warnings(r: pd.Series, side: str) -> list[str]:
 
 
 def _side(r: pd.Series, side: str, metric: str) -> str:
-    if r[f"status_{side}"] != "ok":
+    if r[f"status_{side}"] != Status.OK:
         return r[f"status_{side}"]
     if metric == "time":
         mark = f" {stability.MARK}" if _warnings(r, side) else ""

@@ -19,14 +19,14 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
 
-from harness.analyse.analysis import FAILED, latest, measured
-from harness.store.records import parse_floats
+from harness.analyse.analysis import latest, measured
+from harness.store.records import FAILED, Status, parse_floats
 
 PASS_TITLES = {"fwd": "forward", "fwdbwd": "forward + backward"}
 FAILURE_MARKERS = {
-    "oom": ("X", "out of memory"),
-    "timeout": ("v", "timed out"),
-    "error": ("s", "error"),
+    Status.OOM: ("X", "out of memory"),
+    Status.TIMEOUT: ("v", "timed out"),
+    Status.ERROR: ("s", str(Status.ERROR)),
 }
 MIB = 2**20
 BAND_ALPHA = 0.2
@@ -142,7 +142,7 @@ def _mark_failures(ax: Axes, rows: pd.DataFrame, y: str, styles: Styles) -> set[
         ours = rows[rows["label"] == label]
         for _, r in failed[failed["label"] == label].iterrows():
             marker, _ = FAILURE_MARKERS[r["status"]]
-            before = ours[(ours["status"] == "ok") & (ours["seq_len"] < r["seq_len"])]
+            before = ours[(ours["status"] == Status.OK) & (ours["seq_len"] < r["seq_len"])]
             if not before.empty and pd.notna(before[y].iloc[-1]):
                 last = before.sort_values("seq_len").iloc[-1]
                 ax.plot(

@@ -13,15 +13,13 @@ import pandas as pd
 from harness.analyse import analysis, stability
 from harness.present.plots import PASS_TITLES, length_text
 from harness.present.summary import fmt_bytes, fmt_ms
-from harness.store.records import check_tolerance
+from harness.store.records import FAILED, Status, check_tolerance
 
 
 def _cell_status(row: pd.Series) -> str | None:
-    if row["status"] == "ok":
+    if row["status"] == Status.OK:
         return None
-    return {"skipped": "skipped", "oom": "OOM", "timeout": "timeout", "error": "error"}.get(
-        row["status"], row["status"]
-    )
+    return "OOM" if row["status"] == Status.OOM else str(row["status"])
 
 
 def _pivot(df: pd.DataFrame, pass_: str, cell) -> pd.DataFrame:
@@ -160,7 +158,7 @@ def glance(df: pd.DataFrame, run_ref_ms: float | None = None) -> list[str]:
             text += f", {ratio:.3g}× faster than {best_full['label']}"
         if lean is not None:
             text += f"; least memory **{lean['label']}** ({fmt_bytes(lean['peak_mem_bytes'])})"
-        failed = g[g["status"].isin(analysis.FAILED)]
+        failed = g[g["status"].isin(FAILED)]
         if not failed.empty:
             text += "; did not finish: " + ", ".join(
                 f"{r['label']} at {length_text(r['seq_len'])} ({r['status']})"
@@ -266,7 +264,7 @@ def accuracy_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def failure_table(df: pd.DataFrame) -> pd.DataFrame:
-    bad = df[df["status"] != "ok"]
+    bad = df[df["status"] != Status.OK]
     return pd.DataFrame(
         {
             "backend": bad["label"],

@@ -9,10 +9,11 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.analyse import stability
+from harness.store.records import Status
 
 
 def _cell(row: pd.Series, unstable: bool) -> str:
-    if row["status"] != "ok":
+    if row["status"] != Status.OK:
         return row["status"]
     text = f"{fmt_ms(row['time_median_ms'])} ±{fmt_ms(row['time_iqr_ms'], 2)}"
     if pd.notna(row.get("peak_mem_bytes")):
@@ -75,7 +76,7 @@ def summary_tables(df: pd.DataFrame, run_ref_ms: float | None = None) -> str:
     unstable = _unstable_lines(df, warnings)
     if unstable:
         parts.append("unstable (the time may not be believed):\n" + "\n".join(unstable))
-    notes = df[(df["status"] != "ok") & (df["reason"].astype(str) != "")]
+    notes = df[(df["status"] != Status.OK) & (df["reason"].astype(str) != "")]
     if not notes.empty:
         lines = notes.drop_duplicates(["backend", "status", "reason"]).apply(
             lambda r: (

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 # The version of results.csv and meta.json this harness writes (meta.json's ``format_version``):
@@ -20,7 +21,17 @@ def has_facts(columns: Iterable[str]) -> bool:
     return all(c in columns for c in FACT_COLUMNS)
 
 
-STATUSES = ("ok", "skipped", "oom", "error", "timeout")
+class Status(StrEnum):
+    """What became of a case: every row has one (stored as its value)."""
+
+    OK = "ok"  # measured; its output check may still have failed (the reason says so)
+    SKIPPED = "skipped"  # not run, for the reason given (device, dtype, memory, an earlier failure)
+    OOM = "oom"  # ran out of memory
+    ERROR = "error"  # raised, or its process died
+    TIMEOUT = "timeout"  # stopped at the case time limit
+
+
+FAILED = frozenset({Status.OOM, Status.ERROR, Status.TIMEOUT})  # ran and did not finish
 
 # The largest error against the dense reference that passes the output check, per dtype name;
 # 1e-2 for any other.
@@ -31,64 +42,93 @@ def check_tolerance(dtype: str) -> float:
     return CHECK_TOLERANCE.get(dtype, 1e-2)
 
 
+# How the processes of a case measured in several (``--processes K``) make its one row: each
+# field says so in its metadata, and ``harness.sweep.repeats`` applies it:
+# - "case": the case's description and its family's facts, the same whatever was measured;
+# - "same": the same in every process; "reason": the first process's that has one;
+# - "median", "max", "min", "sum" of the processes' values; "join": every process's values, in
+#   order (space-separated columns); "iqr" and "count" of every process's samples of ``of``.
+def _case() -> Any:
+    return dataclasses.field(metadata={"combine": "case"})
+
+
+def _combined(how: str, default: Any = None, of: str | None = None) -> Any:
+    return dataclasses.field(default=default, metadata={"combine": how, "of": of})
+
+
+def combine_rule(field: dataclasses.Field) -> tuple[str, str | None]:
+    """How the processes' values of a ``CaseResult`` field make the row's: (rule, ``of``)."""
+    return field.metadata["combine"], field.metadata.get("of")
+
+
 @dataclass(frozen=True)
 class CaseResult:
-    backend: str
-    family: str
-    label: str  # name and key parameters, for tables and legends
-    params: str  # the backend's parameters as compact JSON
-    seq_len: int
-    pass_: str  # "fwd" or "fwdbwd"; the column is named "pass"
-    batch: int
-    heads: int
-    head_dim: int
-    dtype: str
-    device: str
-    seed: int
-    status: str
-    reason: str = ""
-    time_median_ms: float | None = None
-    time_iqr_ms: float | None = None
-    repeats: int | None = None
-    warmup_calls: int | None = None  # calls before timing, until two agreed (the first included)
-    prepare_ms: float | None = None  # per-shape setup (index tables, block masks), paid once
-    first_call_ms: float | None = None  # the first call: initialisation and any compilation
-    time_samples_ms: str = ""  # every sample, space separated, for later statistics
+    backend: str = _case()
+    family: str = _case()
+    label: str = _case()  # name and key parameters, for tables and legends
+    params: str = _case()  # the backend's parameters as compact JSON
+    seq_len: int = _case()
+    pass_: str = _case()  # "fwd" or "fwdbwd"; the column is named "pass"
+    batch: int = _case()
+    heads: int = _case()
+    head_dim: int = _case()
+    dtype: str = _case()
+    device: str = _case()
+    seed: int = _case()
+    # a process that did not finish ends the case
+    status: Status = dataclasses.field(metadata={"combine": "same"})
+    reason: str = _combined("reason", "")
+    # the median of the processes' medians: robust to one process caught in a slow stretch
+    time_median_ms: float | None = _combined("median")
+    time_iqr_ms: float | None = _combined("iqr", of="time_samples_ms")  # within and between
+    repeats: int | None = _combined("count", of="time_samples_ms")
+    # calls before timing, until two agreed (the first included)
+    warmup_calls: int | None = _combined("max")
+    # per-shape setup (index tables, block masks), paid once
+    prepare_ms: float | None = _combined("median")
+    # the first call: initialisation and any compilation
+    first_call_ms: float | None = _combined("median")
+    # every sample, space separated, for later statistics
+    time_samples_ms: str = _combined("join", "")
     # Each process's median, and the reference operation's median timed in that process just
     # before and after the case (``harness.measure.reference_op``): machine speed at the case's time
-    process_medians_ms: str = ""
-    process_ref_ms: str = ""
-    ref_drift: float | None = None  # |after / before - 1| of that reference, worst process
+    process_medians_ms: str = _combined("join", "")
+    process_ref_ms: str = _combined("join", "")
+    ref_drift: float | None = _combined("max")  # |after / before - 1| of that reference
     # CPU time of the process (all threads) per call: median, IQR, samples, per process, and
     # the reference operation's CPU time per process; empty on CUDA
-    cpu_median_ms: float | None = None
-    cpu_iqr_ms: float | None = None
-    cpu_samples_ms: str = ""
-    process_cpu_medians_ms: str = ""
-    process_ref_cpu_ms: str = ""
+    cpu_median_ms: float | None = _combined("median")
+    cpu_iqr_ms: float | None = _combined("iqr", of="cpu_samples_ms")
+    cpu_samples_ms: str = _combined("join", "")
+    process_cpu_medians_ms: str = _combined("join", "")
+    process_ref_cpu_ms: str = _combined("join", "")
     # The machine while the case was timed (``harness.measure.conditions``), worst process: the
     # share of all CPUs other processes used, the share the hypervisor stole, the 1-minute load
     # average, the CPU clock; on CUDA the GPU's clock and temperature
-    other_cpu: float | None = None
-    steal: float | None = None
-    load_avg: float | None = None
-    cpu_mhz: float | None = None
-    gpu_clock_mhz: float | None = None
-    gpu_temp_c: float | None = None
-    peak_mem_bytes: int | None = None
-    max_err: float | None = None  # vs dense attention restricted to the backend's own mask
-    err_vs_full: float | None = None  # relative error vs full attention: what sparsity costs
-    check_rows: int | None = None  # how many query rows the two errors were measured on
-    threads: int | None = None
-    wall_s: float | None = None  # time the whole case took, setup and checks included
+    other_cpu: float | None = _combined("max")
+    steal: float | None = _combined("max")
+    load_avg: float | None = _combined("max")
+    cpu_mhz: float | None = _combined("min")
+    gpu_clock_mhz: float | None = _combined("min")
+    gpu_temp_c: float | None = _combined("max")
+    peak_mem_bytes: int | None = _combined("median")
+    # vs dense attention restricted to the backend's own mask; the worst process: a check that
+    # failed anywhere failed
+    max_err: float | None = _combined("max")
+    err_vs_full: float | None = _combined(
+        "median"
+    )  # relative, vs full attention: what sparsity costs
+    check_rows: int | None = _combined("same")  # query rows the two errors were measured on
+    threads: int | None = _combined("same")
+    wall_s: float | None = _combined("sum")  # the whole case, setup and checks included
     # 1, or the re-measurement round of ``--check-against`` that wrote this row (the case's
     # last row is the one that stands)
-    round: int = 1
+    round: int = _combined("case", 1)
     # Facts of the backend's family, stored so that analysis needs no backend (format 2):
-    flops: float | None = None  # useful FLOPs of one call (``harness.measure.flops``)
-    promise: str = ""  # promised cost as n grows, ``facts.Promise`` text: "O(n log n)"
-    sparse: bool | None = None  # attends a subset of the pairs (crossovers are against full)
-    yardstick: bool | None = None  # a full-attention backend the others are measured against
+    flops: float | None = _combined("case")  # useful FLOPs of one call (``harness.measure.flops``)
+    promise: str = _combined("case", "")  # promised cost as n grows, ``facts.Promise`` text
+    sparse: bool | None = _combined("case")  # attends a subset of the pairs (crossovers: vs full)
+    yardstick: bool | None = _combined("case")  # a full-attention backend others are measured by
 
     def row(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -124,5 +164,13 @@ METRICS = {
 }  # fmt: skip
 
 COLUMNS = [("pass" if f.name == "pass_" else f.name) for f in dataclasses.fields(CaseResult)]
-KEY_COLUMNS = ["backend", "params", "seq_len", "pass", "batch", "heads", "head_dim", "dtype",
-               "device", "seed"]  # fmt: skip
+# What identifies a case: its backend and parameters, the pass, the length, and the run axes,
+# which every row of one run shares (a sweep varies the rest; ``storage`` refuses a mix)
+RUN_AXES = ("batch", "heads", "head_dim", "dtype", "device", "seed")
+CASE_KEY = ("backend", "params", "seq_len", "pass", *RUN_AXES)
+_INTEGER_KEYS = ("seq_len", "batch", "heads", "head_dim", "seed")
+
+
+def case_key(row: Mapping[str, Any]) -> tuple:
+    """The key of a row (``CaseResult.row()``, or a row read back from results.csv)."""
+    return tuple(int(row[c]) if c in _INTEGER_KEYS else str(row[c]) for c in CASE_KEY)

@@ -5,7 +5,7 @@ their output goes."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +13,11 @@ import pandas as pd
 
 from harness.store import storage
 from harness.store.limits import MAX_LENGTHS
-from harness.store.records import KEY_COLUMNS, METRICS, has_facts
+from harness.store.records import CASE_KEY, METRICS, RUN_AXES, has_facts
 
 # what the tables, figures and verdicts read without a fallback; other columns may be missing
 # (runs recorded before they existed)
-NEEDED = [*KEY_COLUMNS, "status", "label", "family", "reason", "time_median_ms", "time_iqr_ms",
+NEEDED = [*CASE_KEY, "status", "label", "family", "reason", "time_median_ms", "time_iqr_ms",
           "peak_mem_bytes"]  # fmt: skip
 
 
@@ -58,6 +58,14 @@ def _upgraded(df: pd.DataFrame, path: Path) -> pd.DataFrame:
             "import (attention-bench upgrade RUN_DIR stores them)"
         )
     return fill_facts(df)
+
+
+def matching_key(a: pd.DataFrame, b: pd.DataFrame, free: Iterable[str] = ()) -> list[str]:
+    """The columns that match the cases of two runs: the case key (``records.CASE_KEY``), less
+    the run axes in ``free`` wherever each run holds a single value of them, so that runs that
+    differ only there compare (a CPU run with a GPU run, for example)."""
+    loose = {c for c in free if c in RUN_AXES and a[c].nunique() == 1 and b[c].nunique() == 1}
+    return [c for c in CASE_KEY if c not in loose]
 
 
 @contextlib.contextmanager

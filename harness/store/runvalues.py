@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from harness.store import limits
-from harness.store.records import STATUSES
+from harness.store.records import Status
 
 # meta.json keys a reader uses -> the JSON types they may hold (null is always allowed: a run
 # recorded before the key existed reads as one without it)
@@ -107,11 +107,11 @@ def rows_problem(df: pd.DataFrame) -> tuple[int, str] | None:
         if m and m.group(1) in df.columns:
             return -1, f"the column {m.group(1)} appears twice in the header"
     found: list[tuple[int, str]] = []
-    bad = ~df["status"].isin(STATUSES)
+    bad = ~df["status"].isin(list(Status))
     if bad.any():
         i = _first(bad)
         status = _show(df["status"].iloc[i])
-        found.append((i, f"status {status} is not one of {', '.join(STATUSES)}"))
+        found.append((i, f"status {status} is not one of {', '.join(Status)}"))
     numbers: dict[str, pd.Series] = {}
     for column, (low, high) in {**_REQUIRED_INTEGERS, **_INTEGERS}.items():
         if column not in df.columns:
@@ -128,7 +128,7 @@ def rows_problem(df: pd.DataFrame) -> tuple[int, str] | None:
                              f"{low} to {most}"))  # fmt: skip
     for columns, allowed, what in ((_AMOUNTS, "amount", "a number, 0 or more, finite"),
                                    (_SIGNED, "signed", "a finite number"),
-                                   (_ERRORS, "error", "a number, 0 or more")):  # fmt: skip
+                                   (_ERRORS, "magnitude", "a number, 0 or more")):  # fmt: skip
         for column in columns:
             if column not in df.columns:
                 continue
@@ -145,7 +145,7 @@ def rows_problem(df: pd.DataFrame) -> tuple[int, str] | None:
                 found.append((i, f"{column} {_show(df[column].iloc[i])} is not {what}"))
     if "time_median_ms" in numbers:
         t = numbers["time_median_ms"]
-        wrong = (df["status"] == "ok") & ~(t > 0)
+        wrong = (df["status"] == Status.OK) & ~(t > 0)
         if wrong.any():
             i = _first(wrong)
             found.append((i, f"time_median_ms {_show(df['time_median_ms'].iloc[i])} of a "

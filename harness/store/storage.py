@@ -20,13 +20,11 @@ import pandas as pd
 
 from harness.store import runvalues
 from harness.store.limits import MAX_LENGTHS
-from harness.store.records import COLUMNS, FORMAT_VERSION, KEY_COLUMNS, CaseResult
+from harness.store.records import CASE_KEY, COLUMNS, FORMAT_VERSION, RUN_AXES, CaseResult, case_key
 
 RESULTS = "results.csv"
 META = "meta.json"
 TORN = "results.torn"  # torn rows set aside by --resume
-# The axes every row of one run shares (the sweep varies backends, passes and lengths)
-RUN_COLUMNS = ["batch", "heads", "head_dim", "dtype", "device", "seed"]
 TEXT_COLUMNS = {"reason", "params", "label", "time_samples_ms", "process_medians_ms",
                 "process_ref_ms", "cpu_samples_ms", "process_cpu_medians_ms",
                 "process_ref_cpu_ms"}  # fmt: skip
@@ -208,7 +206,7 @@ def read_results(out_dir: Path) -> pd.DataFrame:
         df = pd.read_csv(io.StringIO(split.intact), keep_default_na=False, na_values=MISSING)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise RunFolderError(f"{path}: truncated or corrupt ({str(exc).splitlines()[0]})") from None
-    missing = [c for c in [*KEY_COLUMNS, "status"] if c not in df.columns]
+    missing = [c for c in [*CASE_KEY, "status"] if c not in df.columns]
     if missing:
         raise RunFolderError(f"{path}: missing columns {', '.join(missing)}")
     _check_rows(df, path, split.lines)
@@ -221,7 +219,7 @@ def read_results(out_dir: Path) -> pd.DataFrame:
 def _check_one_run(df: pd.DataFrame, path: Path, lines: tuple[int, ...]) -> None:
     """Reports key rows by backend, pass and length: rows of two shapes, dtypes or seeds, or
     one case twice in a round, would be mixed up there without a word."""
-    for column in RUN_COLUMNS:
+    for column in RUN_AXES:
         values = df[column].astype(str).unique()
         if len(values) > 1:
             raise RunFolderError(
@@ -229,7 +227,7 @@ def _check_one_run(df: pd.DataFrame, path: Path, lines: tuple[int, ...]) -> None
                 "run folder holds one sweep's cases"
             )
     rounds = df["round"] if "round" in df.columns else pd.Series(1, index=df.index)
-    twice = df.assign(_round=rounds).duplicated([*KEY_COLUMNS, "_round"])
+    twice = df.assign(_round=rounds).duplicated([*CASE_KEY, "_round"])
     if twice.any():
         row = df[twice].iloc[0]
         raise RunFolderError(
@@ -250,11 +248,7 @@ def _check_rows(df: pd.DataFrame, path: Path, lines: tuple[int, ...]) -> None:
 
 def finished_keys(df: pd.DataFrame) -> set[tuple]:
     """Keys of the cases recorded in a results table (for --resume), as ``Case.key()`` gives."""
-    return {tuple(_key_value(c, r[c]) for c in KEY_COLUMNS) for _, r in df.iterrows()}
-
-
-def _key_value(column: str, value: Any) -> Any:
-    return int(value) if column in ("seq_len", "batch", "heads", "head_dim", "seed") else str(value)
+    return {case_key(row) for row in df.to_dict("records")}
 
 
 @contextlib.contextmanager

@@ -6,78 +6,47 @@ samples' spread does not show it. K processes, each with its own warm-up and its
 reference-operation time, give K independent medians; the regression check judges those
 (``harness.analyse.regression``), and the row's median is their median.
 
-Every measured field has a rule in ``RULES`` (a test holds the table to ``CaseResult``'s
-fields): a field without one would silently keep the first process's value.
+How each field combines is declared beside it, in ``CaseResult``'s field metadata
+(``records.combine_rule``), so that a new field cannot be forgotten here: without a rule it
+would not load (tests/test_repeats.py holds every rule to one this module applies).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Callable
 from typing import Any
 
 from harness.measure.timing import median_iqr
-from harness.store.records import parse_floats
-
-
-def _median(values: list) -> float:
-    return statistics.median(values)
+from harness.store.records import CaseResult, Status, combine_rule, parse_floats
 
 
 def _joined(values: list) -> str:
     return " ".join(values)
 
 
-def _all_samples(parts: list[dict], column: str) -> list[float]:
+# rule -> how the processes' values become the row's (over the processes that have the field)
+PER_FIELD: dict[str, Callable[[list], Any]] = {
+    "median": statistics.median,
+    "max": max,
+    "min": min,
+    "sum": sum,
+    "join": _joined,
+}
+
+
+def _samples(parts: list[dict], column: str) -> list[float]:
     return [s for p in parts for s in parse_floats(p.get(column))]
 
 
-def _iqr_of(column: str) -> Callable[[list[dict]], float | None]:
+def _iqr(samples: list[float]) -> float | None:
     """The IQR of every process's samples: the spread within and between processes."""
-
-    def iqr(parts: list[dict]) -> float | None:
-        samples = _all_samples(parts, column)
-        return median_iqr(samples)[1] if samples else None
-
-    return iqr
+    return median_iqr(samples)[1] if samples else None
 
 
-# field -> how the processes' values become the row's (over the processes that have the field)
-PER_FIELD: dict[str, Callable[[list], Any]] = {
-    # the median of the processes' medians: robust to one process caught in a slow stretch
-    "time_median_ms": _median,
-    "cpu_median_ms": _median,
-    "prepare_ms": _median,
-    "first_call_ms": _median,
-    "peak_mem_bytes": lambda v: int(statistics.median(v)),
-    "err_vs_full": _median,
-    "warmup_calls": max,
-    "max_err": max,  # the worst process: a check that failed anywhere failed
-    "wall_s": sum,
-    # every process's values kept, in order
-    "time_samples_ms": _joined,
-    "cpu_samples_ms": _joined,
-    "process_medians_ms": _joined,
-    "process_ref_ms": _joined,
-    "process_cpu_medians_ms": _joined,
-    "process_ref_cpu_ms": _joined,
-    # the conditions of the worst process: one busy moment makes the case suspect
-    "ref_drift": max,
-    "other_cpu": max,
-    "steal": max,
-    "load_avg": max,
-    "cpu_mhz": min,
-    "gpu_clock_mhz": min,
-    "gpu_temp_c": max,
-}
-# fields computed from all processes' rows together
-WHOLE: dict[str, Callable[[list[dict]], Any]] = {
-    "time_iqr_ms": _iqr_of("time_samples_ms"),
-    "cpu_iqr_ms": _iqr_of("cpu_samples_ms"),
-    "repeats": lambda parts: len(_all_samples(parts, "time_samples_ms")),
-}
-# the same in every process (the case's own description)
-SAME = ("status", "check_rows", "threads")
+# rule -> a statistic of every process's samples of the field's ``of``
+OF_SAMPLES: dict[str, Callable[[list[float]], Any]] = {"iqr": _iqr, "count": len}
 
 
 def combine(parts: list[dict[str, Any]], planned: int) -> dict[str, Any]:
@@ -89,19 +58,29 @@ def combine(parts: list[dict[str, Any]], planned: int) -> dict[str, Any]:
     if planned == 1:
         return parts[0]
     for i, part in enumerate(parts):
-        if part.get("status") != "ok":
+        if part.get("status") != Status.OK:
             reason = part.get("reason", "")
             return {**part, "reason": f"process {i + 1} of {planned}: {reason}".rstrip(": ")}
-    row = {k: parts[0][k] for k in SAME if k in parts[0]}
-    for field, rule in PER_FIELD.items():
-        values = [p[field] for p in parts if p.get(field) is not None]
-        if values:
-            row[field] = rule(values)
-    for field, rule in WHOLE.items():
-        value = rule(parts)
-        if value is not None:
-            row[field] = value
-    failed_checks = [p["reason"] for p in parts if p.get("reason")]
-    if failed_checks:
-        row["reason"] = failed_checks[0]
+    row: dict[str, Any] = {}
+    for field in dataclasses.fields(CaseResult):
+        rule, of = combine_rule(field)
+        name = "pass" if field.name == "pass_" else field.name
+        values = [p[name] for p in parts if p.get(name) is not None]
+        if rule == "case":
+            continue
+        if rule in OF_SAMPLES:
+            samples = _samples(parts, of)
+            if samples:
+                row[name] = OF_SAMPLES[rule](samples)
+        elif rule == "same":
+            if name in parts[0]:
+                row[name] = parts[0][name]
+        elif rule == "reason":  # a failed output check in any process stays on the row
+            reasons = [v for v in values if v]
+            if reasons:
+                row[name] = reasons[0]
+        elif values:
+            value = PER_FIELD[rule](values)
+            # the median of two whole numbers (bytes, calls) may not be one
+            row[name] = int(value) if str(field.type).startswith("int") else value
     return row

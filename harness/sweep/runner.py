@@ -15,14 +15,13 @@ import time
 from collections.abc import Callable, Iterable
 
 from harness.measure.case import Case
-from harness.measure.inputs import dtype_name
 from harness.measure.worker import child_main
-from harness.store.records import CaseResult
+from harness.store.records import CaseResult, Status
 from harness.store.storage import append_result, finished_keys, resumable_rows
 from harness.sweep.config import SweepConfig
 from harness.sweep.repeats import combine
 
-FATAL = ("oom", "timeout")
+FATAL = (Status.OOM, Status.TIMEOUT)  # longer lengths of the same backend would fail too
 # multiprocessing's exit code for a forkserver process whose server died before reporting it
 SERVER_GONE = 255
 
@@ -64,7 +63,7 @@ def run_in_process(
             _start(proc)
         except (OSError, EOFError) as exc:
             reason = f"could not start the case's process ({type(exc).__name__}: {exc})"
-            return {"status": "error", "reason": reason, "wall_s": time.perf_counter() - start}
+            return {"status": Status.ERROR, "reason": reason, "wall_s": time.perf_counter() - start}
         sender.close()
         if receiver.poll(timeout_s):
             with contextlib.suppress(EOFError):  # EOF: it died before it could answer
@@ -86,14 +85,14 @@ def run_in_process(
         return result
     if wall >= timeout_s:
         return {
-            "status": "timeout",
+            "status": Status.TIMEOUT,
             "reason": f"over the {timeout_s:g} s case limit",
             "wall_s": wall,
         }
     code = proc.exitcode
     if code is not None and code < 0 and -code == signal.SIGKILL:
         return {
-            "status": "oom",
+            "status": Status.OOM,
             "reason": "process killed (SIGKILL), likely out of memory",
             "wall_s": wall,
         }
@@ -103,7 +102,7 @@ def run_in_process(
         why = f"case process died (signal {signal.Signals(-code).name})"
     else:
         why = f"case process died (exit code {code})"
-    return {"status": "error", "reason": why, "wall_s": wall}
+    return {"status": Status.ERROR, "reason": why, "wall_s": wall}
 
 
 def _start(proc: mp.process.BaseProcess, attempts: int = 3) -> None:
@@ -117,27 +116,6 @@ def _start(proc: mp.process.BaseProcess, attempts: int = 3) -> None:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.1)
-
-
-def make_result(case: Case, fields: dict) -> CaseResult:
-    i, b = case.inputs, case.backend
-    known = set(CaseResult.__dataclass_fields__)
-    return CaseResult(
-        backend=b.name,
-        family=b.family,
-        label=b.label(),
-        params=b.params_json(),
-        seq_len=i.seq_len,
-        pass_=case.pass_,
-        batch=i.batch,
-        heads=i.heads,
-        head_dim=i.head_dim,
-        dtype=dtype_name(i.dtype),
-        device=i.device,
-        seed=i.seed,
-        **b.row_facts(i.seq_len, i.batch, i.heads, i.head_dim, case.pass_, i.seed),
-        **{k: v for k, v in fields.items() if k in known},
-    )
 
 
 class _Failures:
@@ -188,13 +166,13 @@ def run_sweep(
     for case in progress(todo):
         cause = failures.cause(case)
         if cause:
-            fields = {"status": "skipped", "reason": cause}
+            fields = {"status": Status.SKIPPED, "reason": cause}
         else:
             parts = []
-            while len(parts) < config.processes and (not parts or parts[-1]["status"] == "ok"):
+            while len(parts) < config.processes and (not parts or parts[-1]["status"] == Status.OK):
                 parts.append(run_in_process(ctx, case, config.case_timeout_s, config.threads))
             fields = combine(parts, config.processes)
-        result = make_result(case, {**fields, "round": round_})
+        result = case.result({**fields, "round": round_})
         failures.record(result.backend, result.params, result.pass_, result.seq_len, result.status)
         append_result(config.out_dir, result)
         results.append(result)

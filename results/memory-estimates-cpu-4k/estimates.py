@@ -23,6 +23,7 @@ sys.path.insert(0, str(HERE.parents[1]))  # the repository, when run as a script
 import attention_impls  # noqa: E402, F401  (registers the backends)
 from harness.measure.inputs import DTYPES, Inputs  # noqa: E402
 from harness.measure.registry import get_backend_class  # noqa: E402
+from harness.store.records import Status  # noqa: E402
 
 MIB = 2**20
 LOW, HIGH = 0.75, 1.25  # the bound on estimate / peak
@@ -52,7 +53,7 @@ def table(runs: list[Path]) -> pd.DataFrame:
     rows = []
     for run in runs:
         df = pd.read_csv(run / "results.csv")
-        for _, row in df[df.status == "ok"].iterrows():
+        for _, row in df[df.status == Status.OK].iterrows():
             est, peak = estimate(row), int(row["peak_mem_bytes"])
             shape = f"{row['batch']}x{row['heads']}x{row['seq_len']}x{row['head_dim']}"
             rows.append(

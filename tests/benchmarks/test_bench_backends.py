@@ -10,7 +10,7 @@ one call (``harness.measure.memory.peak_bytes``) and the output checked against 
 reference. Only the timing itself is pytest-benchmark's (``benchmark(call)``), so that its
 options (--benchmark-max-time, --benchmark-min-rounds, --benchmark-autosave,
 --benchmark-compare, --benchmark-compare-fail, ...) work as usual. ``benchmark.extra_info``
-holds the harness's row for the case (``harness.sweep.runner.make_result``) without the times, plus
+holds the harness's row for the case (``harness.measure.case.Case.result``) without the times, plus
 its useful FLOPs (``harness.analyse.flops.row_flops``).
 """
 
@@ -27,9 +27,8 @@ from harness.measure.inputs import dtype_name
 from harness.measure.memory import available_bytes, malloc_for_timing, peak_bytes
 from harness.measure.timing import synchronize, timed_call, warm_up
 from harness.measure.worker import _forward_backward, check_output
-from harness.store.records import check_tolerance
+from harness.store.records import Status, check_tolerance
 from harness.sweep.config import SweepConfig
-from harness.sweep.runner import make_result
 
 # Selectable with -m benchmark / -m "not benchmark"; no settings here, so that the command
 # line's --benchmark-* options are never overridden.
@@ -40,7 +39,7 @@ def case_description(case: Case, fields: dict[str, Any]) -> dict[str, Any]:
     """The harness's results.csv row for ``case`` (backend, family, label, params JSON, seq_len,
     pass, shape, dtype, device, seed, threads, ...) with ``fields`` filled in, empty columns left
     out, plus ``useful_flops`` of one call (None for a family the FLOP model does not know)."""
-    row = make_result(case, fields).row()
+    row = case.result(fields).row()
     row["useful_flops"] = row_flops(row)
     return {key: value for key, value in row.items() if value not in (None, "")}
 
@@ -89,7 +88,7 @@ def test_backend(
     )
 
     fields = {
-        "status": "ok",
+        "status": Status.OK,
         "prepare_ms": prepare_s * 1e3,
         "first_call_ms": warm.durations[0] * 1e3,
         "warmup_calls": warm.calls,

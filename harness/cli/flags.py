@@ -1,0 +1,137 @@
+"""The backend-parameter flags of the command line, generated from the families' ``Params``
+declarations (``harness.measure.params.param``): each flag sets the field of that name in every
+selected backend that has it.
+
+Two readers give the same flags (tests/test_cli_flags.py holds them to it):
+- ``registry_flags``: the imported backends' ``Params``, the built-in ones, entry points and
+  ``--import`` modules included. What a sweep parses with.
+- ``declared_flags``: the built-in families read from their source, without importing them (a
+  family imports torch: seconds), so that ``--help`` answers at once. Only declarations the
+  source spells out are seen: ``param(...)`` fields of dataclasses with literal arguments, in
+  the modules ``attention_impls/__init__.py`` imports, each module named after its family.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from harness.cli.cli_args import bounded_int, positive
+from harness.measure.params import Flag, fields_of, merged
+
+PACKAGE = "attention_impls"
+_INT64 = 2**63 - 1
+
+
+def registry_flags() -> list[Flag]:
+    """The flags of every registered backend's parameters."""
+    from harness.measure.registry import backend_names, get_backend_class
+
+    classes = dict.fromkeys(get_backend_class(name) for name in backend_names())
+    return merged(f for cls in classes for f in fields_of(cls.Params, cls.family))
+
+
+def declared_flags() -> list[Flag]:
+    """The flags the built-in families declare, read from source."""
+    spec = importlib.util.find_spec(PACKAGE)  # finds it without running its __init__
+    if spec is None or spec.origin is None:
+        return []
+    folder = Path(spec.origin).parent
+    flags = []
+    for module in _registered_modules(folder / "__init__.py"):
+        path = folder / f"{module}.py"
+        if path.is_file():
+            flags += _declared_in(ast.parse(path.read_text()), family=module)
+    return merged(flags)
+
+
+def _registered_modules(init: Path) -> list[str]:
+    """``x`` of each ``from attention_impls import x`` line, in order."""
+    tree = ast.parse(init.read_text())
+    return [
+        alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module == PACKAGE
+        for alias in node.names
+    ]
+
+
+def _is_param_call(node: ast.AST | None) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (isinstance(func, ast.Name) and func.id == "param") or (
+        isinstance(func, ast.Attribute) and func.attr == "param"
+    )
+
+
+def _declared_in(tree: ast.Module, family: str) -> list[Flag]:
+    flags = []
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
+        for stmt in cls.body:
+            if not (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)):
+                continue
+            if not _is_param_call(stmt.value):
+                continue
+            call = stmt.value
+            default, flag, text = (ast.literal_eval(a) for a in call.args)
+            meta: dict[str, Any] = {"flag": flag, "help": text, "low": None, "metavar": None}
+            meta |= {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg}
+            annotation = ast.unparse(stmt.annotation)
+            flags.append(Flag.declared(stmt.target.id, annotation, default, meta, family))
+    return flags
+
+
+def _value_type(flag: Flag):
+    if flag.kind == "float":
+        return positive(float) if flag.low is not None and flag.low > 0 else float
+    low = -_INT64 if flag.low is None else flag.low
+    return bounded_int(low, _INT64)
+
+
+def add_flags(parser: argparse.ArgumentParser, flags: Iterable[Flag]) -> None:
+    """The backend-parameter group of the sweep's parser. A flag left out stays None: the
+    backend's own default."""
+    group = parser.add_argument_group("backend parameters (each backend takes those it has)")
+    for f in flags:
+        text = f.help.replace("%", "%%")
+        if f.kind == "bool":
+            action = "store_false" if f.flag.startswith("--no-") else "store_true"
+            group.add_argument(f.flag, dest=f.dest, action=action, default=None, help=text)
+            continue
+        group.add_argument(
+            f.flag,
+            dest=f.dest,
+            type=_value_type(f),
+            nargs="+" if f.kind == "ints" else None,
+            metavar=f.metavar,
+            help=text,
+        )
+
+
+def given(args: argparse.Namespace, flags: Iterable[Flag]) -> tuple[tuple[str, Any], ...]:
+    """(field, value) of every flag given, lists as tuples."""
+    out = []
+    for f in flags:
+        value = getattr(args, f.dest, None)
+        if value is not None:
+            out.append((f.dest, tuple(value) if isinstance(value, list) else value))
+    return tuple(out)
+
+
+def words(field: str, value: Any, flags: Iterable[Flag]) -> list[str]:
+    """The command-line words that set ``field`` to ``value`` (for a recorded command line)."""
+    flag = next(f for f in flags if f.dest == field)
+    if flag.kind == "bool":
+        return [flag.flag] if value is not flag.flag.startswith("--no-") else []
+    if isinstance(value, (list, tuple)):
+        return [flag.flag, *map(str, value)]
+    return [flag.flag, str(value)]
+
+
+def flag_of(field: str, flags: Iterable[Flag]) -> str:
+    return next(f.flag for f in flags if f.dest == field)
