@@ -1,9 +1,11 @@
 """Attention backends, one module per family; importing a module registers its backends.
 
-The plain PyTorch implementation of each family lives in the family's module (``full``,
-``longformer``, ``bigbird``, ``reformer``); the fast kernels for the same patterns are grouped by
-the library they use (``sdpa_kernels``, ``xformers_ops``, ``flex``), since that is what their code
-shares.
+Each family's module holds its plain PyTorch implementation, which defines the pattern, and the
+family's thin kernels: backends that compute the same pattern with a library's fused kernel and
+hold the plain backend for it (``harness.measure.backend.Kernel``; ``full``, ``longformer``,
+``bigbird``, ``strided``). The libraries' machinery lives in modules of its own (``flex``,
+``xformers_ops``), as do kernels with much code of their own (``sdpa_kernels``,
+``flex_reformer``).
 
 The order here is the order of listings and default sweeps.
 """
@@ -14,6 +16,5 @@ from attention_impls import sdpa_kernels
 from attention_impls import longformer
 from attention_impls import bigbird
 from attention_impls import reformer
-from attention_impls import xformers_ops
-from attention_impls import flex
+from attention_impls import flex_reformer
 from attention_impls import strided

@@ -14,6 +14,8 @@ b)`` blocks of ``b = block_size`` positions; the pattern is defined on blocks:
   ``prepare`` and ``mask`` call, so the timed closure and the mask contract see the same blocks.
 
 Each (query, key) pair counts once. When ``nb <= 2g`` every block is global: dense attention.
+The rule on blocks is ``allowed``, which ``mask`` and, for FlexAttention, ``mask_mod`` evaluate;
+``flex-bigbird`` holds a ``BigBird`` for the pattern (``attention_impls.flex``).
 
 A length that ``b`` does not divide is padded to ``nb * b``: padded keys are masked with ``-inf``
 and padded query rows are dropped from the output, so the result is exactly the pattern above
@@ -37,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attention_impls.flex import FlexMaskBackend, Mod, scalar, tile_for
 from attention_impls.footprint import cpu_flash_buffers_bytes, fused_attention_bytes, rows_bytes
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
@@ -89,6 +92,32 @@ def random_block_table(seq_len: int, params: BigBirdParams, seed: int) -> torch.
     return torch.where(cand < 0, -1, block)  # [nq, r]
 
 
+def random_rows(
+    seq_len: int, params: BigBirdParams, seed: int, device: torch.device
+) -> tuple[torch.Tensor, int]:
+    """``random_block_table`` for ``allowed``, flat ``[nb * r']``, and ``r' = max(r, 1)``: padded
+    with -1 (no block) to nb rows and one column at least, the compiled mask_mod does not depend
+    on g, and r = 0 shares the graph of r = 1 (flat: a ``[row, t]`` index fails in compiled
+    create_block_mask, fake tensors under vmap)."""
+    table = random_block_table(seq_len, params, seed)  # [nq, r], -1 = no block
+    rows, r = math.ceil(seq_len / params.block_size), max(table.shape[1], 1)
+    table = F.pad(table, (0, r - table.shape[1], 0, rows - table.shape[0]), value=-1)
+    return table.flatten().to(device), r  # [rows * r]
+
+
+def allowed(qb, kb, blocks, glob, table: torch.Tensor, r: int) -> torch.Tensor:
+    """The pattern on (broadcast) query and key blocks of ``blocks`` (a tensor): I attends J iff
+    ``|I - J| <= 1``, or I or J is one of the ``glob`` global blocks at either end, or J is one of
+    I's random blocks (``random_rows``). The one definition that the dense reference
+    (``BigBird.mask``) and the Flex kernel's ``mask_mod`` (all scalars tensors) both evaluate."""
+    keep = ((qb - kb).abs() <= 1) | (qb < glob) | (qb >= blocks - glob)
+    keep = keep | (kb < glob) | (kb >= blocks - glob)
+    row = torch.minimum((qb - glob).clamp(min=0), blocks - 1)  # global rows: any row
+    for t in range(r):  # unrolled at trace time
+        keep = keep | (table[row * r + t] == kb)
+    return keep
+
+
 def key_block_table(
     seq_len: int, params: BigBirdParams, seed: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,14 +134,8 @@ def key_block_table(
     window = query[:, None] + torch.arange(-1, 2)  # [nq, 3]
     rand = random_block_table(seq_len, params, seed)  # [nq, r]
     ids = torch.cat([glob.expand(query.numel(), -1), window, rand], dim=1)  # [nq, L]
-    valid = torch.cat(
-        [
-            torch.ones(query.numel(), 2 * g, dtype=torch.bool),
-            (window >= g) & (window < nb - g),
-            rand >= 0,
-        ],
-        dim=1,
-    )  # [nq, L]
+    glob_valid = torch.ones(query.numel(), 2 * g, dtype=torch.bool)  # [nq, 2g]
+    valid = torch.cat([glob_valid, (window >= g) & (window < nb - g), rand >= 0], dim=1)  # [nq, L]
     return ids.where(valid, 0).to(device), valid.to(device)
 
 
@@ -227,29 +250,21 @@ class BigBird(AttentionBackend):
     def mask(
         self, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
-        n, device = inputs.seq_len, q.device
-        b, g = self.params.block_size, self.params.global_blocks
-        nb = math.ceil(n / b)
+        n, device, b = inputs.seq_len, q.device, self.params.block_size
         rows = torch.arange(n, device=device) if rows is None else rows.to(device)
-        row_block = rows // b  # [M]
-        blocks = torch.arange(nb, device=device)
-        is_global = (blocks < g) | (blocks >= nb - g)  # [nb]
-        # Block-level rows [M, nb + 1]; the extra column absorbs the -1 "no random block" ids.
-        attend = torch.zeros(rows.numel(), nb + 1, dtype=torch.bool, device=device)
-        attend[:, :nb] = (
-            is_global[None, :]
-            | is_global[row_block][:, None]
-            | ((blocks[None, :] - row_block[:, None]).abs() <= 1)
-        )
-        rand = random_block_table(n, self.params, inputs.seed).to(device)  # [nq, r]
-        if rand.numel():
-            middle = ~is_global[row_block]  # [M]
-            picked = rand[(row_block[middle] - g)]  # [M', r]
-            hit = attend[middle]
-            hit.scatter_(1, picked.where(picked >= 0, nb), True)
-            attend[middle] = hit
-        key_block = torch.arange(n, device=device) // b  # [N]
-        return attend[:, key_block][None, None]  # [1, 1, M, N]
+        table, r = random_rows(n, self.params, inputs.seed, device)
+        blocks = torch.arange(math.ceil(n / b), device=device)  # [nb]
+        nb, glob = torch.tensor(blocks.numel(), device=device), self.params.global_blocks
+        attend = allowed(rows[:, None] // b, blocks[None, :], nb, glob, table, r)  # [M, nb]
+        return attend[:, torch.arange(n, device=device) // b][None, None]  # [1, 1, M, N]
+
+    def mask_mod(self, inputs: Inputs) -> Mod:
+        """``allowed`` for FlexAttention, on the blocks of the positions."""
+        p, n, dev = self.params, inputs.seq_len, torch.device(inputs.device)
+        table, r = random_rows(n, p, inputs.seed, dev)
+        size, glob = scalar(p.block_size, dev), scalar(p.global_blocks, dev)
+        blocks = scalar(math.ceil(n / p.block_size), dev)
+        return lambda b, h, i, j: allowed(i // size, j // size, blocks, glob, table, r)
 
     def estimate_bytes(self, inputs: Inputs) -> int:
         """Peak of ``fn``, counted from the tensors it allocates; all-global is dense fused SDPA
@@ -285,3 +300,13 @@ class BigBird(AttentionBackend):
             return 3 * padded + 2 * blocks + mid + (2 * glob_rows + out if g else 0) + buffers
         around = 2 * out + 2 * rows_bytes(inputs, n) if g else mid
         return 4 * blocks + 3 * mid + around + padded + buffers
+
+
+@register
+class FlexBigBird(FlexMaskBackend):
+    name = "flex-bigbird"
+    description = "BigBird window, global and random blocks as a compiled FlexAttention mask_mod"
+    pattern = BigBird
+
+    def tile(self, inputs: Inputs) -> int:
+        return tile_for(self.params.block_size, inputs.device)

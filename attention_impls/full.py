@@ -1,9 +1,12 @@
 """Full (dense) softmax attention, the quadratic baseline (Vaswani et al., 2017, "Attention Is
 All You Need", eq. 1): ``softmax(q k^T / sqrt(D)) v`` over every (query, key) pair.
 
-Layout ``[B, H, N, D]``. ``full-naive`` materialises the ``[B, H, N, N]`` score matrix;
+Layout ``[B, H, N, D]``. ``full-naive``, the family's plain backend, materialises the
+``[B, H, N, N]`` score matrix. The kernels hold it for the pattern (``Kernel``, composition):
 ``full-sdpa`` calls ``torch.nn.functional.scaled_dot_product_attention`` and lets PyTorch pick
-its kernel (flash or memory-efficient ones avoid the N x N matrix).
+its kernel (flash or memory-efficient ones avoid the N x N matrix); ``xformers-full`` calls
+xformers' ``memory_efficient_attention`` (``attention_impls.xformers_ops``); the SDPA kernels
+pinned one by one are ``attention_impls.sdpa_kernels``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from attention_impls.footprint import fused_attention_bytes, rows_bytes
-from harness.measure.backend import AttentionBackend, AttentionFn
+from attention_impls.xformers_ops import XformersKernel
+from harness.measure.backend import AttentionBackend, AttentionFn, Kernel
 from harness.measure.inputs import Inputs
 from harness.measure.params import param
 from harness.measure.registry import register
@@ -23,7 +27,7 @@ from harness.store.facts import Promise
 
 @dataclass(frozen=True)
 class FullParams:
-    causal: bool = param(False, "--causal", "keys j <= i only")
+    causal: bool = param(False, "--causal", "keys j <= i only", for_all=True)
 
 
 def causal_mask(inputs: Inputs, rows: torch.Tensor | None, device: torch.device) -> torch.Tensor:
@@ -42,8 +46,12 @@ def score_matrices_bytes(inputs: Inputs) -> int:
     return matrices * b * h * n * n * inputs.element_size
 
 
-class _Full(AttentionBackend):
+@register
+class FullNaive(AttentionBackend):
+    yardstick = True
+    name = "full-naive"
     family = "full"
+    description = "materialised q k^T, softmax, times v"
     Params = FullParams
     promise = Promise(2)
 
@@ -56,13 +64,6 @@ class _Full(AttentionBackend):
         if self.params.causal:
             return causal_mask(inputs, rows, q.device)
         return super().mask(inputs, q, k, rows)
-
-
-@register
-class FullNaive(_Full):
-    yardstick = True
-    name = "full-naive"
-    description = "materialised q k^T, softmax, times v"
 
     def prepare(self, inputs: Inputs) -> AttentionFn:
         scale = inputs.scale
@@ -89,10 +90,11 @@ class FullNaive(_Full):
 
 
 @register
-class FullSdpa(_Full):
+class FullSdpa(Kernel):
     yardstick = True
     name = "full-sdpa"
     description = "torch scaled_dot_product_attention, kernel chosen by PyTorch"
+    pattern = FullNaive
 
     def prepare(self, inputs: Inputs) -> AttentionFn:
         causal = self.params.causal
@@ -106,3 +108,10 @@ class FullSdpa(_Full):
         """PyTorch picks a fused kernel for these inputs (on CPU its flash kernel, measured; on
         CUDA flash or memory-efficient, unmeasured): see ``fused_attention_bytes``."""
         return fused_attention_bytes(inputs)
+
+
+@register
+class XformersFull(XformersKernel):
+    name = "xformers-full"
+    description = "xformers memory_efficient_attention, no bias or LowerTriangularMask"
+    pattern = FullNaive

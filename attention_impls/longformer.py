@@ -7,7 +7,10 @@ counted from the end, duplicates removed): query ``i`` attends key ``j`` iff
 - ``j = i + d * t`` for an integer ``t`` with ``|t| <= w`` (the window: ``2w + 1`` keys), or
 - ``i`` is global (it attends every key) or ``j`` is global (every query attends it);
 - and, when causal, also ``j <= i`` (globals included).
-A pair that is both in the window and global counts once in the softmax.
+A pair that is both in the window and global counts once in the softmax. This is ``allowed``,
+which ``mask`` and, for FlexAttention, ``mask_mod`` evaluate. The kernels hold a ``Longformer``
+for the pattern: ``flex-longformer`` (``attention_impls.flex``) and ``xformers-longformer``, the
+window alone (dilation 1, no global tokens) as xformers' bias (``attention_impls.xformers_ops``).
 
 Implementation, O(N w) time and memory (never an N x N tensor):
 - Dilation: positions congruent mod ``d`` form ``d`` interleaved classes; within a class the
@@ -35,12 +38,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from attention_impls.flex import TILE, FlexMaskBackend, Mod, scalar, table_len
 from attention_impls.footprint import rows_bytes
+from attention_impls.xformers_ops import XformersKernel
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
-from harness.measure.params import param
+from harness.measure.params import narrowed, param
 from harness.measure.registry import register
 from harness.store.facts import Promise
+from harness.store.limits import MAX_GLOBAL_TOKENS
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class LongformerParams:
         (), "--global-tokens", "global positions, negative from the end (-1: the last)",
         metavar="POS",
     )  # fmt: skip
-    causal: bool = param(False, "--causal", "keys j <= i only")
+    causal: bool = param(False, "--causal", "keys j <= i only", for_all=True)
 
 
 def global_positions(global_tokens: tuple[int, ...], seq_len: int) -> list[int]:
@@ -146,7 +152,12 @@ class Longformer(AttentionBackend):
             )
         bad = [g for g in p.global_tokens if not -seq_len <= g < seq_len]
         if bad:
-            errors.append(f"global tokens {bad} out of range for length {seq_len}")
+            errors.append(f"global tokens {bad[:8]} out of range for length {seq_len}")
+        if len(p.global_tokens) > MAX_GLOBAL_TOKENS:  # each is a dense row: more is full attention
+            errors.append(
+                f"{len(p.global_tokens)} global tokens, at most {MAX_GLOBAL_TOKENS} (each is a "
+                "dense row: more is full attention)"
+            )
         return errors
 
     def prepare(self, inputs: Inputs) -> AttentionFn:
@@ -239,6 +250,17 @@ class Longformer(AttentionBackend):
         pairs = allowed(queries[:, None], keys[None, :], p.dilation, reach, is_global, causal)
         return pairs[None, None]  # [1, 1, M, N]
 
+    def mask_mod(self, inputs: Inputs) -> Mod:
+        """``allowed`` for FlexAttention, over tables as long as the kernel's tiles reach."""
+        p, n, dev = self.params, inputs.seq_len, torch.device(inputs.device)
+        # A dilation >= n leaves only j = i, as does reach = n: clamped, no int32 overflow.
+        d = min(p.dilation, n)
+        dilation, reach = scalar(d, dev), scalar(min(d * p.window, n), dev)
+        causal = torch.tensor(p.causal, device=dev)
+        is_global = torch.zeros(table_len(n, TILE), dtype=torch.bool, device=dev)
+        is_global[global_positions(p.global_tokens, n)] = True
+        return lambda b, h, i, j: allowed(i, j, dilation, reach, is_global, causal)
+
     def estimate_bytes(self, inputs: Inputs) -> int:
         """Peak of the blocked computation, counted from the tensors ``fn`` allocates.
 
@@ -273,3 +295,22 @@ class Longformer(AttentionBackend):
         saved_q = q_copy or vec
         backward = 3 * scores_all + saved_q + 2 * nbr + vec + (4 * vec if g else 0)
         return max(forward + nbr, backward)
+
+
+@register
+class FlexLongformer(FlexMaskBackend):
+    name = "flex-longformer"
+    description = "Longformer window, dilation, globals as a compiled FlexAttention mask_mod"
+    pattern = Longformer
+
+
+@register
+class XformersLongformer(XformersKernel):
+    name = "xformers-longformer"
+    description = "xformers memory_efficient_attention with a local-window bias (dilation 1)"
+    pattern = Longformer
+    # the window alone: its pattern's dilation 1 and no global tokens (the defaults)
+    Params = narrowed(LongformerParams, "window", "causal", qualname="XformersLongformer.Params")
+
+    def window(self) -> int | None:
+        return self.params.window

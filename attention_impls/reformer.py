@@ -12,6 +12,8 @@ r:
 - tokens are sorted by (bucket, position) and the sorted order is cut into chunks of
   ``chunk_size`` c. Query chunk i attends key chunks i and i - 1, wrapping around (the previous
   chunk of chunk 0 is the last chunk); when there is only one chunk it attends itself only.
+  This rule is ``meets``, the one definition that ``mask``, the kernel here and flex-reformer
+  (``attention_impls.flex_reformer``) follow; the hashing and sort are ``attention_impls.lsh``.
 - ``shared_qk`` (the paper's setting): the keys are the unit-normalised queries
   ``q / ||q||`` (the k input is ignored), queries and keys share one sort, and a token does not
   attend to itself unless it has no other key. Without it, q and k are hashed with the same
@@ -25,10 +27,9 @@ neighbourhoods, which is what ``mask`` returns.
 
 Lengths that c does not divide are padded to a multiple of it: padded tokens get the extra
 bucket id ``n_buckets`` so they sort to the end, padded keys are masked with -inf and padded query
-rows are dropped. Memory is O(B H n_hashes N c) for the chunk scores; hashing runs one round
-and one slice of tokens at a time so that its ``[.., N, n_buckets / 2]`` projection never
-exceeds that; nothing is N x N. Hashing time does grow as N^2 D / c, since the default bucket
-count follows N: sweeps show it at long lengths.
+rows are dropped. Memory is O(B H n_hashes N c) for the chunk scores, which bound the hashing's
+too; nothing is N x N. Hashing time does grow as N^2 D / c, since the default bucket count
+follows N: sweeps show it at long lengths.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from attention_impls.footprint import rows_bytes
+from attention_impls.lsh import lsh_sort, rotations
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
 from harness.measure.params import param
@@ -59,73 +61,21 @@ class ReformerParams:
     )
 
 
-def num_buckets(params: ReformerParams, seq_len: int) -> int:
-    if params.n_buckets is not None:
-        return params.n_buckets
-    return max(2, 2 * round(seq_len / (2 * params.chunk_size)))
-
-
 def unit_keys(q: torch.Tensor) -> torch.Tensor:
     """The shared-QK keys ``q / ||q||`` (zero rows, such as padding, stay zero instead of NaN)."""
     return F.normalize(q, dim=-1)
 
 
-def rotations(inputs: Inputs, params: ReformerParams) -> torch.Tensor:
-    """The random rotations ``[H, D, n_hashes, n_buckets / 2]``, the same on every device.
-
-    Drawn round by round, so the rounds of a smaller ``n_hashes`` are the first rounds of a
-    larger one (and its neighbourhoods a subset).
-    """
-    gen = torch.Generator().manual_seed(inputs.seed)  # CPU: identical draws on every device
-    half = num_buckets(params, inputs.seq_len) // 2
-    shape = (params.n_hashes, inputs.heads, inputs.head_dim, half)
-    rot = torch.randn(shape, generator=gen).permute(1, 2, 0, 3)  # [H, D, R, half]
-    return rot.to(device=inputs.device, dtype=inputs.dtype)
-
-
-def lsh_buckets(x: torch.Tensor, rot: torch.Tensor, max_elements: int) -> torch.Tensor:
-    """Bucket of every token of ``x`` ``[B, H, N, D]`` in every round: ``[B, H, n_hashes, N]``.
-
-    The projection ``[.., N, n_buckets / 2]`` grows as N^2 / c when the bucket count follows N,
-    so it is made one round and at most ``max_elements`` (per batch and head) at a time.
-    """
-    half = rot.shape[-1]
-    step = max(1, max_elements // half)  # tokens per slice
-    rounds = []
-    for r in range(rot.shape[2]):
-        slices = []
-        for part in x.split(step, dim=2):  # [B, H, step, D]
-            proj = part @ rot[:, :, r]  # [B, H, step, half]
-            top, top_idx = proj.max(dim=-1)
-            low, low_idx = proj.min(dim=-1)
-            # argmax of [proj ; -proj] without building it; a tie goes to the first half
-            slices.append(torch.where(top >= -low, top_idx, low_idx + half))
-        rounds.append(torch.cat(slices, dim=-1))  # [B, H, N]
-    return torch.stack(rounds, dim=2)  # [B, H, R, N]
-
-
-def lsh_sort(
-    x: torch.Tensor, rot: torch.Tensor, n_pad: int, chunk_size: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sort ``x`` ``[B, H, N, D]`` by (bucket, position) in every round, padded to ``n_pad``.
-
-    Returns ``perm`` (sorted slot -> token) and ``slot`` (token -> sorted slot), both
-    ``[B, H, n_hashes, n_pad]``. Shared by the closure and ``mask`` so both see the same chunks.
-    """
-    with torch.no_grad():
-        n, n_buckets = x.shape[2], 2 * rot.shape[-1]
-        pos = torch.arange(n_pad, device=x.device)
-        # padded tokens take the extra bucket n_buckets: they sort after every real token
-        # the chunk scores hold n_pad * 2c numbers per round: hashing needs no more than that
-        buckets = lsh_buckets(x, rot, max_elements=2 * n_pad * chunk_size)  # [B, H, R, N]
-        buckets = F.pad(buckets, (0, n_pad - n), value=n_buckets)  # [B, H, R, Np]
-        perm = (buckets * n_pad + pos).argsort(dim=-1)  # [B, H, R, Np]
-        slot = torch.empty_like(perm).scatter_(-1, perm, pos.expand_as(perm))  # [B, H, R, Np]
-    return perm, slot
+def meets(chunk_q: torch.Tensor, chunk_k: torch.Tensor, n_chunks: int | torch.Tensor):
+    """Whether a query in sorted chunk ``chunk_q`` attends the keys in chunk ``chunk_k`` (chunk
+    ids of one round, broadcast; ``n_chunks`` chunks): the key's chunk is the query's or the one
+    before it, wrapping (chunk 0's previous chunk is the last; one chunk attends itself)."""
+    return (chunk_q - chunk_k + n_chunks) % n_chunks <= 1
 
 
 def _window(x: torch.Tensor) -> torch.Tensor:
-    """Chunked ``[B, H, R, nc, c, ...]`` to windows: own chunk, then the previous one."""
+    """Chunked ``[B, H, R, nc, c, ...]`` to windows: own chunk, then the previous one (the
+    chunks that ``meets`` the queries of a chunk, gathered)."""
     if x.shape[3] == 1:  # a single chunk is its own previous chunk: attend it once
         return x
     return torch.cat([x, x.roll(1, dims=3)], dim=4)  # [B, H, R, nc, 2c, ...]
@@ -182,7 +132,8 @@ class Reformer(AttentionBackend):
     def reference_keys(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return unit_keys(q) if self.params.shared_qk else k
 
-    def _sort_qk(self, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rot: torch.Tensor):
+    def sort_qk(self, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rot: torch.Tensor):
+        """``perm_q, slot_q, perm_k, slot_k`` ``[B, H, R, Np]`` (``lsh_sort``) of q and the keys."""
         c = self.params.chunk_size
         n_pad = -(-inputs.seq_len // c) * c
         perm_q, slot_q = lsh_sort(q, rot, n_pad, c)
@@ -233,8 +184,10 @@ class Reformer(AttentionBackend):
                     cq = cq.view(b, h, rounds, nc, c, 1)
                     ck = chunk_k.roll(-shift, dims=2).gather(-1, kidx.flatten(3))  # [B, H, R, nc*w]
                     ck = ck.view(b, h, rounds, nc, 1, w)
-                    # they meet iff the key's chunk is the query's or the one before it (two
-                    # different chunks as nc > 2); a bool viewed as uint8 adds without a copy
+                    # meets(cq, ck, nc), as two comparisons into one reused buffer: the key's
+                    # chunk is the query's, or the query's is the one after the key's (different
+                    # chunks as nc > 2); meets would allocate [B, H, R, nc, c, w] int tensors.
+                    # A bool viewed as uint8 adds without a copy.
                     count += torch.eq(cq, ck, out=hit).view(torch.uint8)  # [B, H, R, nc, c, w]
                     count += torch.eq(cq, (ck + 1) % nc, out=hit).view(torch.uint8)
                 bias = count.to(dtype).log_().neg_()  # [B, H, R, nc, c, w]
@@ -249,7 +202,7 @@ class Reformer(AttentionBackend):
             return bias
 
         def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            perm_q, slot_q, perm_k, slot_k = self._sort_qk(inputs, q, k, rot)
+            perm_q, slot_q, perm_k, slot_k = self.sort_qk(inputs, q, k, rot)
             qidx = perm_q.view(b, h, rounds, nc, c)  # [B, H, R, nc, c]
             kidx = _window(perm_k.view(b, h, rounds, nc, c))  # [B, H, R, nc, w]
             with torch.no_grad():
@@ -287,7 +240,7 @@ class Reformer(AttentionBackend):
     ) -> torch.Tensor:
         n, c = inputs.seq_len, self.params.chunk_size
         rot = rotations(inputs, self.params)
-        _, slot_q, _, slot_k = self._sort_qk(inputs, q, k, rot)
+        _, slot_q, _, slot_k = self.sort_qk(inputs, q, k, rot)
         nc = slot_q.shape[-1] // c
         keys = torch.arange(n, device=q.device)
         pos = keys if rows is None else rows.to(q.device)
@@ -295,8 +248,8 @@ class Reformer(AttentionBackend):
         chunk_k = (slot_k // c).int()[..., :n]  # [B, H, R, N]
         attend = torch.zeros(*chunk_q.shape[:2], pos.numel(), n, dtype=torch.bool, device=q.device)
         for r in range(chunk_q.shape[2]):
-            ahead = chunk_q[:, :, r, :, None] - chunk_k[:, :, r, None, :]  # [B, H, M, N]
-            attend |= ahead.remainder_(nc) <= 1  # same chunk or the previous one, wrapping
+            rows_r, keys_r = chunk_q[:, :, r, :, None], chunk_k[:, :, r, None, :]
+            attend |= meets(rows_r, keys_r, nc)  # [B, H, M, N]
         if self.params.shared_qk:
             is_self = pos[:, None] == keys[None, :]  # [M, N]
             alone = ~(attend & ~is_self).any(dim=-1, keepdim=True)  # [B, H, M, 1]

@@ -3,7 +3,8 @@ kernel each, so that the kernels PyTorch would otherwise choose between are meas
 
 API: ``F.scaled_dot_product_attention(q, k, v, is_causal=...)`` under
 ``torch.nn.attention.sdpa_kernel(SDPBackend.X)`` (PyTorch docs, "torch.nn.attention"). Layout
-``[B, H, N, D]``, as everywhere in the project; the pattern is ``full`` (causal: ``j <= i``).
+``[B, H, N, D]``, as everywhere in the project; the pattern is ``full`` (causal: ``j <= i``),
+held as the family's plain backend (``harness.measure.backend.Kernel``).
 
 - ``sdpa-math`` (``SDPBackend.MATH``): the reference composite of ordinary ops; it materialises
   the ``[B, H, N, N]`` scores like ``full-naive``. Runs everywhere.
@@ -37,8 +38,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from attention_impls.footprint import fused_attention_bytes, rows_bytes
-from attention_impls.full import _Full, score_matrices_bytes
-from harness.measure.backend import AttentionFn
+from attention_impls.full import FullNaive, score_matrices_bytes
+from harness.measure.backend import AttentionFn, Kernel
 from harness.measure.inputs import Inputs, dtype_name
 from harness.measure.registry import register
 
@@ -134,9 +135,11 @@ def probe(
     return None
 
 
-class _PinnedSdpa(_Full):
-    """``F.scaled_dot_product_attention`` with PyTorch's choice narrowed to ``kernel``."""
+class _PinnedSdpa(Kernel):
+    """``F.scaled_dot_product_attention`` with PyTorch's choice narrowed to ``kernel``, computing
+    the full family's pattern (held: ``full-naive``)."""
 
+    pattern = FullNaive
     kernel: ClassVar[SDPBackend]
 
     def not_supported_reasons(self, inputs: Inputs) -> list[str]:

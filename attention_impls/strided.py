@@ -49,7 +49,7 @@ class StridedParams:
     stride: int | None = param(
         None, "--stride", "stride l (default: ceil(sqrt(N)) at each length)", low=1
     )
-    causal: bool = param(False, "--causal", "keys j <= i only")
+    causal: bool = param(False, "--causal", "keys j <= i only", for_all=True)
 
 
 def stride_at(params: StridedParams, n: int) -> int:

@@ -1,13 +1,15 @@
-"""Full and Longformer-window attention through xformers' fused kernels.
+"""xformers machinery: the import, the bias objects, the support probe, and ``XformersKernel``,
+the base of the kernels that compute a family's pattern with xformers (``xformers-full`` in
+``attention_impls.full``, ``xformers-longformer`` in ``attention_impls.longformer``).
 
 API: ``xformers.ops.memory_efficient_attention(q, k, v, attn_bias)`` (xformers docs,
 "xformers.ops"), which dispatches to FlashAttention-3, FlashAttention-2 or its CUTLASS
 memory-efficient kernel (Rabe and Staats, 2021, arXiv:2112.05682), whichever accepts the inputs
 first. Masks are bias objects that the kernels apply without an ``N x N`` tensor:
 
-- ``xformers-full``: no bias, or ``LowerTriangularMask()`` when causal (``j <= i``).
-- ``xformers-longformer``: the Longformer window (Beltagy et al., 2020, arXiv:2004.05150,
-  section 3.1) with dilation 1 and no global tokens: ``|i - j| <= w``, and ``j <= i`` when causal.
+- full attention: no bias, or ``LowerTriangularMask()`` when causal (``j <= i``).
+- a window (the Longformer's, Beltagy et al., 2020, arXiv:2004.05150, section 3.1, with dilation
+  1 and no global tokens): ``|i - j| <= w``, and ``j <= i`` when causal.
   ``LocalAttentionFromBottomRightMask(window_left=w, window_right=w)`` keeps
   ``i - w <= j + (N_q - N_k) <= i + w``, exactly the window when ``N_q == N_k``; causal uses
   ``LowerTriangularFromBottomRightLocalAttentionMask(w + 1)``, which keeps ``i - w <= j <= i``
@@ -31,29 +33,16 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 
-from attention_impls.full import _Full
-from attention_impls.longformer import Longformer
-from harness.measure.backend import AttentionBackend, AttentionFn
+from harness.measure.backend import AttentionFn, Kernel
 from harness.measure.inputs import Inputs
-from harness.measure.registry import register
 
 PROBE_LEN = 16
 XFORMERS_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})
 _CLASS_REPR = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>")
-
-
-@dataclass(frozen=True)
-class XformersLongformerParams:
-    window: int = 256  # one-sided window w: 2w+1 keys per query
-    causal: bool = False  # keys j <= i only
-    # Not parameters (no dataclass fields): what the inherited Longformer logic reads.
-    dilation: ClassVar[int] = 1
-    global_tokens: ClassVar[tuple[int, ...]] = ()
 
 
 def _import_fmha() -> tuple[Any, str]:
@@ -144,65 +133,46 @@ def xformers_reasons(
     return ()
 
 
-def _xformers_prepare(causal: bool, window: int | None) -> AttentionFn:
-    fmha, _ = _import_fmha()
-    bias = make_bias(fmha, causal, window)
-    attention = fmha.memory_efficient_attention
-
-    def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        # Views only: [B, H, N, D] -> [B, N, H, D] costs no copy; the output view back is free.
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, N, H, D]
-        return attention(q, k, v, attn_bias=bias).transpose(1, 2)  # [B, H, N, D]
-
-    return fn
-
-
-class _Xformers(AttentionBackend):
-    """Declarations and the support check shared by both xformers backends; listed first among
-    the bases, before the plain backend that gives the family, ``Params`` and ``mask``."""
+class XformersKernel(Kernel):
+    """A family's pattern through ``memory_efficient_attention``: the declarations, the support
+    check and ``prepare``. A kernel's ``Params`` have ``causal``; ``window`` says which bias."""
 
     devices = frozenset({"cuda"})
     dtypes = XFORMERS_DTYPES
-    uses_window: ClassVar[bool] = False  # whether the bias takes the params' window
+
+    def window(self) -> int | None:
+        """The one-sided window of the bias, None for full attention."""
+        return None
 
     def not_supported_reasons(self, inputs: Inputs) -> list[str]:
         declared = super().not_supported_reasons(inputs)
         if torch.device(inputs.device).type not in ("cpu", "cuda"):
             return declared  # no tensors can be built there to ask xformers
-        params = self.params
         # xformers' own reasons first: they also say why the declared device or dtype is refused.
         asked = xformers_reasons(
             str(inputs.device),
             inputs.dtype,
             inputs.head_dim,
-            params.causal,
+            self.params.causal,
             inputs.requires_grad,
-            params.window if self.uses_window else None,
+            self.window(),
         )
         return list(asked) or declared
+
+    def prepare(self, inputs: Inputs) -> AttentionFn:
+        fmha, _ = _import_fmha()
+        bias = make_bias(fmha, self.params.causal, self.window())
+        attention = fmha.memory_efficient_attention
+
+        def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            # Views only: [B, H, N, D] -> [B, N, H, D] costs no copy; the output view back is free.
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [B, N, H, D]
+            return attention(q, k, v, attn_bias=bias).transpose(1, 2)  # [B, H, N, D]
+
+        return fn
 
     def estimate_bytes(self, inputs: Inputs) -> int:
         """A fused kernel keeps no score matrix: the output, and with a backward pass dq, dk, dv
         (``AttentionBackend``'s count). CUDA only, so unmeasured here; the log-sum-exp and the
         kernel's float32 accumulators are not counted."""
-        return AttentionBackend.estimate_bytes(self, inputs)
-
-
-@register
-class XformersFull(_Xformers, _Full):
-    name = "xformers-full"
-    description = "xformers memory_efficient_attention, no bias or LowerTriangularMask"
-
-    def prepare(self, inputs: Inputs) -> AttentionFn:
-        return _xformers_prepare(self.params.causal, None)
-
-
-@register
-class XformersLongformer(_Xformers, Longformer):
-    name = "xformers-longformer"
-    description = "xformers memory_efficient_attention with a local-window bias (dilation 1)"
-    Params = XformersLongformerParams
-    uses_window = True
-
-    def prepare(self, inputs: Inputs) -> AttentionFn:
-        return _xformers_prepare(self.params.causal, self.params.window)
+        return super().estimate_bytes(inputs)

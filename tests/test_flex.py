@@ -19,9 +19,10 @@ import torch
 from torch.nn.attention.flex_attention import create_block_mask, create_mask, flex_attention
 
 import attention_impls.flex as fx
-from attention_impls.bigbird import BigBird, BigBirdParams
-from attention_impls.flex import FlexBigBird, FlexLongformer, FlexReformer
-from attention_impls.longformer import Longformer, LongformerParams
+from attention_impls.bigbird import BigBird, BigBirdParams, FlexBigBird
+from attention_impls.flex_reformer import FlexReformer
+from attention_impls.longformer import FlexLongformer, Longformer, LongformerParams
+from attention_impls.lsh import rotations
 from attention_impls.reformer import Reformer, ReformerParams
 from harness.measure.inputs import Inputs
 from harness.measure.registry import get_backend_class
@@ -40,7 +41,7 @@ def _many_shapes():
 @pytest.fixture
 def eager_flex(monkeypatch):
     """Uncompiled flex_attention in place of the compiled one: log-sum-exp on CPU, float64."""
-    monkeypatch.setattr(fx, "_flex", lambda: flex_attention)
+    monkeypatch.setattr(fx, "compiled_flex", lambda: flex_attention)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(without torch.compile|deprecated).*")
         yield
@@ -165,7 +166,7 @@ def test_reformer_sorted_mask_mod_is_the_mask(n, c, shared):
     inputs = Inputs(1, 2, n, 8, seed=5)
     q, k, _ = inputs.make_qkv()
     sorted_mask = full_mask(backend.mask_mod(inputs), -(-n // c) * c)  # [Np, Np]
-    _, slot_q, _, slot_k = backend._sort_qk(inputs, q, k, fx.rotations(inputs, backend.params))
+    _, slot_q, _, slot_k = backend.plain.sort_qk(inputs, q, k, rotations(inputs, backend.params))
     for h in range(2):
         rows, cols = slot_q[0, h, 0, :n], slot_k[0, h, 0, :n]
         token_mask = sorted_mask[rows][:, cols]  # [N, N]
@@ -235,7 +236,7 @@ def test_reformer_score_mod_tables_are_linear(monkeypatch):
         captured.update(kwargs)
         return flex_attention(q, k, v, **kwargs)
 
-    monkeypatch.setattr(fx, "_flex", lambda: spy)
+    monkeypatch.setattr(fx, "compiled_flex", lambda: spy)
     b, h, n, rounds = 1, 2, 1000, 3
     inputs = Inputs(b, h, n, 8, dtype=torch.float64)
     backend = FlexReformer(ReformerParams(n_hashes=rounds, chunk_size=32))
@@ -247,7 +248,7 @@ def test_reformer_score_mod_tables_are_linear(monkeypatch):
 
 
 def test_compiled_once():
-    assert fx._flex() is fx._flex()
+    assert fx.compiled_flex() is fx.compiled_flex()
     assert fx._compiled(create_block_mask) is fx._compiled(create_block_mask)
 
 
@@ -266,9 +267,10 @@ def test_tiles():
     ("cls", "plain"),
     [(FlexLongformer, Longformer), (FlexBigBird, BigBird), (FlexReformer, Reformer)],
 )
-def test_registered_subclass_of_plain(cls, plain):
-    assert get_backend_class(cls.name) is cls and issubclass(cls, plain)
+def test_registered_holding_the_plain_backend(cls, plain):
+    assert get_backend_class(cls.name) is cls and not issubclass(cls, plain)
     assert cls.Params is plain.Params and cls.family == plain.family and cls.is_sparse
+    assert cls.promise == plain.promise and type(cls().plain) is plain
     assert cls.supports_backward and torch.float64 not in cls.dtypes
     backend = cls()  # default Reformer parameters: 4 rounds, refused on CPU
     assert len(backend.not_supported_reasons(Inputs(1, 4, 1024, 64))) == (cls is FlexReformer)

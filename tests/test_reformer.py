@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 
-from attention_impls.reformer import Reformer, ReformerParams, lsh_buckets, num_buckets, rotations
+from attention_impls.lsh import lsh_buckets, num_buckets, rotations
+from attention_impls.reformer import Reformer, ReformerParams
 from harness.measure.inputs import Inputs
 from harness.measure.reference import masked_attention
 from harness.measure.registry import get_backend_class

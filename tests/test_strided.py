@@ -57,7 +57,7 @@ def test_no_quadratic_intermediate():
 @pytest.fixture
 def eager_flex(monkeypatch):
     """Uncompiled flex_attention in place of the compiled one: no compilation, float64."""
-    monkeypatch.setattr(fx, "_flex", lambda: flex_attention)
+    monkeypatch.setattr(fx, "compiled_flex", lambda: flex_attention)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(without torch.compile|deprecated).*")
         yield

@@ -1,21 +1,24 @@
 """xformers backends: reasons read from xformers where it cannot run (CPU, no xformers), the
 window bias against the Longformer mask, the closure's layout and bias wiring through a
-reference stand-in for the kernel, and on CUDA the real kernels against the dense reference."""
+reference stand-in for the kernel, the window kernel's narrowed parameters and the pattern it
+holds, and on CUDA the real kernels against the dense reference."""
 
 from __future__ import annotations
 
 import builtins
 import dataclasses
+import pickle
 
 import pytest
 import torch
 
 import attention_impls.xformers_ops as xops
-from attention_impls.full import causal_mask
-from attention_impls.longformer import Longformer, LongformerParams
+from attention_impls.full import FullNaive, XformersFull, causal_mask
+from attention_impls.longformer import Longformer, LongformerParams, XformersLongformer
 from harness.measure.backend import AttentionBackend
 from harness.measure.case import Case
 from harness.measure.inputs import Inputs
+from harness.measure.params import narrowed
 from harness.measure.registry import get_backend_class
 from harness.measure.timing import TimingSettings
 from harness.measure.worker import run_case
@@ -38,12 +41,12 @@ def fresh_cache():
     xops.xformers_reasons.cache_clear()
 
 
-def full(causal: bool = False) -> xops.XformersFull:
-    return xops.XformersFull(xops.XformersFull.Params(causal=causal))
+def full(causal: bool = False) -> XformersFull:
+    return XformersFull(XformersFull.Params(causal=causal))
 
 
-def windowed(window: int, causal: bool = False) -> xops.XformersLongformer:
-    return xops.XformersLongformer(xops.XformersLongformerParams(window=window, causal=causal))
+def windowed(window: int, causal: bool = False) -> XformersLongformer:
+    return XformersLongformer(XformersLongformer.Params(window=window, causal=causal))
 
 
 def window_definition(n: int, window: int, causal: bool) -> torch.Tensor:
@@ -53,15 +56,39 @@ def window_definition(n: int, window: int, causal: bool) -> torch.Tensor:
 
 
 def test_registered():
-    assert get_backend_class("xformers-full") is xops.XformersFull
-    assert get_backend_class("xformers-longformer") is xops.XformersLongformer
-    assert xops.XformersFull.family == "full" and not xops.XformersFull.is_sparse
-    assert xops.XformersLongformer.family == "longformer" and xops.XformersLongformer.is_sparse
-    for cls in (xops.XformersFull, xops.XformersLongformer):
+    assert get_backend_class("xformers-full") is XformersFull
+    assert get_backend_class("xformers-longformer") is XformersLongformer
+    assert XformersFull.family == "full" and not XformersFull.is_sparse
+    assert XformersLongformer.family == "longformer" and XformersLongformer.is_sparse
+    for cls in (XformersFull, XformersLongformer):
         assert cls.devices == frozenset({"cuda"}) and torch.float64 not in cls.dtypes
-    fields = [f.name for f in dataclasses.fields(xops.XformersLongformerParams)]
-    assert fields == ["window", "causal"]
+    assert XformersFull.Params is FullNaive.Params and type(full().plain) is FullNaive
     assert windowed(16, causal=True).label() == "xformers-longformer(window=16, causal)"
+
+
+def test_window_kernel_takes_the_family_declaration_of_its_two_parameters():
+    params_cls = XformersLongformer.Params
+    assert [f.name for f in dataclasses.fields(params_cls)] == ["window", "causal"]
+    assert params_cls.__dataclass_params__.frozen
+    family = {f.name: f for f in dataclasses.fields(LongformerParams)}
+    for f in dataclasses.fields(params_cls):  # type, default and flag as the family declares
+        assert (f.type, f.default, f.metadata) == (
+            family[f.name].type,
+            family[f.name].default,
+            family[f.name].metadata,
+        )
+    assert params_cls.__module__ == "attention_impls.longformer"
+    assert params_cls.__qualname__ == "XformersLongformer.Params"
+    backend = windowed(16, causal=True)
+    assert backend.params_json() == '{"causal":true,"window":16}'
+    assert backend.plain.params == LongformerParams(window=16, causal=True)
+    assert type(backend.plain) is Longformer
+    again = pickle.loads(pickle.dumps(backend))  # case processes receive backends pickled
+    assert again.params == backend.params and again.plain.params == backend.plain.params
+    with pytest.raises(ValueError, match="LongformerParams has no field stride"):
+        narrowed(LongformerParams, "window", "stride", qualname="X")
+    with pytest.raises(ValueError, match="named twice"):
+        narrowed(LongformerParams, "window", "window", qualname="X")
 
 
 @pytest.mark.parametrize("make", [full, lambda causal: windowed(8, causal)])

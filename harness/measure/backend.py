@@ -12,6 +12,9 @@ index tensors) and returns a closure ``fn(q, k, v) -> out``; the harness times o
 ``mask(inputs, q, k, rows)`` is the contract for correctness: the boolean matrix of the
 (query, key) pairs the backend attends. Its output must equal dense softmax attention restricted
 to that mask (see ``harness.measure.reference``), with the keys given by ``reference_keys``.
+
+A family's plain backend defines its pattern; a ``Kernel`` computes that pattern another way (a
+fused library kernel) and holds an instance of the plain backend, to which it leaves the pattern.
 """
 
 from __future__ import annotations
@@ -135,6 +138,55 @@ class AttentionBackend:
         items = [_item(k, v) for k, v in self.params_dict().items()]
         items = [i for i in items if i]
         return self.name if not items else f"{self.name}({', '.join(items)})"
+
+
+class Kernel(AttentionBackend):
+    """A backend that computes another backend's pattern by composition: ``pattern`` names the
+    family's plain backend, from which the class takes ``family``, ``Params`` (unless it declares
+    its own), ``promise`` and ``is_sparse``; each instance holds ``self.plain``, a ``pattern``
+    built with the same parameters, and leaves the pattern to it (``mask``, ``reference_keys``,
+    ``attended_pairs``, ``param_errors``). A kernel adds only how to compute: ``prepare``, its
+    declarations and reasons, its memory estimate.
+
+    A kernel that takes only some of the family's parameters declares them as its ``Params``
+    (``harness.measure.params.narrowed``); its ``self.plain`` gets the family's ``Params`` made
+    from them, the others at their defaults.
+    """
+
+    pattern: ClassVar[type[AttentionBackend]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "pattern" not in cls.__dict__:
+            return  # a base of kernels, or a subclass of a kernel: nothing new to take
+        p = cls.pattern
+        cls.family, cls.promise, cls.is_sparse = p.family, p.promise, p.is_sparse
+        if "Params" not in cls.__dict__:
+            cls.Params = p.Params
+
+    def __init__(self, params: Any = None) -> None:
+        super().__init__(params)
+        family_params = self.params
+        if not isinstance(family_params, self.pattern.Params):
+            values = {
+                f.name: getattr(family_params, f.name) for f in dataclasses.fields(self.Params)
+            }
+            family_params = self.pattern.Params(**values)
+        self.plain = self.pattern(family_params)  # the pattern this kernel computes
+
+    def param_errors(self, seq_len: int) -> list[str]:
+        return self.plain.param_errors(seq_len)
+
+    def mask(
+        self, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.plain.mask(inputs, q, k, rows)
+
+    def reference_keys(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        return self.plain.reference_keys(q, k)
+
+    def attended_pairs(self, seq_len: int, seed: int = 0) -> float | None:
+        return self.plain.attended_pairs(seq_len, seed)
 
 
 def _item(key: str, value: Any) -> str:

@@ -5,6 +5,9 @@ a new family brings its flags by declaring its parameters, and nothing else list
 
 A field declared without ``param`` is a parameter that the command line does not set.
 
+A kernel that takes only some of its family's parameters declares them with ``narrowed``: the
+family's fields, declared once (type, default, flag and help), not written again.
+
 Torch-free, and written so that the declarations can be read from a module's source without
 importing it (``harness.cli.flags.declared_flags``): ``--help`` answers without loading torch.
 """
@@ -12,6 +15,7 @@ importing it (``harness.cli.flags.declared_flags``): ``--help`` answers without 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +32,58 @@ KINDS = {
 
 
 def param(
-    default: Any, flag: str, help: str, *, low: int | None = None, metavar: str | None = None
+    default: Any,
+    flag: str,
+    help: str,
+    *,
+    low: int | None = None,
+    metavar: str | None = None,
+    for_all: bool = False,
 ) -> Any:
     """A ``Params`` field set on the command line by ``flag`` (``"--window"``; a bool that is
     on by default is turned off by a ``"--no-..."`` flag). ``help`` says what it is, without
-    its default (shown beside it); ``low`` is the smallest value the command line accepts."""
-    meta = {"flag": flag, "help": help, "low": low, "metavar": metavar}
+    its default (shown beside it); ``low`` is the smallest value the command line accepts.
+    ``for_all``: the parameter changes what attention computes, not how (causal): when it is
+    set, every selected backend must take it, so that results of two problems never sit side
+    by side."""
+    meta = {"flag": flag, "help": help, "low": low, "metavar": metavar, "for_all": for_all}
     return dataclasses.field(default=default, metadata=meta)
+
+
+def narrowed(params: type, *names: str, qualname: str) -> type:
+    """A frozen dataclass with only the fields ``names`` of the dataclass ``params``, each as
+    declared there (type, default, metadata: the same command-line flags), in that order.
+
+    ``qualname`` is where the caller binds it (``"XformersLongformer.Params"``) and its module the
+    caller's, so that its instances pickle (case processes receive them) and it reads as what it
+    is in reprs and errors.
+    """
+    declared = {f.name: f for f in dataclasses.fields(params)}
+    unknown = [n for n in names if n not in declared]
+    if unknown:
+        raise ValueError(f"{params.__qualname__} has no field {', '.join(unknown)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"a field named twice: {', '.join(names)}")
+    specs = []
+    for name in names:
+        f = declared[name]
+        spec = dataclasses.field(
+            default=f.default,
+            default_factory=f.default_factory,
+            init=f.init,
+            repr=f.repr,
+            hash=f.hash,
+            compare=f.compare,
+            metadata=f.metadata,
+            kw_only=f.kw_only,
+        )
+        specs.append((name, f.type, spec))
+    short = qualname.rpartition(".")[2]
+    cls = dataclasses.make_dataclass(short, specs, frozen=True)
+    cls.__qualname__ = qualname
+    cls.__module__ = sys._getframe(1).f_globals.get("__name__", "__main__")
+    cls.__doc__ = f"The fields {', '.join(names)} of {params.__qualname__}, declared there."
+    return cls
 
 
 @dataclass(frozen=True)
@@ -48,6 +97,7 @@ class Flag:
     kind: str  # a value of KINDS
     low: int | None
     metavar: str | None
+    for_all: bool
     meanings: tuple[tuple[str, str], ...]  # (family, help with the family's default)
 
     @classmethod
@@ -65,7 +115,8 @@ class Flag:
             raise ValueError(f"{family} parameter {name}: on by default, so its flag is --no-...")
         shown = not (default is None or isinstance(default, bool) or default == ())
         meaning = meta["help"] + (f" ({default})" if shown else "")
-        return cls(name, meta["flag"], kind, meta["low"], meta["metavar"], ((family, meaning),))
+        return cls(name, meta["flag"], kind, meta["low"], meta["metavar"], meta["for_all"],
+                   ((family, meaning),))  # fmt: skip
 
     @property
     def help(self) -> str:
@@ -101,12 +152,14 @@ def merged(flags: Iterable[Flag]) -> list[Flag]:
         if seen is None:
             out[f.flag] = f
             continue
-        if (seen.dest, seen.kind, seen.low) != (f.dest, f.kind, f.low):
+        differ = [
+            a for a in ("dest", "kind", "low", "for_all") if getattr(seen, a) != getattr(f, a)
+        ]
+        if differ:
             first, other = seen.meanings[0][0], f.meanings[0][0]
-            raise ValueError(
-                f"{f.flag} sets {seen.dest} ({seen.kind}, at least {seen.low}) in {first} but "
-                f"{f.dest} ({f.kind}, at least {f.low}) in {other}"
-            )
+            said = ", ".join(f"{a} {getattr(seen, a)!r} vs {getattr(f, a)!r}" for a in differ)
+            raise ValueError(f"{f.flag} is declared one way in {first} and another in {other} "
+                             f"({said})")  # fmt: skip
         meanings = tuple(dict.fromkeys(seen.meanings + f.meanings))
         out[f.flag] = dataclasses.replace(seen, meanings=meanings)
     return list(out.values())
