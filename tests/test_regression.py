@@ -11,20 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analyse.regression import (
-    CheckSettings,
+from harness.analyse.regression import CheckSettings, compare_runs, regressed
+from harness.analyse.regression import outcome as regression_outcome
+from harness.analyse.significance import (
     Tolerances,
     Verdict,
     _u_counts,
     bootstrap_ratio_ci,
-    compare_runs,
     mann_whitney_p,
     parse_fraction,
-    regressed,
     verdict_memory,
     verdict_time,
 )
-from harness.analyse.regression import outcome as regression_outcome
 from harness.store import storage
 from harness.store.records import CaseResult, Status
 

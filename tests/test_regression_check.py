@@ -34,14 +34,16 @@ SIDES = {"base": "test-work", "same": "test-work-again", "slower": "test-work-pl
 
 
 def split_run(run: Path, root: Path) -> dict[str, str]:
-    """One run folder per backend of ``run``, each with the run's meta.json."""
+    """One run folder per backend of ``run``, each with the run's meta.json, its rows named as
+    the baseline's backend (``compare`` matches cases on backend and parameters)."""
     rows = pd.read_csv(run / RESULTS, keep_default_na=False, na_values=[""])
     root.mkdir()
     folders = {}
     for side, backend in SIDES.items():
         out = root / side
         out.mkdir()
-        rows[rows["backend"] == backend].to_csv(out / RESULTS, index=False)
+        ours = rows[rows["backend"] == backend].assign(backend=SIDES["base"])
+        ours.to_csv(out / RESULTS, index=False)
         shutil.copy(run / META, out / META)
         folders[side] = str(out)
     return folders

@@ -48,8 +48,9 @@ def compare(argv: list[str]) -> int:
 
 
 def show_comparison(result: checks.Comparison, settings: CheckSettings) -> None:
-    """Print the verdicts, and warn where the evidence is thin."""
-    print(checks.display_table(result.table, settings).to_markdown(index=False))
+    """Print the verdicts (the cases that need attention first, 120 columns wide), and warn
+    where the evidence is thin."""
+    print(checks.terminal_table(result.table, settings))
     path = result.path
     print(f"\n{verdict_counts(result.table)}; written to {path} and {path.with_suffix('.csv')}")
     for run in result.thin:

@@ -10,6 +10,7 @@ lacks those, so that a baseline recorded on one day compares fairly with a run o
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pandas as pd
 
 from harness.analyse import regression
 from harness.analyse.regression import CheckSettings, Outcome, Verdict
+from harness.present import text_table
 from harness.present.plots import length_text
 from harness.present.summary import fmt_bytes, fmt_ms
 from harness.store import runs, storage
@@ -72,25 +74,71 @@ def _side(times: pd.Series, statuses: pd.Series) -> list[str]:
     ]
 
 
-def display_table(table: pd.DataFrame, settings: CheckSettings | None = None) -> pd.DataFrame:
-    """The verdicts for people: case, both sides (medians of the judged time, as measured),
-    the ratio that was judged (normalised where it was), verdict, why."""
-    settings = settings or CheckSettings()
-    what = METRIC_TEXT[settings.metric]
-    ratio = f"ratio ({what}, normalised)" if settings.normalise else f"ratio ({what})"
+def _cells(table: pd.DataFrame) -> pd.DataFrame:
+    """Each case's cells as text, under short names (the terminal's headers)."""
     return pd.DataFrame(
         {
+            "verdict": table["verdict"],
             "backend": table["backend"],
             "pass": table["pass"],
             "n": table["seq_len"].map(length_text),
-            f"baseline ({what})": _side(table["time_base_ms"], table["status_base"]),
-            f"new ({what})": _side(table["time_new_ms"], table["status_new"]),
-            ratio: table["time_ratio"].map(lambda r: f"{r:.3g}×" if pd.notna(r) else ""),
-            "memory new": table["memory_new"].map(lambda b: fmt_bytes(b) if pd.notna(b) else ""),
-            "verdict": table["verdict"],
+            "base": _side(table["time_base_ms"], table["status_base"]),
+            "new": _side(table["time_new_ms"], table["status_new"]),
+            "ratio": table["time_ratio"].map(lambda r: f"{r:.3g}×" if pd.notna(r) else ""),
+            "mem new": table["memory_new"].map(lambda b: fmt_bytes(b) if pd.notna(b) else ""),
             "why": table["why"],
-        }
+        },
+        index=table.index,
     )
+
+
+def display_table(table: pd.DataFrame, settings: CheckSettings | None = None) -> pd.DataFrame:
+    """The verdicts for people (compare.md): case, both sides (medians of the judged time, as
+    measured), the ratio that was judged (normalised where it was), verdict, why."""
+    settings = settings or CheckSettings()
+    what = METRIC_TEXT[settings.metric]
+    ratio = f"ratio ({what}, normalised)" if settings.normalise else f"ratio ({what})"
+    headers = {"backend": "backend", "pass": "pass", "n": "n", "base": f"baseline ({what})",
+               "new": f"new ({what})", "ratio": ratio, "mem new": "memory new",
+               "verdict": "verdict", "why": "why"}  # fmt: skip
+    return _cells(table)[list(headers)].rename(columns=headers).reset_index(drop=True)
+
+
+# the order in which the terminal lists the cases: what needs attention first
+ATTENTION = [Verdict.REGRESSED, Verdict.INCONCLUSIVE, Verdict.SLOWER, Verdict.UNMEASURED,
+             Verdict.FIXED, Verdict.FASTER, Verdict.SAME, Verdict.LEANER, Verdict.NEW,
+             Verdict.MISSING]  # fmt: skip
+TERMINAL_WIDTH = 120
+
+
+def by_attention(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows, regressed first, then inconclusive, slower, unmeasured, fixed, faster, same,
+    new, missing (``ATTENTION``); in the run's order within a verdict."""
+    rank = table["verdict"].map({str(v): i for i, v in enumerate(ATTENTION)})
+    return table.iloc[rank.fillna(len(ATTENTION)).to_numpy().argsort(kind="stable")]
+
+
+def terminal_table(
+    table: pd.DataFrame, settings: CheckSettings | None = None, width: int = TERMINAL_WIDTH
+) -> str:
+    """The verdicts for a terminal: the same cells as ``display_table`` (compare.md), the verdict
+    first, the cases that need attention first (``by_attention``), short headers explained in a
+    line above, no line longer than ``width``. Long labels wrap in their column; the reasons
+    (``why``) wrap in theirs, or, where that takes fewer lines (long reasons), under each case."""
+    settings = settings or CheckSettings()
+    what = METRIC_TEXT[settings.metric]
+    normalised = ", normalised by the reference operation" if settings.normalise else ""
+    legend = (
+        f"base, new: median {what} per call, as measured; ratio: new / base of the {what} "
+        f"judged{normalised}; mem new: peak memory of the new run"
+    )
+    cells = _cells(by_attention(table))
+    right = ("n", "base", "new", "ratio", "mem new")
+    beside = text_table.fit(cells, width, right, wrap=("backend", "why"))
+    under = text_table.fit(cells, width, right, wrap=("backend",), below="why")
+    if under.count("\n") < beside.count("\n"):
+        beside = under
+    return "\n".join(textwrap.wrap(legend, width)) + "\n\n" + beside
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ are left out of the match when each run has a single value of them (a CPU run ag
 run, float32 against bfloat16): they describe the runs, and the report names them.
 
 Each time ratio comes with the 95% percentile bootstrap interval of the ratio of the two cases'
-sample medians (``regression.bootstrap_ratio_ci``), drawn as error bars; a time that may not be
+sample medians (``significance.bootstrap_ratio_ci``), drawn as error bars; a time that may not be
 believed (``harness.analyse.stability``, judged in its own run) is marked ⚠ in the case table and
 its reasons are listed under it.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from harness.analyse import stability
-from harness.analyse.regression import bootstrap_ratio_ci
+from harness.analyse.significance import bootstrap_ratio_ci
 from harness.present import plots
 from harness.present.document import (
     Block,
