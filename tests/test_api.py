@@ -36,7 +36,6 @@ import sys
 from pathlib import Path
 
 from harness import SweepConfig, TimingSettings, run_sweep
-from harness.store.records import Status
 
 
 def main():

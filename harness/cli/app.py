@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from harness.analyse import stability
 from harness.analyse.regression import CheckSettings, Outcome, Verdict
-from harness.cli.cli import build_config, build_parser, with_recorded_options
+from harness.cli.cli import build_config, parser_for, with_recorded_options
 from harness.cli.cli_args import PROG, UsageError, check_settings, resolve_device, resolve_dtype
 from harness.store import baselines, lock, storage
 
@@ -63,27 +63,16 @@ def _progress(cases):
         yield case
 
 
-def _import_modules(modules: list[str] | None) -> None:
-    """``--import``: before the backends are looked up; a failure is bad input (one line)."""
-    from harness.measure.registry import BackendImportError, import_modules
-
-    try:
-        import_modules(tuple(dict.fromkeys(modules or ())))
-    except BackendImportError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def run(argv: list[str]) -> int:
     if argv[:1] and not argv[0].startswith("-"):  # a command (or a mistake the parser names)
         from harness.cli.commands import COMMANDS
 
         if argv[0] in COMMANDS:
             return COMMANDS[argv[0]](argv[1:])
-    args = build_parser().parse_args(argv)
+    args = parser_for(argv).parse_args(argv)  # imports argv's --import modules
     if args.list_backends:
         from harness.cli.listing import backend_table, format_table
 
-        _import_modules(args.imports)
         device = resolve_device(args.device)
         print(format_table(backend_table(device, resolve_dtype(args.dtype, device))))
         return 0
@@ -99,7 +88,6 @@ def run(argv: list[str]) -> int:
         # the run's own options, so that '--resume --out RUN' alone completes it
         command = storage.read_meta(args.out).get("command")
         args = with_recorded_options(argv, f"run folder {args.out}", command)
-    _import_modules(args.imports)  # the recorded run's too: its backends may come from them
     config = build_config(args)
     try:
         with lock.locked(config.out_dir):

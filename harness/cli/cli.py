@@ -11,6 +11,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.cli import flags
 from harness.cli.cli_args import (
     DAY,
     DTYPE_NAMES,
@@ -25,7 +26,6 @@ from harness.cli.cli_args import (
     length,
     out_path,
     positive,
-    positive_int,
     resolve_device,
     resolve_dtype,
     resolve_out,
@@ -33,28 +33,46 @@ from harness.cli.cli_args import (
 from harness.store import limits
 
 if TYPE_CHECKING:  # the rest imports torch: only once real arguments are parsed, not for --help
+    from harness.measure.params import Flag
     from harness.sweep.config import SweepConfig
 
 DEFAULT_LENGTHS = (1024, 2048, 4096)
-
-# command-line flag -> field name in the backends' Params dataclasses
-PARAM_FLAGS = {
-    "window": "window",
-    "dilation": "dilation",
-    "global_tokens": "global_tokens",
-    "causal": "causal",
-    "block_size": "block_size",
-    "global_blocks": "global_blocks",
-    "random_blocks": "random_blocks",
-    "hashes": "n_hashes",
-    "buckets": "n_buckets",
-    "chunk_size": "chunk_size",
-    "shared_qk": "shared_qk",
-    "stride": "stride",
-}
+HELP = {"-h", "--help"}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def imports_in(argv: list[str]) -> list[str]:
+    """The modules ``--import`` names in ``argv`` (before the rest is parsed: their backends
+    bring flags of their own)."""
+    p = Parser(add_help=False)
+    p.add_argument("--import", dest="imports", nargs="+", action="extend", default=[])
+    return list(dict.fromkeys(p.parse_known_args(argv)[0].imports))
+
+
+def parser_for(argv: list[str]) -> argparse.ArgumentParser:
+    """The sweep's parser for ``argv``, with a flag for every backend parameter: for ``--help``
+    read from the built-in families' source (``flags.declared_flags``: no torch, so help
+    answers at once), otherwise from the registry once ``argv``'s ``--import`` modules are
+    imported (``flags.registry_flags``)."""
+    if HELP.intersection(argv) and "--import" not in argv:
+        return build_parser(flags.declared_flags())
+    import_backends(imports_in(argv))
+    try:
+        return build_parser(flags.registry_flags())
+    except (TypeError, ValueError) as exc:  # an outside backend's declaration clashes
+        raise UsageError(f"backend parameters: {exc}") from None
+
+
+def import_backends(modules: list[str]) -> None:
+    """``--import``: before the backends are looked up; a failure is bad input (one line)."""
+    from harness.measure.registry import BackendImportError, import_modules
+
+    try:
+        import_modules(tuple(modules))
+    except BackendImportError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def build_parser(backend_flags: list[Flag]) -> argparse.ArgumentParser:
     p = Parser(
         prog=PROG,
         description="Benchmark attention backends across sequence lengths: time, memory, error.",
@@ -124,35 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="--check-against: measure inconclusive and regressed cases again, with twice the "
         "processes, up to R more rounds before deciding (2)",
     )  # fmt: skip
-    b = p.add_argument_group("backend parameters (each backend takes those it has)")
-    b.add_argument("--window", type=positive_int, help="longformer: one-sided window w (256)")
-    b.add_argument("--dilation", type=positive_int, help="longformer: dilation d (1)")
-    b.add_argument(
-        "--global-tokens",
-        type=bounded_int(-limits.MAX_LENGTH, limits.MAX_LENGTH - 1),
-        nargs="+",
-        metavar="POS",
-        help="longformer: global token positions, negative from the end (none)",
-    )
-    b.add_argument(
-        "--causal", action="store_true", default=None, help="full-*, longformer: keys j <= i only"
-    )
-    b.add_argument("--block-size", type=positive_int, help="bigbird: block size b (64)")
-    b.add_argument("--global-blocks", type=int, help="bigbird: global blocks at each end g (1)")
-    b.add_argument("--random-blocks", type=int, help="bigbird: random blocks per row r (3)")
-    b.add_argument("--hashes", type=positive_int, help="reformer: hash rounds (4)")
-    b.add_argument(
-        "--stride", type=positive_int, help="strided: stride l (ceil(sqrt(N)) at each length)"
-    )
-    b.add_argument("--buckets", type=positive_int, help="reformer: buckets, even (about N/chunk)")
-    b.add_argument("--chunk-size", type=positive_int, help="reformer: chunk size c (64)")
-    b.add_argument(
-        "--no-shared-qk",
-        dest="shared_qk",
-        action="store_false",
-        default=None,
-        help="reformer: hash separate keys instead of the normalised queries",
-    )
+    flags.add_flags(p, backend_flags)
     m = p.add_argument_group("measurement")
     m.add_argument(
         "--min-time",
@@ -203,20 +193,17 @@ NOT_CARRIED = ("out", "resume", "report", "check_against", "list_backends", "tim
                "rechecks")  # fmt: skip
 
 
-HELP = {"-h", "--help"}
-
-
 def with_recorded_options(argv: list[str], source: str, command: object) -> argparse.Namespace:
     """``argv`` parsed on top of the sweep options of a recorded ``command`` (a baseline's, or
     the run's that ``--resume`` completes): what is given in ``argv`` wins, the rest is what
     was measured. ``source`` names where the command comes from, for errors."""
-    parser = build_parser()
     if not isinstance(command, str):  # shlex.split(None) would read standard input
         raise UsageError(f"{source}: its meta.json holds no command line")
     try:
         tokens = shlex.split(command)[1:]
         if HELP.intersection(tokens):  # argparse would print help and exit 0, measuring nothing
             raise UsageError(f"it asks for help ({' '.join(sorted(HELP.intersection(tokens)))})")
+        parser = parser_for([*tokens, *argv])  # the recorded --import modules' flags too
         recorded = parser.parse_args(tokens)
     except (UsageError, ValueError) as exc:
         raise UsageError(f"{source}: its command line does not parse: {exc}") from None
@@ -226,24 +213,24 @@ def with_recorded_options(argv: list[str], source: str, command: object) -> argp
     return parser.parse_args(argv, namespace=recorded)
 
 
-def _check_params_apply(config: SweepConfig) -> None:
-    """A parameter no selected backend takes is a mistake; causal must hold for all of them, or
-    causal and non-causal results would sit side by side as if comparable."""
+def _check_params_apply(config: SweepConfig, backend_flags: list[Flag]) -> None:
+    """A parameter no selected backend takes is a mistake; one that changes what attention
+    computes (``for_all``, such as causal) must apply to all of them, or results of two
+    problems would sit side by side as if comparable."""
     from harness.measure.registry import get_backend_class
 
     takes = {
         name: {f.name for f in dataclasses.fields(get_backend_class(name).Params)}
         for name in config.backends
     }
-    flags = {field: "--" + dest.replace("_", "-") for dest, field in PARAM_FLAGS.items()}
-    flags["shared_qk"] = "--no-shared-qk"  # the only flag that turns a default off
+    by_field = {f.dest: f for f in backend_flags}
     for field, value in config.param_overrides:
-        flag = flags[field]
+        flag = by_field[field]
         without = [name for name, fields in takes.items() if field not in fields]
         if len(without) == len(takes):
-            raise UsageError(f"{flag} applies to none of the selected backends")
-        if field == "causal" and value and without:
-            raise UsageError(f"{flag}: {', '.join(without)} have no causal mode")
+            raise UsageError(f"{flag.flag} applies to none of the selected backends")
+        if flag.for_all and value and without:
+            raise UsageError(f"{flag.flag}: {', '.join(without)} do not take it")
 
 
 def build_config(args: argparse.Namespace) -> SweepConfig:
@@ -264,17 +251,9 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         raise UsageError(f"unknown backend {unknown[0]!r}; known: {', '.join(known)}")
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
-    overrides = []
-    for flag, field in PARAM_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            overrides.append((field, tuple(value) if isinstance(value, list) else value))
+    backend_flags = flags.registry_flags()
+    overrides = flags.given(args, backend_flags)
     lengths = tuple(dict.fromkeys(args.lengths or DEFAULT_LENGTHS))
-    if len(args.global_tokens or ()) > limits.MAX_GLOBAL_TOKENS:
-        raise UsageError(
-            f"--global-tokens: {len(args.global_tokens)} positions, at most "
-            f"{limits.MAX_GLOBAL_TOKENS} (each is a dense row: more is full attention)"
-        )
     problem = validation.size_problem(lengths, args.batch, args.heads, args.head_dim, dtype, device)
     if problem:
         raise UsageError(problem)
@@ -289,7 +268,7 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         heads=args.heads,
         head_dim=args.head_dim,
         seed=args.seed,
-        param_overrides=tuple(overrides),
+        param_overrides=overrides,
         timing=TimingSettings(
             warmup_s=args.warmup, min_time_s=args.min_time, min_repeats=args.min_repeats,
             max_time_s=max(60.0, 4 * args.min_time),
@@ -301,7 +280,7 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         threads=args.threads,
         imports=tuple(dict.fromkeys(args.imports or ())),
     )  # fmt: skip
-    _check_params_apply(config)
+    _check_params_apply(config, backend_flags)
     for name in config.backends:
         try:
             backend = config.make_backend(name)
@@ -329,16 +308,9 @@ def command_line(config: SweepConfig) -> list[str]:
             f"{config.case_timeout_s!r}", "--check-rows", str(config.check_rows)]  # fmt: skip
     if config.threads:
         line += ["--threads", str(config.threads)]
-    flags = {field: "--" + dest.replace("_", "-") for dest, field in PARAM_FLAGS.items()}
+    backend_flags = flags.registry_flags()
     for field, value in config.param_overrides:
-        if field == "shared_qk":
-            line += [] if value else ["--no-shared-qk"]
-        elif field == "causal":
-            line += ["--causal"] if value else []
-        elif isinstance(value, (list, tuple)):
-            line += [flags[field], *map(str, value)]
-        else:
-            line += [flags[field], str(value)]
+        line += flags.words(field, value, backend_flags)
     if config.imports:
         line += ["--import", *config.imports]
     return [*line, "--out", str(config.out_dir)]

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from harness.cli.cli_args import bounded_int, positive
+from harness.cli.cli_args import positive
 from harness.measure.params import Flag, fields_of, merged
 
 PACKAGE = "attention_impls"
@@ -79,7 +79,8 @@ def _declared_in(tree: ast.Module, family: str) -> list[Flag]:
                 continue
             call = stmt.value
             default, flag, text = (ast.literal_eval(a) for a in call.args)
-            meta: dict[str, Any] = {"flag": flag, "help": text, "low": None, "metavar": None}
+            meta: dict[str, Any] = {"flag": flag, "help": text, "low": None, "metavar": None,
+                                    "for_all": False}  # fmt: skip
             meta |= {k.arg: ast.literal_eval(k.value) for k in call.keywords if k.arg}
             annotation = ast.unparse(stmt.annotation)
             flags.append(Flag.declared(stmt.target.id, annotation, default, meta, family))
@@ -89,8 +90,19 @@ def _declared_in(tree: ast.Module, family: str) -> list[Flag]:
 def _value_type(flag: Flag):
     if flag.kind == "float":
         return positive(float) if flag.low is not None and flag.low > 0 else float
-    low = -_INT64 if flag.low is None else flag.low
-    return bounded_int(low, _INT64)
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if flag.low is not None and value < flag.low:
+            raise argparse.ArgumentTypeError(f"must be at least {flag.low}: {value}")
+        if abs(value) > _INT64:  # whatever the backend checks next, it indexes with int64
+            raise argparse.ArgumentTypeError(f"out of range (a 64-bit integer): {value}")
+        return value
+
+    return parse
 
 
 def add_flags(parser: argparse.ArgumentParser, flags: Iterable[Flag]) -> None:
@@ -108,7 +120,7 @@ def add_flags(parser: argparse.ArgumentParser, flags: Iterable[Flag]) -> None:
             dest=f.dest,
             type=_value_type(f),
             nargs="+" if f.kind == "ints" else None,
-            metavar=f.metavar,
+            metavar=f.metavar or ("X" if f.kind == "float" else "N"),
             help=text,
         )
 
@@ -126,12 +138,9 @@ def given(args: argparse.Namespace, flags: Iterable[Flag]) -> tuple[tuple[str, A
 def words(field: str, value: Any, flags: Iterable[Flag]) -> list[str]:
     """The command-line words that set ``field`` to ``value`` (for a recorded command line)."""
     flag = next(f for f in flags if f.dest == field)
-    if flag.kind == "bool":
-        return [flag.flag] if value is not flag.flag.startswith("--no-") else []
+    if flag.kind == "bool":  # --causal sets True; --no-shared-qk sets False
+        sets = not flag.flag.startswith("--no-")
+        return [flag.flag] if value == sets else []
     if isinstance(value, (list, tuple)):
         return [flag.flag, *map(str, value)]
     return [flag.flag, str(value)]
-
-
-def flag_of(field: str, flags: Iterable[Flag]) -> str:
-    return next(f.flag for f in flags if f.dest == field)
