@@ -116,7 +116,7 @@ class Work(AttentionBackend):
     name = "test-work"
     family = "test"
     # [512, 512] matmuls into one preallocated buffer, about 2 GFLOP per call: the same kind of
-    # work as the reference operation, so that normalising by it cancels the machine's speed
+    # work as the calibration, so that normalising by it cancels the machine's speed
     rounds = 8
 
     def label(self) -> str:

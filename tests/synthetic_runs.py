@@ -110,8 +110,8 @@ SERIES = (NAIVE, SDPA, LONGFORMER, LEAKY)
 UNSTABLE_SDPA = replace(SDPA, wide=(1024,), conditions={4096: {"other_cpu": 0.5}})
 
 
-def meta(device: str = "cpu", name: str = "Test CPU", reference_ms: float | None = None) -> dict:
-    reference = {"before": {"median_ms": reference_ms}, "after": {"median_ms": reference_ms}}
+def meta(device: str = "cpu", name: str = "Test CPU", calibration_ms: float | None = None) -> dict:
+    reference = {"before": {"median_ms": calibration_ms}, "after": {"median_ms": calibration_ms}}
     return {
         "created": "2026-11-23T12:00:00+00:00",
         "command": "run_bench.py --lengths 512 1024",
@@ -132,19 +132,19 @@ def meta(device: str = "cpu", name: str = "Test CPU", reference_ms: float | None
             "timing": {"warmup_s": 0.2, "min_repeats": 5, "min_time_s": 0.5},
             "case_timeout_s": 300.0,
         },
-        **({"reference_op": reference} if reference_ms is not None else {}),
+        **({"calibration": reference} if calibration_ms is not None else {}),
     }
 
 
 def write_run(
-    folder: Path, series=SERIES, passes=("fwd", "fwdbwd"), scale=1.0, reference_ms=None, **kw
+    folder: Path, series=SERIES, passes=("fwd", "fwdbwd"), scale=1.0, calibration_ms=None, **kw
 ) -> Path:
-    """``reference_ms``: the reference operation's time at the start and end of the sweep."""
+    """``calibration_ms``: the calibration's time at the start and end of the sweep."""
     folder.mkdir(parents=True, exist_ok=True)
     for pass_ in passes:
         factor = scale * (3.0 if pass_ == "fwdbwd" else 1.0)
         for s in series:
             for result in s.rows(pass_=pass_, scale=factor, **kw):
                 storage.append_result(folder, result)
-    storage.write_meta(folder, meta(kw.get("device", "cpu"), reference_ms=reference_ms))
+    storage.write_meta(folder, meta(kw.get("device", "cpu"), calibration_ms=calibration_ms))
     return folder

@@ -116,7 +116,7 @@ def test_run_sweep_writes_results_and_meta_as_the_command_line_does(tmp_path):
     assert list(df.status) == [Status.OK, Status.OK] and (df.max_err < 1e-4).all()
     meta = json.loads((run / "meta.json").read_text())
     assert meta["config"]["lengths"] == [64, 128] and meta["imports"] == []
-    assert meta["reference_op"]["before"]["median_ms"] > 0 and "after" in meta["reference_op"]
+    assert meta["calibration"]["before"]["median_ms"] > 0 and "after" in meta["calibration"]
     assert "--backends full-sdpa" in meta["command"] and "before" in meta["conditions"]
     assert report(run).is_file()
 

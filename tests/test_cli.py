@@ -78,7 +78,7 @@ def test_sweep_end_to_end_then_resume(tmp_path):
     for key in ("torch", "python", "device_name", "threads", "git_commit", "command", "created"):
         assert key in meta
     assert meta["config"]["backends"]["longformer"]["window"] == 8
-    assert meta["reference_op"]["before"]["median_ms"] > 0 and "after" in meta["reference_op"]
+    assert meta["calibration"]["before"]["median_ms"] > 0 and "after" in meta["calibration"]
     for name in backend_names():
         assert name in proc.stdout  # the summary table
 

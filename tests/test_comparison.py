@@ -49,14 +49,14 @@ def test_each_time_ratio_has_its_bootstrap_interval(tmp_path):
 
 
 def test_comparison_marks_a_case_unstable_on_either_side(tmp_path):
-    # A: the hypervisor stole a fifth of the CPUs at 2K; the reference operation ran 2x slower
+    # A: the hypervisor stole a fifth of the CPUs at 2K; the calibration ran 2x slower
     # beside the 8K case than in A as a whole, and as fast as in B as a whole beside B's
-    ref_8k = {8192: {"process_ref_ms": "20"}}
+    ref_8k = {8192: {"process_calibration_ms": "20"}}
     sdpa_a = replace(SDPA, conditions={2048: {"steal": 0.2}, **ref_8k})
     sdpa_b = replace(UNSTABLE_SDPA, conditions={**UNSTABLE_SDPA.conditions, **ref_8k})
-    a = write_run(tmp_path / "a", series=(sdpa_a,), passes=("fwd",), reference_ms=10.0)
+    a = write_run(tmp_path / "a", series=(sdpa_a,), passes=("fwd",), calibration_ms=10.0)
     b = write_run(tmp_path / "b", series=(sdpa_b,), passes=("fwd",), scale=1.25,
-                  reference_ms=20.0)  # fmt: skip
+                  calibration_ms=20.0)  # fmt: skip
     assert main(["report", str(a), str(b)]) == 0
     md = (b / "vs-a" / "report.md").read_text()
     assert re.search(r"\| full-sdpa +\| fwd +\| 512 +\| 2\.5 ms +\| 3\.12 ms +\|", md)
@@ -67,7 +67,7 @@ def test_comparison_marks_a_case_unstable_on_either_side(tmp_path):
         "- ⚠ full-sdpa fwd at 1K: B: spread: the IQR of the samples is 200% of their median",
         "- ⚠ full-sdpa fwd at 2K: A: busy: the hypervisor stole 20% of the CPUs",
         "- ⚠ full-sdpa fwd at 4K: B: busy: other processes used 50% of the CPUs",
-        "- ⚠ full-sdpa fwd at 8K: A: reference: the reference operation ran 2x slower beside "
+        "- ⚠ full-sdpa fwd at 8K: A: speed: the calibration ran 2x slower beside "
         "this case than at the start and end of the sweep",
     ]
     assert "How stable is a number" in md

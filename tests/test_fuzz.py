@@ -2,7 +2,7 @@
 each corrupt run folder of ``tests/corrupt_runs.py`` through every command that reads a run,
 and a list of bad or absurd command lines.
 
-The in-process runs replace the measuring (case processes, the reference matmul, the machine's
+The in-process runs replace the measuring (case processes, the calibration matmul, the machine's
 conditions) with stubs, so that a resume that is rightly accepted costs nothing, and the
 figures of a run that is rightly read with empty ones (drawing them took seconds each on the
 2-core VM; test_plots and test_report draw real ones): the validation is the real one. Two
@@ -42,7 +42,7 @@ TIMES: dict[str, float] = {}  # invocation -> seconds, for the slowest one's rep
 
 @pytest.fixture
 def stubbed(monkeypatch, tmp_path):
-    """No case process, reference matmul or conditions window: a resume that is accepted
+    """No case process, calibration matmul or conditions window: a resume that is accepted
     records an error row per case instead of measuring it."""
     monkeypatch.setattr(runner, "_context", lambda preload=(): None)
     monkeypatch.setattr(
@@ -50,7 +50,7 @@ def stubbed(monkeypatch, tmp_path):
         "run_in_process",
         lambda ctx, case, timeout_s, threads: {"status": Status.ERROR, "reason": "fuzz test stub"},
     )
-    monkeypatch.setattr(app.reference_op, "measure_reference", lambda *a, **k: {"median_ms": 1.0})
+    monkeypatch.setattr(app.calibration, "time_calibration", lambda *a, **k: {"median_ms": 1.0})
     monkeypatch.setattr(app.conditions, "snapshot", lambda *a, **k: {"other_cpu": 0.0})
     monkeypatch.setattr(app, "_progress", lambda cases: cases)
     for name in ("scaling_figure", "relative_figure", "ratio_figure"):
@@ -208,14 +208,14 @@ BAD_COMMAND_LINES: list[list[str]] = [
     ["--threads", "100000000000"], ["--threads", "0"], ["--warmup", "1e9"],
     ["--warmup", "200", "--case-timeout", "100"], ["--processes", "100000"],
     ["--processes", "0"], ["--min-repeats", "1e3"], ["--min-repeats", "0"],
-    ["--rechecks", "6"], ["--rechecks", "-1"],
+    ["--remeasure", "6"], ["--remeasure", "-1"], ["--rechecks", "6"],
     # output
     ["--out", ""], ["--out", " "], ["--out", "{good}/results.csv"], ["--out", "{good}"],
     ["--out", "/proc/no-such/run"], ["--resume", "--out", "{good}/meta.json"],
     # the regression check's options
     ["--time-tolerance", "abc"], ["--time-tolerance", "-5%"], ["--memory-tolerance", "nan"],
-    ["--metric", "instructions"], ["--check-against", "no-such-baseline"],
-    ["--check-against", "../escape"], ["--check-against", ""],
+    ["--metric", "instructions"], ["--compare-to", "no-such-baseline"],
+    ["--compare-to", "../escape"], ["--compare-to", ""], ["--check-against", ""],
     # report
     ["report"], ["report", "{tmp}/missing"], ["report", "{good}", "{good}", "{good}"],
     ["report", "{good}", "--out", "{tmp}/x"], ["report", "{good}/results.csv"],

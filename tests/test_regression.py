@@ -11,15 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.analyse.regression import CheckSettings, compare_runs, regressed
+from harness.analyse.regression import compare_runs, regressed
 from harness.analyse.regression import outcome as regression_outcome
+from harness.analyse.rules import CompareSettings, Tolerances, Verdict, parse_fraction
 from harness.analyse.significance import (
-    Tolerances,
-    Verdict,
     _u_counts,
     bootstrap_ratio_ci,
     mann_whitney_p,
-    parse_fraction,
     verdict_memory,
     verdict_time,
 )
@@ -28,8 +26,8 @@ from harness.store.records import CaseResult, Status
 
 TOL = Tolerances()
 # the statistics alone, as these tests' synthetic rows have no conditions and few processes
-STRICT = CheckSettings(strict=True)
-NORMALISED = CheckSettings(normalise=True, strict=True)
+STRICT = CompareSettings(strict=True)
+NORMALISED = CompareSettings(normalise=True, strict=True)
 MiB = 2**20
 
 
@@ -162,7 +160,8 @@ def _case(label: str, time: float = 10.0, seed: int = 0, n: int = 1024, status: 
         time_median_ms=float(np.median(samples)) if ok else None,
         time_samples_ms=" ".join(f"{s:.4f}" for s in samples) if ok else "",
         peak_mem_bytes=mem if ok else None,
-        process_medians_ms=" ".join(map(str, processes)), process_ref_ms=" ".join(map(str, refs)),
+        process_medians_ms=" ".join(map(str, processes)),
+        process_calibration_ms=" ".join(map(str, refs)),
         **extra,
     )  # fmt: skip
 
@@ -256,7 +255,7 @@ def test_process_medians_are_judged_not_their_samples(tmp_path):
 
 
 def test_per_case_reference_follows_the_machine_within_a_run(tmp_path):
-    # the new run's case ran while the machine was 1.5x slower, and so did the reference timed
+    # the new run's case ran while the machine was 1.5x slower, and so did the calibration timed
     # next to it: divided by it, nothing changed; the run's reference, timed before and after
     # the sweep, missed the slow stretch
     base = _run(tmp_path, "base", [_case("a", processes=[10, 10.1, 9.9, 10.05, 9.95],
@@ -266,9 +265,9 @@ def test_per_case_reference_follows_the_machine_within_a_run(tmp_path):
                                        seed=2)])  # fmt: skip
     assert compare_runs(base, new, STRICT).loc[0, "verdict"] == "regressed"
     row = compare_runs(base, new, NORMALISED, (20.0, 20.0)).loc[0]
-    assert row["verdict"] == "same" and "per-case reference" in row["why"]
+    assert row["verdict"] == "same" and "per-case calibration" in row["why"]
     assert row["time_ratio"] == pytest.approx(1.0)
-    # a run without per-case references: both sides fall back to the runs' references
+    # a run without per-case calibrations: both sides fall back to the runs' references
     old = _run(tmp_path, "old", [_case("a", processes=slow, seed=2)])
     row = compare_runs(base, old, NORMALISED, (20.0, 20.0)).loc[0]
     assert "per-run reference" in row["why"] and row["verdict"] == "regressed"
@@ -279,7 +278,7 @@ SLOW = [13, 13.1, 12.9, 13.05, 12.95]
 
 
 def test_unstable_conditions_make_a_time_verdict_inconclusive(tmp_path):
-    judged = CheckSettings()
+    judged = CompareSettings()
     base = _run(tmp_path, "base", [_case("a", processes=FIVE, refs=[20] * 5, seed=1)])
     slow = _run(tmp_path, "slow", [_case("a", 13, processes=SLOW, refs=[20] * 5, seed=2)])
     row = compare_runs(base, slow, judged).loc[0]
@@ -305,7 +304,7 @@ def test_memory_growth_and_new_failures_are_judged_whatever_the_conditions(tmp_p
         _case("a", processes=FIVE, seed=3, mem=80 * MiB, other_cpu=0.9),
         _case("b", status=Status.OOM),
     ])  # fmt: skip
-    table = compare_runs(base, new, CheckSettings()).set_index("backend")
+    table = compare_runs(base, new, CompareSettings()).set_index("backend")
     assert list(table["verdict"]) == ["regressed", "regressed"]
     assert "memory +25%" in table.loc["a", "why"] and "busy" in table.loc["a", "why"]
 
@@ -315,31 +314,33 @@ def test_the_reference_operation_says_when_machines_are_not_comparable(tmp_path)
     same_but_slow_machine = _run(tmp_path, "new", [
         _case("a", 20, processes=[2 * t for t in FIVE], refs=[40] * 5, seed=2)
     ])  # fmt: skip
-    row = compare_runs(base, same_but_slow_machine, CheckSettings()).loc[0]
+    row = compare_runs(base, same_but_slow_machine, CompareSettings()).loc[0]
     assert row["verdict"] == "inconclusive"
-    assert "not comparable: the reference operation ran 2x slower" in row["why"]
+    assert "not comparable: the calibration ran 2x slower" in row["why"]
     # normalising divides a 2x slower machine out, but trusts it only up to 1.5x
-    row = compare_runs(base, same_but_slow_machine, CheckSettings(normalise=True), (20, 40)).loc[0]
+    row = compare_runs(base, same_but_slow_machine, CompareSettings(normalise=True), (20, 40)).loc[
+        0
+    ]
     assert row["verdict"] == "inconclusive"
     a_bit_slower = _run(tmp_path, "bit", [
         _case("a", 13, processes=[1.3 * t for t in FIVE], refs=[26] * 5, seed=3)
     ])  # fmt: skip
-    row = compare_runs(base, a_bit_slower, CheckSettings(normalise=True), (20, 26)).loc[0]
+    row = compare_runs(base, a_bit_slower, CompareSettings(normalise=True), (20, 26)).loc[0]
     assert row["verdict"] == "same" and row["time_ratio"] == pytest.approx(1.0)
 
 
 def test_spread_and_too_few_processes_are_inconclusive(tmp_path):
     base = _run(tmp_path, "base", [_case("a", processes=FIVE, seed=1)])
     wild = _run(tmp_path, "wild", [_case("a", 13, processes=[9, 13, 17, 12, 16], seed=2)])
-    row = compare_runs(base, wild, CheckSettings()).loc[0]
+    row = compare_runs(base, wild, CompareSettings()).loc[0]
     assert row["verdict"] == "inconclusive" and "spread: the IQR of the new's process" in row["why"]
     # one process a side: its samples' significance is unfounded, a difference is no verdict
     one = _run(tmp_path, "one", [_case("a", seed=1)])
     slow_one = _run(tmp_path, "slow-one", [_case("a", 13, seed=2)])
-    row = compare_runs(one, slow_one, CheckSettings()).loc[0]
+    row = compare_runs(one, slow_one, CompareSettings()).loc[0]
     assert row["verdict"] == "inconclusive" and "too few processes" in row["why"]
     assert compare_runs(one, _run(tmp_path, "same-one", [_case("a", seed=3)]),
-                        CheckSettings()).loc[0, "verdict"] == "same"  # fmt: skip
+                        CompareSettings()).loc[0, "verdict"] == "same"  # fmt: skip
 
 
 def test_cpu_time_is_judged_where_asked(tmp_path):
@@ -347,21 +348,23 @@ def test_cpu_time_is_judged_where_asked(tmp_path):
     def case(wall, cpu, **kw):
         return _case("a", wall[2], processes=wall, refs=[20] * 5, threads=1,
                      cpu_median_ms=cpu[2], process_cpu_medians_ms=" ".join(map(str, cpu)),
-                     cpu_samples_ms=" ".join(map(str, cpu)), process_ref_cpu_ms="19 " * 5,
+                     cpu_samples_ms=" ".join(map(str, cpu)), process_calibration_cpu_ms="19 " * 5,
                      **kw)  # fmt: skip
 
     base = _run(tmp_path, "base", [case(FIVE, [8, 8.1, 7.9, 8.05, 7.95], seed=1)])
     slow = _run(tmp_path, "slow", [case([2 * t for t in FIVE], [8.1, 8.2, 7.9, 8.0, 8.15],
                                         seed=2)])  # fmt: skip
     assert compare_runs(base, slow, STRICT).loc[0, "verdict"] == "regressed"
-    row = compare_runs(base, slow, CheckSettings(metric="cpu")).loc[0]
+    row = compare_runs(base, slow, CompareSettings(metric="cpu")).loc[0]
     assert row["verdict"] == "same" and "CPU-time process medians" in row["why"]
     assert row["time_new_ms"] == pytest.approx(7.9)  # the CPU time's median
     slower = _run(tmp_path, "slower", [case(FIVE, [10.1, 10.2, 9.9, 10, 10.05], seed=3)])
-    assert compare_runs(base, slower, CheckSettings(metric="cpu")).loc[0, "verdict"] == "regressed"
+    assert (
+        compare_runs(base, slower, CompareSettings(metric="cpu")).loc[0, "verdict"] == "regressed"
+    )
     # a busy machine inflates CPU time too (caches emptied at every switch): no verdict
     busy = _run(tmp_path, "busy", [case(FIVE, [8, 8.1, 7.9, 8.05, 7.95], seed=4, other_cpu=0.8)])
-    row = compare_runs(base, busy, CheckSettings(metric="cpu")).loc[0]
+    row = compare_runs(base, busy, CompareSettings(metric="cpu")).loc[0]
     assert row["verdict"] == "inconclusive" and "busy" in row["why"]
 
 

@@ -14,7 +14,7 @@ def _ok(median: float, ref: float, mem: int = 1000, err: float = 1e-6, reason: s
         "status": Status.OK, "reason": reason, "time_median_ms": median, "time_iqr_ms": 0.01,
         "repeats": 3, "warmup_calls": 2, "prepare_ms": 0.5, "first_call_ms": 2 * median,
         "time_samples_ms": " ".join(f"{s:.6g}" for s in samples),
-        "process_medians_ms": f"{median:.6g}", "process_ref_ms": f"{ref:.6g}",
+        "process_medians_ms": f"{median:.6g}", "process_calibration_ms": f"{ref:.6g}",
         "peak_mem_bytes": mem, "max_err": err, "err_vs_full": 0.5, "check_rows": 8,
         "threads": 2, "wall_s": 1.0,
     }  # fmt: skip
@@ -28,7 +28,7 @@ def test_one_process_is_its_own_row():
 def test_processes_combine_into_the_median_of_medians():
     row = combine([_ok(3.0, 10.0, mem=1000), _ok(9.0, 30.0, mem=1200), _ok(4.0, 11.0, mem=900)], 3)
     assert row["time_median_ms"] == 4.0  # the slow process does not drag the median
-    assert row["process_medians_ms"] == "3 9 4" and row["process_ref_ms"] == "10 30 11"
+    assert row["process_medians_ms"] == "3 9 4" and row["process_calibration_ms"] == "10 30 11"
     assert row["repeats"] == 9 and len(row["time_samples_ms"].split()) == 9
     assert row["time_iqr_ms"] > 1.0  # the spread between processes shows
     assert row["peak_mem_bytes"] == 1000 and row["wall_s"] == pytest.approx(3.0)
@@ -68,12 +68,13 @@ def test_every_field_has_a_rule_this_module_applies():
 def test_conditions_keep_the_worst_process_and_cpu_time_combines_like_wall_time():
     parts = [_ok(3.0, 10.0), _ok(4.0, 11.0), _ok(5.0, 12.0)]
     for i, p in enumerate(parts):
-        p.update(other_cpu=0.1 * i, steal=0.0, load_avg=1.0 + i, cpu_mhz=2600.0 - i, ref_drift=0.01,
+        p.update(other_cpu=0.1 * i, steal=0.0, load_avg=1.0 + i, cpu_mhz=2600.0 - i,
+                 calibration_drift=0.01,
                  cpu_median_ms=2.0 + i, cpu_samples_ms=f"{2 + i} {2.1 + i}",
-                 process_cpu_medians_ms=f"{2 + i}", process_ref_cpu_ms="9")  # fmt: skip
+                 process_cpu_medians_ms=f"{2 + i}", process_calibration_cpu_ms="9")  # fmt: skip
     row = combine(parts, 3)
     assert row["other_cpu"] == pytest.approx(0.2) and row["load_avg"] == 3.0
     assert row["cpu_mhz"] == 2598.0
     assert row["cpu_median_ms"] == 3.0 and row["process_cpu_medians_ms"] == "2 3 4"
-    assert row["cpu_iqr_ms"] > 0.5 and row["process_ref_cpu_ms"] == "9 9 9"
+    assert row["cpu_iqr_ms"] > 0.5 and row["process_calibration_cpu_ms"] == "9 9 9"
     assert "gpu_temp_c" not in row  # no process reported one

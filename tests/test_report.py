@@ -156,10 +156,10 @@ def _row_marks(table: str, label: str) -> list[bool]:
 
 
 def test_unstable_times_are_marked_and_explained(tmp_path):
-    # the reference operation ran 2x slower beside full-sdpa's 16K case than in the run
-    sdpa = replace(UNSTABLE_SDPA, conditions={**UNSTABLE_SDPA.conditions,
-                                              16384: {"process_ref_ms": "20 20"}})  # fmt: skip
-    run = write_run(tmp_path / "run", series=(NAIVE, sdpa), passes=("fwd",), reference_ms=10.0)
+    # the calibration ran 2x slower beside full-sdpa's 16K case than in the run
+    slow = {16384: {"process_calibration_ms": "20 20"}}
+    sdpa = replace(UNSTABLE_SDPA, conditions={**UNSTABLE_SDPA.conditions, **slow})
+    run = write_run(tmp_path / "run", series=(NAIVE, sdpa), passes=("fwd",), calibration_ms=10.0)
     assert main(["report", str(run)]) == 0
     md = (run / "report.md").read_text()
     table = _time_table(md)
@@ -169,7 +169,7 @@ def test_unstable_times_are_marked_and_explained(tmp_path):
     assert notes == [
         "- ⚠ full-sdpa at 1K: spread: the IQR of the samples is 200% of their median",
         "- ⚠ full-sdpa at 4K: busy: other processes used 50% of the CPUs",
-        "- ⚠ full-sdpa at 16K: reference: the reference operation ran 2x slower beside this "
+        "- ⚠ full-sdpa at 16K: speed: the calibration ran 2x slower beside this "
         "case than at the start and end of the sweep",
     ]
     context = md.split("## Context")[1].split("## Results")[0]

@@ -156,7 +156,7 @@ def test_processes_give_one_row_with_each_process_median(tmp_path, fake_backends
     df = sweep(tmp_path, ["full-sdpa", "test-boom"], lengths=(128, 256), processes=3)
     row = df[(df.backend == "full-sdpa") & (df.seq_len == 128)].iloc[0]
     medians = [float(x) for x in row.process_medians_ms.split()]
-    refs = [float(x) for x in row.process_ref_ms.split()]
+    refs = [float(x) for x in row.process_calibration_ms.split()]
     assert len(medians) == len(refs) == 3 and min(medians) > 0 and min(refs) > 0
     assert row.time_median_ms == pytest.approx(sorted(medians)[1], rel=1e-5)
     assert len(row.time_samples_ms.split()) == row.repeats >= 3 * QUICK.min_repeats

@@ -13,7 +13,7 @@ def _row(**fields) -> dict:
 
 
 def test_a_stable_case_has_no_warnings_and_an_unmeasured_one_is_not_judged():
-    assert stability.row_warnings(_row(other_cpu=0.05, steal=0.0, ref_drift=0.1)) == []
+    assert stability.row_warnings(_row(other_cpu=0.05, steal=0.0, calibration_drift=0.1)) == []
     assert stability.row_warnings({"status": Status.OOM, "time_iqr_ms": 99.0}) == []
 
 
@@ -43,22 +43,22 @@ def test_busy_applies_to_wall_and_cpu_time_alike():
 
 
 def test_drift_is_a_wall_time_rule():
-    drifting = _row(ref_drift=0.6, cpu_median_ms=10.0, cpu_iqr_ms=0.1)
+    drifting = _row(calibration_drift=0.6, cpu_median_ms=10.0, cpu_iqr_ms=0.1)
     assert stability.row_warnings(drifting) == [
-        "drift: the reference operation changed by 60% across the case"
+        "drift: the calibration changed by 60% across the case"
     ]
     assert stability.row_warnings(drifting, "cpu") == []
 
 
 def test_reference_beside_the_case_against_the_runs():
-    slow_moment = _row(process_ref_ms="30 31 29")
+    slow_moment = _row(process_calibration_ms="30 31 29")
     assert stability.row_warnings(slow_moment) == []  # no run reference to compare with
-    assert stability.row_warnings(slow_moment, run_ref_ms=12.0) == [
-        "reference: the reference operation ran 2.5x slower beside this case than at the start "
+    assert stability.row_warnings(slow_moment, run_calibration_ms=12.0) == [
+        "speed: the calibration ran 2.5x slower beside this case than at the start "
         "and end of the sweep"
     ]
-    assert stability.row_warnings(slow_moment, run_ref_ms=25.0) == []
-    fast = stability.row_warnings(_row(process_ref_ms="5"), run_ref_ms=12.0)
+    assert stability.row_warnings(slow_moment, run_calibration_ms=25.0) == []
+    fast = stability.row_warnings(_row(process_calibration_ms="5"), run_calibration_ms=12.0)
     assert "2.4x faster" in fast[0]
 
 
@@ -73,6 +73,6 @@ def test_baselines_machine_not_comparable():
 def test_missing_or_garbled_conditions_are_not_warnings():
     old = {"status": Status.OK, "time_median_ms": 10.0, "time_iqr_ms": 0.2}  # before conditions
     assert stability.row_warnings(old) == []
-    odd = _row(other_cpu="", steal=float("nan"), ref_drift=None)
+    odd = _row(other_cpu="", steal=float("nan"), calibration_drift=None)
     assert stability.row_warnings(odd) == []
     assert stability.notes([("a @ 1K", ["busy: x"]), ("b @ 1K", [])]) == ["⚠ a @ 1K: busy: x"]

@@ -14,11 +14,11 @@ from harness.store.storage import (
     StorageError,
     TornRowsWarning,
     append_result,
-    check_appendable,
     finished_keys,
     read_meta,
     read_results,
     set_aside_torn,
+    validate_appendable,
     write_meta,
 )
 
@@ -66,10 +66,10 @@ def test_meta_round_trip_and_corrupt_meta(tmp_path):
 
 
 def test_resume_refuses_a_file_with_other_columns(tmp_path):
-    check_appendable(tmp_path)  # no file yet: fine
+    validate_appendable(tmp_path)  # no file yet: fine
     (tmp_path / "results.csv").write_text("backend,family,seq_len\nx,y,1\n")
     with pytest.raises(RunFolderError, match="another version"):
-        check_appendable(tmp_path)
+        validate_appendable(tmp_path)
 
 
 def test_a_row_is_one_line_written_whole(tmp_path, monkeypatch):
@@ -140,7 +140,7 @@ def test_a_run_folder_holds_one_run(tmp_path):
         read_results(tmp_path)
     (tmp_path / "results.csv").unlink()
     append_result(tmp_path, result(128))
-    append_result(tmp_path, result(128, round=2))  # a recheck: the last row stands
+    append_result(tmp_path, result(128, round=2))  # measured again: the last row stands
     assert len(read_results(tmp_path)) == 2
     append_result(tmp_path, result(128))  # a second sweep's copy of round 1
     with pytest.raises(RunFolderError, match=r"full-sdpa n=128 fwd is recorded twice \(line 4\)"):
@@ -177,7 +177,7 @@ def test_a_storage_error_anywhere_is_exit_code_5_in_one_line(tmp_path, monkeypat
     def full(out_dir, meta):
         raise StorageError(errno.ENOSPC, f"cannot write {out_dir}/meta.json: No space left")
 
-    monkeypatch.setattr(app.storage, "write_meta", full)
+    monkeypatch.setattr("harness.store.storage.write_meta", full)
     out = tmp_path / "run"
     argv = ["--device", "cpu", "--backends", "full-sdpa", "--lengths", "64", "--out", str(out)]
     assert app.main(argv) == 5

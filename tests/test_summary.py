@@ -38,7 +38,8 @@ def test_an_unstable_case_is_marked_and_explained():
         dict(case, seq_len=512, time_median_ms=10.2, time_iqr_ms=19.0),  # IQR above the median
         dict(case, seq_len=1024, time_median_ms=20.0, time_iqr_ms=1.0, other_cpu=0.5),
         dict(case, seq_len=2048, time_median_ms=40.0, time_iqr_ms=1.0, other_cpu=0.01),
-        dict(case, seq_len=4096, time_median_ms=80.0, time_iqr_ms=1.0, process_ref_ms="20 21"),
+        dict(case, seq_len=4096, time_median_ms=80.0, time_iqr_ms=1.0,
+             process_calibration_ms="20 21"),
     ])  # fmt: skip
     text = summary_tables(df)
     assert "10.2 ms ±19 ms, 1 MiB ⚠" in text
@@ -50,10 +51,10 @@ def test_an_unstable_case_is_marked_and_explained():
         "  a(w=1) @ 512 fwd: spread: the IQR of the samples is 186% of their median",
         "  a(w=1) @ 1024 fwd: busy: other processes used 50% of the CPUs",
     ]
-    # the reference operation ran 2x slower beside the 4K case than in the run as a whole
-    text = summary_tables(df, run_ref_ms=10.0)
+    # the calibration ran 2x slower beside the 4K case than in the run as a whole
+    text = summary_tables(df, run_calibration_ms=10.0)
     assert "80 ms ±1 ms, 1 MiB ⚠" in text
-    assert "  a(w=1) @ 4096 fwd: reference: the reference operation ran 2x slower" in text
+    assert "  a(w=1) @ 4096 fwd: speed: the calibration ran 2x slower" in text
 
 
 def test_fmt_bytes():

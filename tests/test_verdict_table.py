@@ -10,9 +10,9 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 
-from harness.analyse.regression import CheckSettings, Verdict
+from harness.analyse.rules import CompareSettings, Verdict
 from harness.cli.app import main
-from harness.present import checks, text_table
+from harness.present import text_table, verdicts
 from harness.store.records import Status
 from tests.synthetic_runs import LONGFORMER, NAIVE, SDPA, write_run
 
@@ -75,7 +75,7 @@ def test_printed_table_fits_120_columns_and_puts_regressions_first(tmp_path, cap
         for run in (base, new):
             meta = run / "meta.json"
             meta.write_text(meta.read_text().replace('"device": "cpu"', '"device": "cpu", '
-                            '"reference_op": {"before": {"median_ms": 10.0}, '
+                            '"calibration": {"before": {"median_ms": 10.0}, '
                             '"after": {"median_ms": 10.0}}', 1))  # fmt: skip
     assert main(["compare", str(base), str(new), *extra]) == 1
     out = capsys.readouterr().out
@@ -95,7 +95,7 @@ def test_printed_table_fits_120_columns_and_puts_regressions_first(tmp_path, cap
     if not extra:  # the two newly failing cases, listed last in the run, are printed first
         assert [(r["backend"], r["n"]) for r in rows[:2]] == [("full-naive", "8K")] * 2
         assert table["verdict"].iloc[0] != "regressed"
-    rank = [checks.ATTENTION.index(Verdict(v)) for v in shown]
+    rank = [verdicts.ATTENTION.index(Verdict(v)) for v in shown]
     assert rank == sorted(rank)
     # nothing cut: every label and reason is printed whole, wrapped
     printed = sorted((r["backend"], r["why"]) for r in rows)
@@ -110,7 +110,7 @@ def test_within_a_verdict_the_runs_order_stays():
                                       "missing", "new", "inconclusive", "slower", "unmeasured",
                                       "fixed"],
                           "case": range(11)})  # fmt: skip
-    ordered = checks.by_attention(table)
+    ordered = verdicts.by_attention(table)
     assert list(ordered["verdict"]) == ["regressed", "regressed", "inconclusive", "slower",
                                         "unmeasured", "fixed", "faster", "same", "same", "new",
                                         "missing"]  # fmt: skip
@@ -144,31 +144,31 @@ def _compared(backend: list[str], why: list[str]) -> pd.DataFrame:
     )  # fmt: skip
 
 
-BUSY_WHY = ("time +21% (p=0.0012, 7 vs 7 CPU-time process medians, per-case reference); "
+BUSY_WHY = ("time +21% (p=0.0012, 7 vs 7 CPU-time process medians, per-case calibration); "
             "new: busy: other processes used 81% of the CPUs; baseline: drift: the reference "
             "operation changed by 60% across the case")  # fmt: skip
 
 
 def test_the_terminal_shows_the_cells_of_compare_md():
     table = _compared(["b" * 150], ["x " * 300])
-    settings = CheckSettings(metric="cpu", normalise=True)
-    text = checks.terminal_table(table, settings)
+    settings = CompareSettings(metric="cpu", normalise=True)
+    text = verdicts.terminal_table(table, settings)
     assert max(len(line) for line in text.splitlines()) <= WIDTH
     legend, body = text.split("\n\n")
     [row] = _rows(body.splitlines())
     assert row["backend"] == "b" * 150 and row["why"] == "x" * 300 and row["ratio"] == "2×"
     assert "CPU time" in legend and "normalised" in legend
-    md = checks.display_table(table, settings)
+    md = verdicts.display_table(table, settings)
     assert list(md.columns)[3] == "baseline (CPU time)"
 
 
 def test_short_reasons_stay_in_their_column_and_long_ones_go_under_their_case():
     short = _compared(["full-sdpa", "longformer(window=256)"], ["ok -> timeout", "memory +9%"])
-    body = checks.terminal_table(short).split("\n\n")[1].splitlines()
+    body = verdicts.terminal_table(short).split("\n\n")[1].splitlines()
     assert body[0].split()[-1] == "why" and len(body) == 4  # header, rule, a line per case
     labels = ["longformer(window=256, dilation=2, global_tokens=[0, 511])", "full-naive"]
     long = _compared(labels, [BUSY_WHY, BUSY_WHY + "; " + BUSY_WHY])
-    body = checks.terminal_table(long).split("\n\n")[1].splitlines()
+    body = verdicts.terminal_table(long).split("\n\n")[1].splitlines()
     assert "why" not in body[0].split()
     # under the case, from where the backend column starts
     assert body[3].startswith(" " * body[0].index("backend") + "why: time +21% (p=0.0012,")
@@ -193,7 +193,7 @@ def test_fit_leaves_a_table_that_fits_alone():
 
 
 def test_wrapped_lines_counts_as_textwrap_does():
-    for text in ("time +21% (p=0.0012, 7 vs 7 CPU-time process medians, per-case reference)",
+    for text in ("time +21% (p=0.0012, 7 vs 7 CPU-time process medians, per-case calibration)",
                  "a" * 30 + " b c", ""):  # fmt: skip
         for width in (12, 20, 31, 80):
             lines, broken = text_table.wrapped_lines(text, width)

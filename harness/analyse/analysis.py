@@ -202,7 +202,7 @@ def _aligned(g: pd.DataFrame, ours: str, ref: str) -> pd.DataFrame:
 
 
 def relative_to(df: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Speedup (reference time / time) and memory saving (reference memory / memory) of every
+    """Speedup (calibration time / time) and memory saving (reference memory / memory) of every
     other series against the backend named ``reference``, at the lengths both measured."""
     df = measured(latest(df))
     ref = df[df["backend"] == reference].set_index(["pass", "seq_len"])

@@ -6,7 +6,7 @@ also import from here) on the values ``time_values`` picks (the medians of sever
 where a run has them, else every stored sample), and the whole comparison's ``outcome``.
 
 A time verdict is only as good as the conditions the times were taken in: where either side
-was measured unstably (``harness.analyse.stability``), where the reference operation says the two
+was measured unstably (``harness.analyse.stability``), where the calibration says the two
 machines' moments are not comparable, or where too few processes make the test's significance
 unfounded, the verdict is ``inconclusive`` with the reason, never ``regressed``, ``slower``,
 ``faster`` or ``same`` (``strict`` judges on the statistics alone). Memory growth and newly
@@ -16,23 +16,19 @@ failing cases do not depend on the machine's speed and are judged as usual.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from harness.analyse import stability
+from harness.analyse.rules import CompareSettings, Outcome, Tolerances, Verdict, parse_fraction
 from harness.analyse.significance import (
     EXACT_MAX_N,
     TimeVerdict,
-    Tolerances,
-    Verdict,
     bootstrap_ratio_ci,
     mann_whitney_p,
     min_p,
-    parse_fraction,
     verdict_memory,
     verdict_time,
 )
@@ -45,7 +41,7 @@ __all__ = [
     "COLUMNS",
     "EXACT_MAX_N",
     "RENAMED",
-    "CheckSettings",
+    "CompareSettings",
     "Outcome",
     "TimeVerdict",
     "Tolerances",
@@ -64,30 +60,6 @@ __all__ = [
 ]
 
 
-class Outcome(StrEnum):
-    """What a whole comparison says (its exit code)."""
-
-    PASSED = "passed"  # no case regressed, every case decided
-    REGRESSED = "regressed"  # a case regressed
-    INCONCLUSIVE = "inconclusive"  # none regressed, but a case could not be decided
-
-
-@dataclass(frozen=True)
-class CheckSettings:
-    """How a regression check judges: tolerances, which time (``metric``: "wall" or "cpu", the
-    process's CPU time), whether times are divided by the reference operation, and whether
-    unstable conditions may still give a verdict (``strict``)."""
-
-    tolerances: Tolerances = field(default_factory=Tolerances)
-    metric: str = "wall"
-    normalise: bool = False
-    strict: bool = False
-
-    def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise ValueError(f"metric {self.metric!r}: use {' or '.join(METRICS)}")
-
-
 def _floats(row: pd.Series, column: str) -> np.ndarray:
     return np.asarray(parse_floats(row.get(column)))
 
@@ -95,7 +67,7 @@ def _floats(row: pd.Series, column: str) -> np.ndarray:
 class Values(NamedTuple):
     base: np.ndarray
     new: np.ndarray
-    what: str  # e.g. "CPU-time process medians, per-case reference"
+    what: str  # e.g. "CPU-time process medians, per-case calibration"
     per_process: bool  # one median per process on each side (else one process's samples)
 
 
@@ -107,9 +79,9 @@ def time_values(
     Where both sides timed the case in 3 or more processes, the per-process medians: samples
     within one process share its moment and would make a slow minute look significant.
     Otherwise every stored sample (the median alone for rows that kept none).
-    ``run_scales`` (normalised mode, each run's reference time) is the fallback divisor
-    for rows without their own reference times: where both have them, each process's values are
-    divided by the reference timed in that process. ``metric`` picks wall or CPU time."""
+    ``run_scales`` (normalised mode, each run's calibration time) is the fallback divisor
+    for rows without their own calibration times: where both have them, each process's values are
+    divided by the calibration timed in that process. ``metric`` picks wall or CPU time."""
     m = METRICS[metric]
     sides = []
     for side in ("base", "new"):
@@ -117,7 +89,7 @@ def time_values(
         samples = _floats(r, f"{m.samples}_{side}")
         if not len(samples):
             samples = np.asarray([float(r[f"{m.median}_{side}"])])
-        sides.append((processes, samples, _floats(r, f"{m.process_ref}_{side}")))
+        sides.append((processes, samples, _floats(r, f"{m.process_calibration}_{side}")))
     per_process = min(len(sides[0][0]), len(sides[1][0])) >= 3
     what = ("" if metric == "wall" else "CPU-time ") + (
         "process medians" if per_process else "samples"
@@ -132,7 +104,7 @@ def time_values(
             v = v / run_scales[i]
         values.append(v)
     if run_scales is not None:
-        what += ", per-case reference" if own_refs else ", per-run reference"
+        what += ", per-case calibration" if own_refs else ", per-run reference"
     return Values(values[0], values[1], what, per_process)
 
 
@@ -151,27 +123,32 @@ def _side_row(r: pd.Series, side: str) -> dict:
 
 
 def _warnings(
-    r: pd.Series, a: np.ndarray, b: np.ndarray, what: str, settings: CheckSettings,
-    run_refs: tuple[float | None, float | None],
+    r: pd.Series, a: np.ndarray, b: np.ndarray, what: str, settings: CompareSettings,
+    run_calibrations: tuple[float | None, float | None],
 ) -> list[str]:  # fmt: skip
     """Why the time verdict of this case cannot be trusted ([] when it can)."""
     found = []
-    for side, values, run_ref in (("baseline", a, run_refs[0]), ("new", b, run_refs[1])):
+    for side, values, run_calibration in (
+        ("baseline", a, run_calibrations[0]),
+        ("new", b, run_calibrations[1]),
+    ):
         row = _side_row(r, "base" if side == "baseline" else "new")
         warning = stability.spread_warning(stability.spread(values), f"{side}'s {what}")
         found += [warning] if warning else []
-        conditions = stability.condition_warnings(row, settings.metric, run_ref)
+        conditions = stability.condition_warnings(row, settings.metric, run_calibration)
         found += [f"{side}: {w}" for w in conditions]
     m = METRICS[settings.metric]
     canary = stability.baseline_warning(
-        _floats(r, f"{m.process_ref}_base"), _floats(r, f"{m.process_ref}_new"), settings.normalise
+        _floats(r, f"{m.process_calibration}_base"),
+        _floats(r, f"{m.process_calibration}_new"),
+        settings.normalise,
     )
     return found + ([canary] if canary else [])
 
 
 def _judge(
-    r: pd.Series, settings: CheckSettings, run_scales: tuple[float, float] | None,
-    run_refs: tuple[float | None, float | None],
+    r: pd.Series, settings: CompareSettings, run_scales: tuple[float, float] | None,
+    run_calibrations: tuple[float | None, float | None],
 ) -> dict:  # fmt: skip
     """The verdict of one case, with its statistics where both sides measured it."""
     base, new = r["status_base"], r["status_new"]
@@ -202,7 +179,7 @@ def _judge(
     )
     why = [f"time {_percent(t.ratio)} ({test})"]
     word = t.verdict
-    unsure = _warnings(r, a, b, what, settings, run_refs)
+    unsure = _warnings(r, a, b, what, settings, run_calibrations)
     if not per_process and word != Verdict.SAME:
         unsure.append(
             "too few processes: samples from one process share its moment (use --processes 5)"
@@ -237,21 +214,22 @@ RENAMED = {"label": "backend", "time_median_ms_base": "time_base_ms",
 def compare_runs(
     base: pd.DataFrame,
     new: pd.DataFrame,
-    settings: CheckSettings,
-    run_refs: tuple[float | None, float | None] = (None, None),
+    settings: CompareSettings,
+    run_calibrations: tuple[float | None, float | None] = (None, None),
 ) -> pd.DataFrame:
     """One row per case on either side (matched on the case key, the seed left out where each
     run has one: ``runs.matching_key``), in the base run's order, cases
     only in the new run last. ``time_*_ms`` are the stored medians of the judged metric;
-    ``time_ratio`` is of the compared values' medians (see ``time_values``). ``run_refs`` are
-    the runs' reference times in that metric (``runs.reference_ms``): the divisors
-    where ``settings.normalise`` and rows lack their own, and the ``reference`` rule's yardstick.
+    ``time_ratio`` is of the compared values' medians (see ``time_values``).
+    ``run_calibrations`` are the runs' calibration times in that metric
+    (``runs.calibration_ms``): the divisors where ``settings.normalise`` and rows lack their
+    own, and what the ``calibration`` rule measures each case's against.
     """
     run_scales = None
     if settings.normalise:
-        if run_refs[0] is None or run_refs[1] is None:
-            raise ValueError("normalising needs both runs' reference times")
-        run_scales = (run_refs[0], run_refs[1])
+        if run_calibrations[0] is None or run_calibrations[1] is None:
+            raise ValueError("normalising needs both runs' calibration times")
+        run_scales = (run_calibrations[0], run_calibrations[1])
     # a resumed run may repeat a case: its last row stands
     keys = matching_key(base, new, free=("seed",))
     base = base.drop_duplicates(keys, keep="last").assign(_order=lambda d: np.arange(len(d)))
@@ -259,7 +237,7 @@ def compare_runs(
     m = base.merge(new, on=keys, how="outer", suffixes=("_base", "_new"), indicator=True)
     m["label"] = m["label_new"].where(m["label_new"].notna(), m["label_base"])
     m = m.sort_values(["_order_base", "_order_new"], na_position="last").reset_index(drop=True)
-    rows = [_judge(r, settings, run_scales, run_refs) for _, r in m.iterrows()]
+    rows = [_judge(r, settings, run_scales, run_calibrations) for _, r in m.iterrows()]
     judged = pd.DataFrame(rows, index=m.index, columns=[
         "verdict", "why", "time_ratio", "time_ci_low", "time_ci_high", "time_p", "memory_ratio",
     ])  # fmt: skip

@@ -1,8 +1,16 @@
 """The command line: argument parsing, validation and the commands. The top layer.
 
 Importing it lets runs of format 1 be read (``harness.cli.upgrade``): their family facts are
-computed from the backends, which only this layer may import."""
+computed from the backends, which only this layer may import. The hook imports nothing until
+such a run is read, so that ``--help`` loads neither pandas nor torch."""
 
-from harness.cli import upgrade as _upgrade
+import harness.store as _store
 
-_upgrade.install()
+
+def _fill_facts(df):
+    from harness.cli import upgrade
+
+    return upgrade.fill_facts(df)
+
+
+_store.fill_facts = _fill_facts

@@ -57,8 +57,8 @@ def run_sweep(
     config.cases()  # unknown backends and bad parameters, before anything is written
     config.out_dir.mkdir(parents=True, exist_ok=True)
     with lock.locked(config.out_dir):
-        run_meta.check_folder(config)
-        guard.check_main_guard(runner.case_context(config))
+        run_meta.validate_folder(config)
+        guard.require_main_guard(runner.case_context(config))
         meta = run_meta.start(config, command_line(config))
         runner.run_sweep(config, **({"progress": progress} if progress else {}))
         run_meta.finish(config, meta)

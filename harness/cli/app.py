@@ -1,7 +1,7 @@
 """``run_bench.py``: validate the command line, describe the run, sweep, summarise.
 
 Exit codes: 0 done (no regression, every case decided); 1 a regression (``compare``,
-``--check-against``); 2 bad input; 3 no regression, but a case could not be decided because it
+``--compare-to``); 2 bad input; 3 no regression, but a case could not be decided because it
 was measured under unstable conditions (``--allow-inconclusive`` makes that 0); 4 an internal
 error (a bug: one line, the traceback with ``--debug``), so that no crash reads as a
 regression or as success; 5 the results could not be written (a full disk: the rows before
@@ -20,11 +20,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.analyse import stability
-from harness.analyse.regression import CheckSettings, Outcome, Verdict
+from harness.analyse.rules import CompareSettings, Outcome, Verdict
 from harness.cli.cli import build_config, parser_for, with_recorded_options
-from harness.cli.cli_args import PROG, UsageError, check_settings, resolve_device, resolve_dtype
-from harness.store import baselines, lock, storage
+from harness.cli.cli_args import PROG, UsageError, compare_settings, resolve_device, resolve_dtype
+from harness.store import errors, lock
 
 if TYPE_CHECKING:
     from harness.measure.case import Case
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 
 # What imports torch (the sweep, the backends) or matplotlib (the commands' reports) is imported
 # where it is used, so that '--help' answers at once; the modules tests reach through this one:
-_LAZY = {"conditions": "harness.measure.conditions", "reference_op": "harness.measure.reference_op"}
+_LAZY = {"conditions": "harness.measure.conditions", "calibration": "harness.measure.calibration"}
 
 
 def __getattr__(name: str):
@@ -43,7 +42,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-QUIET_WAIT_S = 30  # before a recheck round, wait at most this long for other work to stop
+QUIET_WAIT_S = (
+    30  # before a round of measuring again, wait at most this long for other work to stop
+)
 INTERNAL_ERROR, STORAGE_ERROR = 4, 5
 
 
@@ -63,6 +64,17 @@ def _progress(cases):
         yield case
 
 
+# options renamed when "check" came to mean the output check only, and their names now
+DEPRECATED = {"--check-against": "--compare-to", "--rechecks": "--remeasure"}
+
+
+def _warn_deprecated(argv: list[str]) -> None:
+    """After parsing (bad input keeps its one line), a line for each old option name used."""
+    for old, new in DEPRECATED.items():
+        if any(a == old or a.startswith(f"{old}=") for a in argv):
+            print(f"{PROG}: warning: {old} is deprecated, use {new}", file=sys.stderr)
+
+
 def run(argv: list[str]) -> int:
     if argv[:1] and not argv[0].startswith("-"):  # a command (or a mistake the parser names)
         from harness.cli.commands import COMMANDS
@@ -70,20 +82,23 @@ def run(argv: list[str]) -> int:
         if argv[0] in COMMANDS:
             return COMMANDS[argv[0]](argv[1:])
     args = parser_for(argv).parse_args(argv)  # imports argv's --import modules
+    _warn_deprecated(argv)
     if args.list_backends:
         from harness.cli.listing import backend_table, format_table
 
         device = resolve_device(args.device)
         print(format_table(backend_table(device, resolve_dtype(args.dtype, device))))
         return 0
+    from harness.store import baselines, storage
+
     against = None
-    if args.check_against:
+    if args.compare_to:
         try:
-            against = baselines.find(args.check_against)
+            against = baselines.find(args.compare_to)
         except baselines.BaselineError as exc:
             raise UsageError(str(exc)) from None
         command = storage.read_meta(against).get("command", PROG)
-        args = with_recorded_options(argv, f"baseline {args.check_against!r}", command)
+        args = with_recorded_options(argv, f"baseline {args.compare_to!r}", command)
     elif args.resume and args.out is not None and (args.out / storage.META).is_file():
         # the run's own options, so that '--resume --out RUN' alone completes it
         command = storage.read_meta(args.out).get("command")
@@ -100,12 +115,12 @@ def _sweep(config: SweepConfig, args, argv: list[str], against: Path | None) -> 
     """The sweep, under the run folder's lock."""
     from harness.cli.commands import exit_code, report
     from harness.present.summary import summary_tables
-    from harness.store import runs
+    from harness.store import runs, storage
     from harness.sweep import machine
     from harness.sweep import meta as run_meta
     from harness.sweep.runner import run_sweep
 
-    run_meta.check_folder(config)
+    run_meta.validate_folder(config)
     meta = run_meta.start(config, [PROG, *argv])
     print(f"sweep: {len(config.cases())} cases on {machine.device_name(config.device)} -> "
           f"{config.out_dir}", file=sys.stderr)  # fmt: skip
@@ -115,23 +130,23 @@ def _sweep(config: SweepConfig, args, argv: list[str], against: Path | None) -> 
         print(f"\n{_interruption()}: finished cases are in {config.out_dir}; add --resume to "
               "complete", file=sys.stderr)  # fmt: skip
         return _interrupted_code()
-    except storage.StorageError as exc:
+    except errors.StorageError as exc:
         print(f"{PROG}: error: {exc.strerror}; '--resume --out {config.out_dir}' completes the "
               "run once it can be written", file=sys.stderr)  # fmt: skip
         return STORAGE_ERROR
     run_meta.finish(config, meta)
     results = storage.read_results(config.out_dir)
-    print(summary_tables(results, run_ref_ms=runs.reference_ms(meta)))
+    print(summary_tables(results, run_calibration_ms=runs.calibration_ms(meta)))
     print(f"\nresults: {config.out_dir / storage.RESULTS}  meta: {config.out_dir / storage.META}")
     if args.report:
         report([str(config.out_dir)])
     if against is None:
         return 0
-    outcome = _check_with_rechecks(against, config, check_settings(args), args.rechecks)
+    outcome = _compare_with_remeasures(against, config, compare_settings(args), args.remeasure)
     return exit_code(outcome, args.allow_inconclusive)
 
 
-def _cases_to_recheck(config: SweepConfig, table) -> list[Case]:
+def _cases_to_remeasure(config: SweepConfig, table) -> list[Case]:
     wanted = table[table["verdict"].isin([Verdict.INCONCLUSIVE, Verdict.REGRESSED])]
     keys = set(zip(wanted["backend"], wanted["pass"], wanted["seq_len"], strict=True))
     return [c for c in config.cases() if (c.backend.label(), c.pass_, c.inputs.seq_len) in keys]
@@ -139,6 +154,7 @@ def _cases_to_recheck(config: SweepConfig, table) -> list[Case]:
 
 def _quiet(device: str) -> bool:
     """Give other work on the machine up to ``QUIET_WAIT_S`` to finish; False if it did not."""
+    from harness.analyse import stability
     from harness.measure import conditions
 
     start = time.monotonic()
@@ -153,31 +169,32 @@ def _quiet(device: str) -> bool:
             return False
 
 
-def _check_with_rechecks(
-    against: Path, config: SweepConfig, settings: CheckSettings, rechecks: int
+def _compare_with_remeasures(
+    against: Path, config: SweepConfig, settings: CompareSettings, remeasure: int
 ) -> Outcome:
     """Compare with the baseline; measure inconclusive and regressed cases again (twice the
-    processes, up to ``rechecks`` rounds), as asv does before it reports, so that a busy
+    processes, up to ``remeasure`` rounds), as asv does before it reports, so that a busy
     moment is not a verdict; but not while other work keeps the machine busy, which would only
     be measured again. Each round's rows are appended (their ``round`` says which) and the last
     row of a case stands."""
     from harness.cli.commands import show_comparison, verdict_counts
-    from harness.present import checks
+    from harness.present import verdicts
     from harness.sweep.runner import run_sweep
 
-    result = checks.compare(against, config.out_dir, settings)
-    for round_ in range(2, rechecks + 2):
-        todo = _cases_to_recheck(config, result.table)
+    result = verdicts.compare(against, config.out_dir, settings)
+    for round_ in range(2, remeasure + 2):
+        todo = _cases_to_remeasure(config, result.table)
         if not todo:
             break
         processes = 2 * config.processes
-        print(f"{verdict_counts(result.table)}: recheck {round_ - 1} of {rechecks}, {len(todo)} "
-              f"cases with {processes} processes each", file=sys.stderr)  # fmt: skip
+        print(f"{verdict_counts(result.table)}: measuring again, round {round_ - 1} of "
+              f"{remeasure}, {len(todo)} cases with {processes} processes each",
+              file=sys.stderr)  # fmt: skip
         if not _quiet(config.device):
             break
         again = dataclasses.replace(config, processes=processes, resume=False)
         run_sweep(again, progress=_progress, cases=todo, round_=round_)
-        result = checks.compare(against, config.out_dir, settings)
+        result = verdicts.compare(against, config.out_dir, settings)
     show_comparison(result, settings)
     return result.outcome
 
@@ -224,10 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return run(argv)
-    except (UsageError, storage.RunFolderError) as exc:
+    except (UsageError, errors.RunFolderError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    except storage.StorageError as exc:  # a full disk is no bug: its own code, in one line
+    except errors.StorageError as exc:  # a full disk is no bug: its own code, in one line
         print(f"{PROG}: error: {exc.strerror}", file=sys.stderr)
         return STORAGE_ERROR
     except KeyboardInterrupt:

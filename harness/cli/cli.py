@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+from argparse import SUPPRESS
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,7 @@ from harness.cli.cli_args import (
     PROG,
     Parser,
     UsageError,
-    add_check_options,
+    add_compare_options,
     baseline_name,
     bounded_int,
     length,
@@ -132,16 +133,19 @@ def build_parser(backend_flags: list[Flag]) -> argparse.ArgumentParser:
         "--report", action="store_true", help="write the run's report when the sweep is done"
     )
     s.add_argument(
-        "--check-against", metavar="NAME", type=baseline_name,
+        "--compare-to", metavar="NAME", type=baseline_name,
         help="sweep what baseline NAME (results/baselines/NAME) measured, with its options "
         "unless given here, then compare with it; exit 1 on a regression, 3 when a case "
         "could not be decided",
     )  # fmt: skip
     s.add_argument(
-        "--rechecks", type=bounded_int(0, 5), default=2, metavar="R",
-        help="--check-against: measure inconclusive and regressed cases again, with twice the "
+        "--remeasure", type=bounded_int(0, 5), default=2, metavar="R",
+        help="--compare-to: measure inconclusive and regressed cases again, with twice the "
         "processes, up to R more rounds before deciding (2)",
     )  # fmt: skip
+    # the names these had before "check" came to mean the output check only (DEPRECATED)
+    s.add_argument("--check-against", dest="compare_to", type=baseline_name, help=SUPPRESS)
+    s.add_argument("--rechecks", dest="remeasure", type=bounded_int(0, 5), help=SUPPRESS)
     flags.add_flags(p, backend_flags)
     m = p.add_argument_group("measurement")
     m.add_argument(
@@ -182,15 +186,15 @@ def build_parser(backend_flags: list[Flag]) -> argparse.ArgumentParser:
         default=128,
         help="query rows compared with the dense reference per case (128)",
     )
-    add_check_options(p)
+    add_compare_options(p)
     return p  # fmt: skip
 
 
 # Options that say where a run goes and how it is judged, not what it measures: a baseline's
 # own values of these are not carried over to the run checked against it
-NOT_CARRIED = ("out", "resume", "report", "check_against", "list_backends", "time_tolerance",
+NOT_CARRIED = ("out", "resume", "report", "compare_to", "list_backends", "time_tolerance",
                "memory_tolerance", "normalise", "metric", "strict", "allow_inconclusive",
-               "rechecks")  # fmt: skip
+               "remeasure")  # fmt: skip
 
 
 def with_recorded_options(argv: list[str], source: str, command: object) -> argparse.Namespace:
@@ -213,7 +217,7 @@ def with_recorded_options(argv: list[str], source: str, command: object) -> argp
     return parser.parse_args(argv, namespace=recorded)
 
 
-def _check_params_apply(config: SweepConfig, backend_flags: list[Flag]) -> None:
+def _validate_params_apply(config: SweepConfig, backend_flags: list[Flag]) -> None:
     """A parameter no selected backend takes is a mistake; one that changes what attention
     computes (``for_all``, such as causal) must apply to all of them, or results of two
     problems would sit side by side as if comparable."""
@@ -280,7 +284,7 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         threads=args.threads,
         imports=tuple(dict.fromkeys(args.imports or ())),
     )  # fmt: skip
-    _check_params_apply(config, backend_flags)
+    _validate_params_apply(config, backend_flags)
     for name in config.backends:
         try:
             backend = config.make_backend(name)
@@ -295,7 +299,7 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
 
 def command_line(config: SweepConfig) -> list[str]:
     """The command line that sweeps what ``config`` describes (for the meta.json of a sweep
-    started from Python, so that ``--resume`` and ``--check-against`` can repeat it)."""
+    started from Python, so that ``--resume`` and ``--compare-to`` can repeat it)."""
     from harness.measure.inputs import dtype_name
 
     t = config.timing

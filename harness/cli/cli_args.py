@@ -1,5 +1,5 @@
 """What every command's parser shares: the program name, the bad-input error, argument types
-with their bounds, the regression-check options of ``compare`` and ``--check-against``, and
+with their bounds, the comparison options of ``compare`` and ``--compare-to``, and
 the resolution of a device, dtype and output folder named on the command line."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from harness.analyse.regression import CheckSettings, Tolerances, parse_fraction
+from harness.analyse.rules import CompareSettings, Tolerances, parse_fraction
 from harness.store import limits
 from harness.store.records import METRICS
 
@@ -84,7 +84,7 @@ def out_path(text: str) -> Path:
 
 
 def baseline_name(text: str) -> str:
-    if not text:  # "" would read as no --check-against at all, and sweep unchecked
+    if not text:  # "" would read as no --compare-to at all, and sweep unchecked
         raise argparse.ArgumentTypeError("empty: name a baseline")
     return text
 
@@ -101,9 +101,9 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def add_check_options(p: argparse.ArgumentParser) -> None:
-    """Tolerances of a regression check, shared by ``compare`` and ``--check-against``."""
-    g = p.add_argument_group("regression check")
+def add_compare_options(p: argparse.ArgumentParser) -> None:
+    """Tolerances of a comparison, shared by ``compare`` and ``--compare-to``."""
+    g = p.add_argument_group("comparison")
     g.add_argument(
         "--time-tolerance",
         type=fraction,
@@ -121,7 +121,7 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--normalise",
         action="store_true",
-        help="divide times by each run's reference matmul, so that runs on days when the "
+        help="divide times by each run's calibration matmul, so that runs on days when the "
         "machine ran at another speed compare fairly",
     )
     g.add_argument(
@@ -143,9 +143,9 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def check_settings(args: argparse.Namespace) -> CheckSettings:
+def compare_settings(args: argparse.Namespace) -> CompareSettings:
     tolerances = Tolerances(time=args.time_tolerance, memory=args.memory_tolerance)
-    return CheckSettings(
+    return CompareSettings(
         tolerances=tolerances, metric=args.metric, normalise=args.normalise, strict=args.strict
     )
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.analyse.regression import CheckSettings
+from harness.analyse.rules import CompareSettings
 from harness.cli.cli_args import (
     PROG,
     Parser,
     UsageError,
-    add_check_options,
-    check_settings,
+    add_compare_options,
+    compare_settings,
     out_path,
 )
 
@@ -56,7 +56,7 @@ def parse_upgrade_args(argv: list[str]) -> list[Path]:
     return list(args.runs)
 
 
-def parse_compare_args(argv: list[str]) -> tuple[Path, Path, CheckSettings, Path | None, bool]:
+def parse_compare_args(argv: list[str]) -> tuple[Path, Path, CompareSettings, Path | None, bool]:
     """(baseline, new run, settings, --out, --allow-inconclusive)."""
     p = Parser(
         prog=f"{PROG} compare",
@@ -68,12 +68,12 @@ def parse_compare_args(argv: list[str]) -> tuple[Path, Path, CheckSettings, Path
     p.add_argument("baseline", type=Path, metavar="BASELINE_RUN")
     p.add_argument("new", type=Path, metavar="NEW_RUN")
     p.add_argument("--out", type=out_path, help="where compare.md/.csv go (default: NEW_RUN)")
-    add_check_options(p)
+    add_compare_options(p)
     args = p.parse_args(argv)
     for run in (args.baseline, args.new):
         if not run.is_dir():
             raise UsageError(f"{run}: no such run folder")
-    return args.baseline, args.new, check_settings(args), args.out, args.allow_inconclusive
+    return args.baseline, args.new, compare_settings(args), args.out, args.allow_inconclusive
 
 
 def parse_baseline_args(argv: list[str]) -> tuple[Path, str, bool]:

@@ -1,11 +1,11 @@
 """The commands that read stored runs: ``report``, ``compare`` and ``baseline save``, and how a
-comparison's verdicts are shown and turned into an exit code (shared with ``--check-against``)."""
+comparison's verdicts are shown and turned into an exit code (shared with ``--compare-to``)."""
 
 from __future__ import annotations
 
 import sys
 
-from harness.analyse.regression import CheckSettings, Outcome
+from harness.analyse.rules import CompareSettings, Outcome
 from harness.cli.cli_args import PROG, UsageError
 from harness.cli.cli_commands import (
     parse_baseline_args,
@@ -13,7 +13,7 @@ from harness.cli.cli_commands import (
     parse_report_args,
     parse_upgrade_args,
 )
-from harness.present import checks
+from harness.present import verdicts
 from harness.store import baselines
 
 
@@ -38,7 +38,7 @@ def compare(argv: list[str]) -> int:
     from harness.present import comparison
 
     base, new, settings, out, allow_inconclusive = parse_compare_args(argv)
-    result = checks.compare(base, new, settings, out)
+    result = verdicts.compare(base, new, settings, out)
     show_comparison(result, settings)
     # the side-by-side report (ratios, plot, HTML) beside the verdicts
     where = (out / f"vs-{base.resolve().name}") if out else None
@@ -47,10 +47,10 @@ def compare(argv: list[str]) -> int:
     return exit_code(result.outcome, allow_inconclusive)
 
 
-def show_comparison(result: checks.Comparison, settings: CheckSettings) -> None:
+def show_comparison(result: verdicts.Comparison, settings: CompareSettings) -> None:
     """Print the verdicts (the cases that need attention first, 120 columns wide), and warn
     where the evidence is thin."""
-    print(checks.terminal_table(result.table, settings))
+    print(verdicts.terminal_table(result.table, settings))
     path = result.path
     print(f"\n{verdict_counts(result.table)}; written to {path} and {path.with_suffix('.csv')}")
     for run in result.thin:
@@ -74,7 +74,7 @@ def exit_code(outcome: Outcome, allow_inconclusive: bool) -> int:
                             else "exit code 3"), file=sys.stderr)  # fmt: skip
         if allow_inconclusive:
             return 0
-    return checks.EXIT_CODES[outcome]
+    return verdicts.EXIT_CODES[outcome]
 
 
 def baseline(argv: list[str]) -> int:

@@ -1,7 +1,8 @@
-"""Runs of format 1 (``harness.store.records.FORMAT_VERSION``), from before rows carried their
-family's facts: ``fill_facts`` computes them from the registered backends when such a run is
-read, and ``attention-bench upgrade RUN_DIR`` stores them, so that the run reads without the
-backends (and without torch) afterwards."""
+"""Runs of older formats (``harness.store.records.FORMAT_VERSION``). Format 1, from before rows
+carried their family's facts: ``fill_facts`` computes them from the registered backends when such a
+run is read. ``attention-bench upgrade RUN_DIR`` rewrites a run of any older format in this one
+(format 2's names are renamed as any reader reads them), so that it reads without the backends
+(and without torch) and can be resumed."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.store import runs, storage
+from harness.store import storage
 from harness.store.records import FACT_COLUMNS, FORMAT_VERSION, has_facts
 
 
@@ -55,19 +56,15 @@ def fill_facts(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(**facts)
 
 
-def install() -> None:
-    """Let every run this process reads be upgraded on the way (``runs.fill_facts``)."""
-    runs.fill_facts = fill_facts
-
-
 def upgrade(run_dir: Path) -> bool:
-    """Store the facts in ``run_dir``'s results.csv and its format version in meta.json; False
-    when it has them already."""
-    df = storage.read_results(run_dir)
+    """Rewrite ``run_dir`` in this version's format: results.csv with its family facts (format
+    1 lacks them: computed from the backends) and this version's names (read in, format 2),
+    meta.json with its format version; False when it is in this format already."""
+    df = storage.read_results(run_dir)  # renamed as it is read
     meta = storage.read_meta(run_dir)
     current = meta.get("format_version", 1) >= FORMAT_VERSION
     if current and has_facts(df.columns):
         return False
-    storage.rewrite_results(run_dir, fill_facts(df))
+    storage.rewrite_results(run_dir, df if has_facts(df.columns) else fill_facts(df))
     storage.write_meta(run_dir, {**meta, "format_version": FORMAT_VERSION})
     return True

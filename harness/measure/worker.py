@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from harness.measure.calibration import time_calibration
 from harness.measure.case import Case
 from harness.measure.conditions import Window
 from harness.measure.inputs import dtype_name
@@ -30,7 +31,6 @@ from harness.measure.memory import (
     peak_bytes,
 )
 from harness.measure.reference import check_rows, masked_attention
-from harness.measure.reference_op import measure_reference
 from harness.measure.timing import WarmUp, measure, median_iqr, timed_call
 from harness.store.records import METRICS, Metric, Status, check_tolerance
 
@@ -76,15 +76,15 @@ def check_output(case: Case, out, q, k, v) -> dict[str, Any]:
 
 def _clock_fields(clock: Metric, seconds: list[float], before: dict, after: dict) -> dict:
     """One clock's columns (``records.METRICS``): median, IQR and samples of this process, and
-    the reference operation's time in the same clock, the mean of before and after the case."""
+    the calibration's time in the same clock, the mean of before and after the case."""
     median, iqr = median_iqr(seconds)
-    ref = (before[clock.run_ref] + after[clock.run_ref]) / 2
+    ref = (before[clock.run_calibration] + after[clock.run_calibration]) / 2
     return {
         clock.median: median * 1e3,
         clock.iqr: iqr * 1e3,
         clock.samples: " ".join(f"{s * 1e3:.6g}" for s in seconds),
         clock.process_medians: f"{median * 1e3:.6g}",
-        clock.process_ref: f"{ref:.6g}",
+        clock.process_calibration: f"{ref:.6g}",
     }
 
 
@@ -120,10 +120,10 @@ def run_case(case: Case) -> dict[str, Any]:
     check = check_output(case, out, q, k, v)
     del out
     malloc_for_timing()  # after the memory measurement's allocator setting (harness.measure.memory)
-    before = measure_reference(device)
+    before = time_calibration(device)
     with Window(device) as window:
         samples, warm = measure(call, device, case.timing, WarmUp((first_s,)))
-    after = measure_reference(device)
+    after = time_calibration(device)
     result = {
         "status": Status.OK,
         "repeats": len(samples.wall),
@@ -134,7 +134,7 @@ def run_case(case: Case) -> dict[str, Any]:
         # CPU time: on CPU only (on CUDA the GPU's time is what counts)
         **(_clock_fields(METRICS["cpu"], samples.cpu, before, after) if samples.cpu else {}),
         # the reference's own change across the case: the machine changing speed meanwhile
-        "ref_drift": abs(after["median_ms"] / before["median_ms"] - 1),
+        "calibration_drift": abs(after["median_ms"] / before["median_ms"] - 1),
         **window.conditions.fields(),
         "peak_mem_bytes": peak,
         **{k: check[k] for k in ("max_err", "err_vs_full", "check_rows")},

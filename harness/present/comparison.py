@@ -36,17 +36,17 @@ from harness.present.report_tables import context_table, fmt_ms
 from harness.present.summary import fmt_bytes
 from harness.store import runs
 from harness.store.records import Status, parse_floats
-from harness.store.runs import reference_ms
+from harness.store.runs import calibration_ms
 from harness.store.storage import RunFolderError
 
 # run axes left out of the match where each run holds one value: a CPU run compares with a GPU run
 FREE_AXES = ("device", "dtype", "seed")
 
 
-def with_warnings(df: pd.DataFrame, run_ref_ms: float | None) -> pd.DataFrame:
+def with_warnings(df: pd.DataFrame, run_calibration_ms: float | None) -> pd.DataFrame:
     """The run's rows with a ``warnings`` column: the stability rules each case's time breaks,
-    judged against its own run's reference time ``run_ref_ms`` ([] for a stable case)."""
-    return df.assign(warnings=stability.warnings_of(df, run_ref_ms))
+    judged against its own run's calibration time ``run_calibration_ms`` ([] for a stable case)."""
+    return df.assign(warnings=stability.warnings_of(df, run_calibration_ms))
 
 
 def _interval(r: pd.Series) -> tuple[float, float]:
@@ -156,7 +156,7 @@ def write(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Path:
     run_a, run_b = Path(run_a), Path(run_b)
     a, meta_a = load_run(run_a)
     b, meta_b = load_run(run_b)
-    a, b = with_warnings(a, reference_ms(meta_a)), with_warnings(b, reference_ms(meta_b))
+    a, b = with_warnings(a, calibration_ms(meta_a)), with_warnings(b, calibration_ms(meta_b))
     m, differ = match(a, b)
     if m.empty:
         raise RunFolderError(f"{run_a} and {run_b} have no case in common")

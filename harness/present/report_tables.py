@@ -33,15 +33,19 @@ def _pivot(df: pd.DataFrame, pass_: str, cell) -> pd.DataFrame:
     return table.reset_index().rename(columns={"label": "backend"})
 
 
-def _mark(r: pd.Series, run_ref_ms: float | None) -> str:
-    return f" {stability.MARK}" if stability.row_warnings(r, run_ref_ms=run_ref_ms) else ""
+def _mark(r: pd.Series, run_calibration_ms: float | None) -> str:
+    return (
+        f" {stability.MARK}"
+        if stability.row_warnings(r, run_calibration_ms=run_calibration_ms)
+        else ""
+    )
 
 
 def metric_table(
-    df: pd.DataFrame, pass_: str, metric: str, run_ref_ms: float | None = None
+    df: pd.DataFrame, pass_: str, metric: str, run_calibration_ms: float | None = None
 ) -> pd.DataFrame:
     """Backend x length of median time ± IQR (``metric`` "time"; an unstable case marked, judged
-    against the run's reference time ``run_ref_ms``) or of peak memory ("memory")."""
+    against the run's calibration time ``run_calibration_ms``) or of peak memory ("memory")."""
 
     def cell(r: pd.Series) -> str:
         status = _cell_status(r)
@@ -49,13 +53,15 @@ def metric_table(
             return status
         if metric == "time":
             text = f"{fmt_ms(r['time_median_ms'])} ± {fmt_ms(r['time_iqr_ms'], 2)}"
-            return text + _mark(r, run_ref_ms)
+            return text + _mark(r, run_calibration_ms)
         return fmt_bytes(r["peak_mem_bytes"]) if pd.notna(r["peak_mem_bytes"]) else ""
 
     return _pivot(df, pass_, cell)
 
 
-def unstable_notes(df: pd.DataFrame, pass_: str, run_ref_ms: float | None = None) -> list[str]:
+def unstable_notes(
+    df: pd.DataFrame, pass_: str, run_calibration_ms: float | None = None
+) -> list[str]:
     """One line per case of ``pass_`` marked in its time table: the stability rules that fired."""
     rows = analysis.latest(df[df["pass"] == pass_])
     # in the table's order: backends as they first appear, each by length
@@ -65,7 +71,7 @@ def unstable_notes(df: pd.DataFrame, pass_: str, run_ref_ms: float | None = None
         [
             (
                 f"{r['label']} at {length_text(r['seq_len'])}",
-                stability.row_warnings(r, run_ref_ms=run_ref_ms),
+                stability.row_warnings(r, run_calibration_ms=run_calibration_ms),
             )
             for _, r in rows.iterrows()
         ]
@@ -134,7 +140,7 @@ def context_table(meta: dict) -> pd.DataFrame:
     return pd.DataFrame(items, columns=["", "value"])
 
 
-def glance(df: pd.DataFrame, run_ref_ms: float | None = None) -> list[str]:
+def glance(df: pd.DataFrame, run_calibration_ms: float | None = None) -> list[str]:
     """One line per pass: who is fastest and leanest at the longest length where at least two
     backends finished (one alone is no comparison); an unstable time marked as in the tables."""
     lines = []
@@ -149,7 +155,7 @@ def glance(df: pd.DataFrame, run_ref_ms: float | None = None) -> list[str]:
         lean = at.loc[at["peak_mem_bytes"].idxmin()] if at["peak_mem_bytes"].notna().any() else None
         text = (
             f"{PASS_TITLES.get(pass_, pass_)} at n = {length_text(n)}: fastest **{fast['label']}**"
-            f" ({fmt_ms(fast['time_median_ms'])}{_mark(fast, run_ref_ms)})"
+            f" ({fmt_ms(fast['time_median_ms'])}{_mark(fast, run_calibration_ms)})"
         )
         full = at[~at["sparse"].astype(bool)]
         if not full.empty and bool(fast["sparse"]):

@@ -54,16 +54,16 @@ def _unstable_lines(df: pd.DataFrame, warnings: pd.Series) -> list[str]:
     ]
 
 
-def summary_tables(df: pd.DataFrame, run_ref_ms: float | None = None) -> str:
+def summary_tables(df: pd.DataFrame, run_calibration_ms: float | None = None) -> str:
     """One table per pass: rows are backends (with parameters), columns sequence lengths; each
     cell is median time ± IQR and peak memory beyond the inputs, or the case's status. A case
     whose time may not be believed is marked ⚠ and listed below the tables with its reasons;
-    ``run_ref_ms`` is the run's reference time (``runs.reference_ms``), None if unknown.
+    ``run_calibration_ms`` is the run's calibration time (``runs.calibration_ms``), None if unknown.
     """
     if df.empty:
         return "(no results)"
     df = df.reset_index(drop=True)  # one label per row: the marks are looked up by it
-    warnings = stability.warnings_of(df, run_ref_ms)
+    warnings = stability.warnings_of(df, run_calibration_ms)
     parts = []
     for pass_, group in df.groupby("pass", sort=False):
         cells = group.assign(cell=[_cell(r, bool(warnings[i])) for i, r in group.iterrows()])

@@ -1,5 +1,5 @@
 """Named baselines: stored runs under ``results/baselines/NAME/`` that later runs are checked
-against (``baseline save RUN_DIR NAME``, then ``--check-against NAME`` or ``compare``)."""
+against (``baseline save RUN_DIR NAME``, then ``--compare-to NAME`` or ``compare``)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,15 @@ from typing import Any
 # 1: every run before format versions (no version key).
 # 2: rows carry their family's facts, ``flops``, ``promise``, ``sparse`` and ``yardstick``; a
 #    run of format 1 is upgraded when it is read (``runs.load_run``) where the backends import.
-FORMAT_VERSION = 2
+# 3: one word per meaning: the matmul timed beside every case to gauge the machine's speed is the
+#    "calibration", no longer the "reference operation" ("reference" is the dense reference
+#    only). Its columns and meta.json entry are renamed (``RENAMED_COLUMNS``, ``RENAMED_META``);
+#    older runs are renamed as they are read (``storage``), without torch.
+FORMAT_VERSION = 3
+RENAMED_COLUMNS = {"process_ref_ms": "process_calibration_ms",
+                   "process_ref_cpu_ms": "process_calibration_cpu_ms",
+                   "ref_drift": "calibration_drift"}  # fmt: skip
+RENAMED_META = {"reference_op": "calibration"}
 FACT_COLUMNS = ("flops", "promise", "sparse", "yardstick")
 
 
@@ -90,18 +98,18 @@ class CaseResult:
     first_call_ms: float | None = _combined("median")
     # every sample, space separated, for later statistics
     time_samples_ms: str = _combined("join", "")
-    # Each process's median, and the reference operation's median timed in that process just
-    # before and after the case (``harness.measure.reference_op``): machine speed at the case's time
+    # Each process's median, and the calibration's median timed in that process just
+    # before and after the case (``harness.measure.calibration``): machine speed at the case's time
     process_medians_ms: str = _combined("join", "")
-    process_ref_ms: str = _combined("join", "")
-    ref_drift: float | None = _combined("max")  # |after / before - 1| of that reference
+    process_calibration_ms: str = _combined("join", "")
+    calibration_drift: float | None = _combined("max")  # |after / before - 1| of that reference
     # CPU time of the process (all threads) per call: median, IQR, samples, per process, and
-    # the reference operation's CPU time per process; empty on CUDA
+    # the calibration's CPU time per process; empty on CUDA
     cpu_median_ms: float | None = _combined("median")
     cpu_iqr_ms: float | None = _combined("iqr", of="cpu_samples_ms")
     cpu_samples_ms: str = _combined("join", "")
     process_cpu_medians_ms: str = _combined("join", "")
-    process_ref_cpu_ms: str = _combined("join", "")
+    process_calibration_cpu_ms: str = _combined("join", "")
     # The machine while the case was timed (``harness.measure.conditions``), worst process: the
     # share of all CPUs other processes used, the share the hypervisor stole, the 1-minute load
     # average, the CPU clock; on CUDA the GPU's clock and temperature
@@ -121,7 +129,7 @@ class CaseResult:
     check_rows: int | None = _combined("same")  # query rows the two errors were measured on
     threads: int | None = _combined("same")
     wall_s: float | None = _combined("sum")  # the whole case, setup and checks included
-    # 1, or the re-measurement round of ``--check-against`` that wrote this row (the case's
+    # 1, or the re-measurement round of ``--compare-to`` that wrote this row (the case's
     # last row is the one that stands)
     round: int = _combined("case", 1)
     # Facts of the backend's family, stored so that analysis needs no backend (format 2):
@@ -145,22 +153,22 @@ def parse_floats(text: object) -> list[float]:
 @dataclass(frozen=True)
 class Metric:
     """Which time a row holds for each clock: the columns of its median, IQR, samples, process
-    medians and the reference operation's time per process."""
+    medians and the calibration's time per process."""
 
     name: str
     median: str
     iqr: str
     samples: str
     process_medians: str
-    process_ref: str
-    run_ref: str  # the key of the run's reference time in meta.json's reference_op entries
+    process_calibration: str
+    run_calibration: str  # the key of the run's calibration time in meta.json's calibration entries
 
 
 METRICS = {
     "wall": Metric("wall", "time_median_ms", "time_iqr_ms", "time_samples_ms",
-                   "process_medians_ms", "process_ref_ms", "median_ms"),
+                   "process_medians_ms", "process_calibration_ms", "median_ms"),
     "cpu": Metric("cpu", "cpu_median_ms", "cpu_iqr_ms", "cpu_samples_ms",
-                  "process_cpu_medians_ms", "process_ref_cpu_ms", "cpu_median_ms"),
+                  "process_cpu_medians_ms", "process_calibration_cpu_ms", "cpu_median_ms"),
 }  # fmt: skip
 
 COLUMNS = [("pass" if f.name == "pass_" else f.name) for f in dataclasses.fields(CaseResult)]

@@ -5,12 +5,13 @@ their output goes."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+import harness.store
 from harness.store import storage
 from harness.store.limits import MAX_LENGTHS
 from harness.store.records import CASE_KEY, METRICS, RUN_AXES, has_facts
@@ -19,11 +20,6 @@ from harness.store.records import CASE_KEY, METRICS, RUN_AXES, has_facts
 # (runs recorded before they existed)
 NEEDED = [*CASE_KEY, "status", "label", "family", "reason", "time_median_ms", "time_iqr_ms",
           "peak_mem_bytes"]  # fmt: skip
-
-
-# Fills the family facts of a format-1 run's rows (``records.FACT_COLUMNS``) from the backends;
-# set by the command line (``harness.cli.upgrade``), which may import them: this layer may not.
-fill_facts: Callable[[pd.DataFrame], pd.DataFrame] | None = None
 
 
 def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict]:
@@ -52,6 +48,7 @@ def load_run(run_dir: Path) -> tuple[pd.DataFrame, dict]:
 
 def _upgraded(df: pd.DataFrame, path: Path) -> pd.DataFrame:
     """A format-1 run's rows with their family facts filled in from the backends."""
+    fill_facts = harness.store.fill_facts
     if fill_facts is None:
         raise storage.RunFolderError(
             f"{path}: a run of format 1, without its backends' facts; read it where the backends "
@@ -81,10 +78,10 @@ def writing(folder: Path) -> Iterator[Path]:
         raise storage.RunFolderError(f"cannot write to {where}: {exc.strerror or exc}") from None
 
 
-def reference_ms(meta: dict[str, Any], metric: str = "wall") -> float | None:
-    """The run's reference time (``metric``: "wall" or "cpu"): the mean of the medians measured
+def calibration_ms(meta: dict[str, Any], metric: str = "wall") -> float | None:
+    """The run's calibration time (``metric``: "wall" or "cpu"): the mean of the medians measured
     before and after the sweep; None for a run recorded without one."""
-    ref = meta.get("reference_op") or {}
-    key = METRICS[metric].run_ref
+    ref = meta.get("calibration") or {}
+    key = METRICS[metric].run_calibration
     medians = [ref[k][key] for k in ("before", "after") if ref.get(k, {}).get(key) is not None]
     return sum(medians) / len(medians) if medians else None

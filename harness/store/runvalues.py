@@ -22,10 +22,10 @@ from harness.store.records import Status
 # recorded before the key existed reads as one without it)
 _TEXT = ("created", "command", "git_commit", "device", "device_name", "cpu", "hostname",
          "platform", "python", "torch", "cuda", "xformers", "pandas")  # fmt: skip
-_OBJECTS = ("config", "conditions", "reference_op")
+_OBJECTS = ("config", "conditions", "calibration")
 _CONFIG_OBJECTS = ("timing", "backends")
 _CONFIG_LISTS = ("lengths", "passes")
-_TIMES = ("median_ms", "cpu_median_ms")  # reference_op.before/after
+_TIMES = ("median_ms", "cpu_median_ms")  # calibration.before/after
 
 
 def _kind(value: Any) -> str:
@@ -59,16 +59,16 @@ def meta_problem(meta: Any) -> str | None:
                             *((k, list, "a list") for k in _CONFIG_LISTS)]:  # fmt: skip
         if config.get(key) is not None and not isinstance(config[key], kind):
             return f"config.{key} is {_kind(config[key])}, not {name}"
-    for section in ("conditions", "reference_op"):
+    for section in ("conditions", "calibration"):
         for side, value in (meta.get(section) or {}).items():
             if value is not None and not isinstance(value, dict):
                 return f"{section}.{side} is {_kind(value)}, not an object"
     for side in ("before", "after"):
-        ref = (meta.get("reference_op") or {}).get(side) or {}
+        ref = (meta.get("calibration") or {}).get(side) or {}
         for key in _TIMES:
             value = ref.get(key)
             if value is not None and not _positive_number(value):
-                return f"reference_op.{side}.{key} is {value!r}, not a positive time"
+                return f"calibration.{side}.{key} is {value!r}, not a positive time"
     resumed = meta.get("resumed")
     if resumed is not None and not (
         isinstance(resumed, list) and all(isinstance(r, dict) for r in resumed)
@@ -88,14 +88,14 @@ _REQUIRED_INTEGERS = {"seq_len": (1, limits.MAX_LENGTH), "batch": (1, limits.MAX
 _INTEGERS = {"repeats": (1, math.inf), "warmup_calls": (0, math.inf),
              "check_rows": (0, limits.MAX_LENGTH), "threads": (1, math.inf)}  # fmt: skip
 # numbers that cannot be negative or infinite (times, bytes, shares of the CPUs, a clock)
-_AMOUNTS = ("time_median_ms", "time_iqr_ms", "prepare_ms", "first_call_ms", "ref_drift",
+_AMOUNTS = ("time_median_ms", "time_iqr_ms", "prepare_ms", "first_call_ms", "calibration_drift",
             "cpu_median_ms", "cpu_iqr_ms", "other_cpu", "steal", "load_avg", "cpu_mhz",
             "gpu_clock_mhz", "peak_mem_bytes", "wall_s")  # fmt: skip
 _SIGNED = ("gpu_temp_c",)
 # output errors: NaN (an output of NaN) and infinity (one that overflowed) are measurements
 _ERRORS = ("max_err", "err_vs_full")
-_SAMPLES = ("time_samples_ms", "process_medians_ms", "process_ref_ms", "cpu_samples_ms",
-            "process_cpu_medians_ms", "process_ref_cpu_ms")  # fmt: skip
+_SAMPLES = ("time_samples_ms", "process_medians_ms", "process_calibration_ms", "cpu_samples_ms",
+            "process_cpu_medians_ms", "process_calibration_cpu_ms")  # fmt: skip
 _MANGLED = re.compile(r"(.+)\.[0-9]+")  # pandas' name for a column whose name came twice
 
 

@@ -19,26 +19,28 @@ from typing import Any
 import pandas as pd
 
 from harness.store import runvalues
+from harness.store.errors import RunFolderError, StorageError
 from harness.store.limits import MAX_LENGTHS
-from harness.store.records import CASE_KEY, COLUMNS, FORMAT_VERSION, RUN_AXES, CaseResult, case_key
+from harness.store.records import (
+    CASE_KEY,
+    COLUMNS,
+    FORMAT_VERSION,
+    RENAMED_COLUMNS,
+    RENAMED_META,
+    RUN_AXES,
+    CaseResult,
+    case_key,
+)
 
 RESULTS = "results.csv"
 META = "meta.json"
 TORN = "results.torn"  # torn rows set aside by --resume
 TEXT_COLUMNS = {"reason", "params", "label", "time_samples_ms", "process_medians_ms",
-                "process_ref_ms", "cpu_samples_ms", "process_cpu_medians_ms",
-                "process_ref_cpu_ms"}  # fmt: skip
+                "process_calibration_ms", "cpu_samples_ms", "process_cpu_medians_ms",
+                "process_calibration_cpu_ms"}  # fmt: skip
 
 
 MISSING = ["", "nan"]
-
-
-class RunFolderError(ValueError):
-    """The folder is not a readable run."""
-
-
-class StorageError(OSError):
-    """A row could not be written (a full disk, an I/O error); the rows before it are intact."""
 
 
 class TornRowsWarning(UserWarning):
@@ -86,7 +88,7 @@ def append_result(out_dir: Path, result: CaseResult) -> None:
         os.close(fd)
 
 
-def check_appendable(out_dir: Path) -> None:
+def validate_appendable(out_dir: Path) -> None:
     """Rows can be appended: no results yet, or ones with this version's columns (a file from
     another version would get rows whose fields do not line up with its header)."""
     path = Path(out_dir) / RESULTS
@@ -177,7 +179,7 @@ def resumable_rows(out_dir: Path) -> pd.DataFrame | None:
     if not path.is_file() or path.stat().st_size == 0:
         return None
     set_aside_torn(out_dir)  # their cases run again, and new rows start a line
-    check_appendable(out_dir)
+    validate_appendable(out_dir)
     rows = read_results(out_dir)
     if rows["seq_len"].nunique() > MAX_LENGTHS:  # no sweep wrote it; and it takes long to key
         raise RunFolderError(f"{path}: more sequence lengths than the {MAX_LENGTHS} a sweep "
@@ -204,19 +206,20 @@ def read_results(out_dir: Path) -> pd.DataFrame:
         # empty means missing; "nan" is what the csv module writes for a NaN (a NaN output's
         # error): both read back as NaN, never as text in a numeric column
         df = pd.read_csv(io.StringIO(split.intact), keep_default_na=False, na_values=MISSING)
+        df = df.rename(columns=RENAMED_COLUMNS)  # a run of format 2 or older
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise RunFolderError(f"{path}: truncated or corrupt ({str(exc).splitlines()[0]})") from None
     missing = [c for c in [*CASE_KEY, "status"] if c not in df.columns]
     if missing:
         raise RunFolderError(f"{path}: missing columns {', '.join(missing)}")
-    _check_rows(df, path, split.lines)
-    _check_one_run(df, path, split.lines)
+    _validate_rows(df, path, split.lines)
+    _validate_one_run(df, path, split.lines)
     for column in TEXT_COLUMNS & set(df.columns):
         df[column] = df[column].astype(object).where(df[column].notna(), "").astype(str)
     return df
 
 
-def _check_one_run(df: pd.DataFrame, path: Path, lines: tuple[int, ...]) -> None:
+def _validate_one_run(df: pd.DataFrame, path: Path, lines: tuple[int, ...]) -> None:
     """Reports key rows by backend, pass and length: rows of two shapes, dtypes or seeds, or
     one case twice in a round, would be mixed up there without a word."""
     for column in RUN_AXES:
@@ -236,7 +239,7 @@ def _check_one_run(df: pd.DataFrame, path: Path, lines: tuple[int, ...]) -> None
         )
 
 
-def _check_rows(df: pd.DataFrame, path: Path, lines: tuple[int, ...]) -> None:
+def _validate_rows(df: pd.DataFrame, path: Path, lines: tuple[int, ...]) -> None:
     """A row edited by hand (or damaged) is refused, naming its line in the file and its field
     (``runvalues.rows_problem``); the numeric columns become numbers."""
     problem = runvalues.rows_problem(df)
@@ -302,6 +305,8 @@ def read_meta(out_dir: Path) -> dict[str, Any]:
     except OSError as exc:
         raise RunFolderError(f"{path}: cannot read ({exc.strerror or exc})") from None
     meta, problem = runvalues.parse_meta(text)
+    if isinstance(meta, dict):  # a run of format 2 or older
+        meta = {RENAMED_META.get(k, k): v for k, v in meta.items()}
     problem = problem or runvalues.meta_problem(meta)
     if problem:
         raise RunFolderError(f"{path}: {problem}")

@@ -5,7 +5,7 @@ methods do (so that what it defines, such as a backend, can be unpickled there).
 starts a sweep at its top level would start it again in each case process; multiprocessing
 stops that with an error deep in the process's start, which a sweep would only record as a
 dead case. ``refuse_in_bootstrap`` ends such a process at once with one line, and
-``check_main_guard`` has the sweeping process start one process first to see whether it
+``require_main_guard`` has the sweeping process start one process first to see whether it
 happens, so that the sweep is refused with a clear error before anything runs."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def in_bootstrap() -> bool:
 
 def refuse_in_bootstrap() -> None:
     """End a new process that re-runs a sweep while it imports the main module, in silence:
-    the sweeping process, which sees its exit code, says why (``check_main_guard``)."""
+    the sweeping process, which sees its exit code, says why (``require_main_guard``)."""
     if in_bootstrap():
         os._exit(GUARD_EXIT)
 
@@ -52,7 +52,7 @@ def _nothing() -> None:
     pass
 
 
-def check_main_guard(ctx: mp.context.BaseContext) -> None:
+def require_main_guard(ctx: mp.context.BaseContext) -> None:
     """Start one process of ``ctx`` (which the sweep then reuses, a forkserver started once);
     RuntimeError when importing the main module there does not go well."""
     script = _script()

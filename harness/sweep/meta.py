@@ -1,6 +1,6 @@
 """meta.json of a sweep, written the same way by the command line and the Python API: the
 machine and versions, the command, the configuration, the modules that brought outside
-backends, and the reference operation and machine conditions before and after the sweep.
+backends, and the calibration and machine conditions before and after the sweep.
 
 A resumption's description is appended to the run's first one (``"resumed"``), which must
 describe the same sweep (``harness.store.resume``)."""
@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from harness.measure import conditions, reference_op, registry
+from harness.measure import calibration, conditions, registry
 from harness.measure.inputs import dtype_name
 from harness.store import resume, storage
 from harness.sweep import machine
@@ -35,7 +35,7 @@ def describe_config(config: SweepConfig) -> dict:
     }
 
 
-def check_folder(config: SweepConfig) -> None:
+def validate_folder(config: SweepConfig) -> None:
     """Under the run folder's lock: the folder can take this sweep's rows. A resumption's
     earlier rows are read now, so that a folder that cannot be resumed is refused before
     anything runs (``storage.RunFolderError``: bad input)."""
@@ -81,19 +81,19 @@ def describe(config: SweepConfig, command: list[str]) -> dict[str, Any]:
 
 
 def start(config: SweepConfig, command: list[str]) -> dict[str, Any]:
-    """Describe the run, measure the reference operation and the machine's conditions before
+    """Describe the run, measure the calibration and the machine's conditions before
     it, write meta.json; returns the description for ``finish``."""
     meta = describe(config, command)
     meta.setdefault("conditions", {}).setdefault("before", conditions.snapshot(config.device))
-    reference = reference_op.measure_reference(config.device, config.timing, config.threads)
-    meta.setdefault("reference_op", {}).setdefault("before", reference)
+    reference = calibration.time_calibration(config.device, config.timing, config.threads)
+    meta.setdefault("calibration", {}).setdefault("before", reference)
     storage.write_meta(config.out_dir, meta)
     return meta
 
 
 def finish(config: SweepConfig, meta: dict[str, Any]) -> None:
-    """The reference operation and the conditions after the sweep, into meta.json."""
-    meta["reference_op"]["after"] = reference_op.measure_reference(
+    """The calibration and the conditions after the sweep, into meta.json."""
+    meta["calibration"]["after"] = calibration.time_calibration(
         config.device, config.timing, config.threads
     )
     meta["conditions"]["after"] = conditions.snapshot(config.device)

@@ -3,7 +3,7 @@
 Samples taken in one process share that process's moment: on a shared machine a slow stretch
 lasts seconds, so a case timed once can be 20-70% off however many samples it takes, and its
 samples' spread does not show it. K processes, each with its own warm-up and its own
-reference-operation time, give K independent medians; the regression check judges those
+calibration time, give K independent medians; a comparison judges those
 (``harness.analyse.regression``), and the row's median is their median.
 
 How each field combines is declared beside it, in ``CaseResult``'s field metadata

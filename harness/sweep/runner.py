@@ -149,7 +149,7 @@ def run_sweep(
 ) -> list[CaseResult]:
     """Run every case of ``config`` (or only ``cases``) not already in its results file;
     returns the new rows. ``round_`` > 1 marks rows that measure again cases the results file
-    already holds (``--check-against``'s rechecks): the last row of a case stands."""
+    already holds (``--compare-to``'s rounds of measuring again): the last row of a case stands."""
     cases = config.cases() if cases is None else cases
     failures = _Failures()
     done: set[tuple] = set()

@@ -14,7 +14,7 @@ SERIES = (SDPA, LONGFORMER)
 
 def with_reference(run, median_ms):
     meta = json.loads((run / "meta.json").read_text())
-    meta["reference_op"] = {"before": {"median_ms": median_ms}, "after": {"median_ms": median_ms}}
+    meta["calibration"] = {"before": {"median_ms": median_ms}, "after": {"median_ms": median_ms}}
     (run / "meta.json").write_text(json.dumps(meta))
     return run
 
@@ -47,7 +47,7 @@ def test_normalised_mode_forgives_a_slower_machine(tmp_path):
     assert main(["compare", str(base), str(slow_day), "--strict"]) == 1
     assert main(["compare", str(base), str(slow_day), "--normalise", "--strict",
                  "--out", str(tmp_path)]) == 0  # fmt: skip
-    assert "normalised by the reference operation" in (tmp_path / "compare.md").read_text()
+    assert "normalised by the calibration" in (tmp_path / "compare.md").read_text()
 
 
 def test_bad_input(tmp_path, capsys):
@@ -57,7 +57,7 @@ def test_bad_input(tmp_path, capsys):
         (["compare", str(base)], "required"),
         (["compare", str(base), str(tmp_path / "nope")], "no such run folder"),
         (["compare", str(base), str(other)], "no case in common"),
-        (["compare", str(base), str(base), "--normalise"], "no reference-operation wall time"),
+        (["compare", str(base), str(base), "--normalise"], "no calibration wall time"),
         (["compare", str(base), str(base), "--metric", "cpu"], "no CPU time was recorded"),
         (["compare", str(base), str(base), "--metric", "instructions"], "invalid choice"),
         (["compare", str(base), str(base), "--time-tolerance", "-5%"], "time-tolerance"),
@@ -88,9 +88,9 @@ def test_baseline_save_then_check_against(tmp_path, monkeypatch, capsys):
     # one step, as a CI job does it: the baseline's own sweep, its options unless given here;
     # a 1000x tolerance so that machine noise cannot fail it (one process per case: a
     # difference is inconclusive, which is allowed here)
-    code = main(["--out", str(tmp_path / "second"), "--check-against", "cpu-quick",
+    code = main(["--out", str(tmp_path / "second"), "--compare-to", "cpu-quick",
                  "--normalise", "--time-tolerance", "1000", "--allow-inconclusive",
-                 "--rechecks", "0"])  # fmt: skip
+                 "--remeasure", "0"])  # fmt: skip
     assert code == 0
     table = pd.read_csv(tmp_path / "second" / "compare.csv")
     assert table["verdict"].isin(["same", "faster", "slower", "inconclusive"]).all()
@@ -98,16 +98,16 @@ def test_baseline_save_then_check_against(tmp_path, monkeypatch, capsys):
     config = json.loads((tmp_path / "second" / "meta.json").read_text())["config"]
     assert config == json.loads((first / "meta.json").read_text())["config"]
     # what is given wins: another shape shares no case with the baseline
-    assert main(["--out", str(tmp_path / "third"), "--check-against", "cpu-quick",
+    assert main(["--out", str(tmp_path / "third"), "--compare-to", "cpu-quick",
                  "--heads", "1"]) == 2  # fmt: skip
     assert "no case in common" in capsys.readouterr().err
-    assert main([*quick, "--out", str(tmp_path / "x"), "--check-against", "nope"]) == 2
+    assert main([*quick, "--out", str(tmp_path / "x"), "--compare-to", "nope"]) == 2
     assert "no baseline 'nope'" in capsys.readouterr().err
 
 
-def test_check_against_measures_undecided_cases_again(tmp_path, monkeypatch, capsys):
+def test_compare_to_measures_undecided_cases_again(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("harness.cli.app._quiet", lambda device: True)  # busy or not: recheck
+    monkeypatch.setattr("harness.cli.app._quiet", lambda device: True)  # busy or not: measure again
     first = tmp_path / "first"
     assert main(["--lengths", "64", "--backends", "full-sdpa", "--passes", "fwd", "--heads", "2",
                  "--head-dim", "16", "--min-time", "0.02", "--warmup", "0.01",
@@ -121,18 +121,22 @@ def test_check_against_measures_undecided_cases_again(tmp_path, monkeypatch, cap
     rows.to_csv(first / "results.csv", index=False)
     assert main(["baseline", "save", str(first), "tiny"]) == 0
     second = tmp_path / "second"
-    assert main(["--out", str(second), "--check-against", "tiny", "--strict"]) == 1
+    assert main(["--out", str(second), "--compare-to", "tiny", "--strict"]) == 1
     rows = pd.read_csv(second / "results.csv", keep_default_na=False)
     assert list(rows["round"]) == [1, 2, 3]  # measured again twice, the last row stands
     assert [len(str(p).split()) for p in rows["process_medians_ms"]] == [1, 2, 2]
     err = capsys.readouterr().err
-    assert "recheck 1 of 2, 1 cases with 2 processes" in err and "recheck 2 of 2" in err
+    assert "measuring again, round 1 of 2, 1 cases with 2 processes" in err
+    assert "round 2 of 2" in err and "deprecated" not in err
     assert main(["--out", str(tmp_path / "third"), "--check-against", "tiny", "--strict",
                  "--rechecks", "0"]) == 1  # fmt: skip
+    err = capsys.readouterr().err  # the old names still work, and say what replaced them
+    assert "--check-against is deprecated, use --compare-to" in err
+    assert "--rechecks is deprecated, use --remeasure" in err
     assert len(pd.read_csv(tmp_path / "third" / "results.csv")) == 1
 
 
-def test_no_recheck_while_the_machine_stays_busy(monkeypatch, capsys):
+def test_not_measured_again_while_the_machine_stays_busy(monkeypatch, capsys):
     from harness.cli import app
     from harness.sweep import loadgen
 
@@ -149,7 +153,7 @@ def test_check_against_a_baseline_whose_command_does_not_parse(tmp_path, monkeyp
     meta["command"] = "run_bench.py --lengths 1024 --an-option-of-another-version"
     (run / "meta.json").write_text(json.dumps(meta))
     assert main(["baseline", "save", str(run), "odd"]) == 0
-    assert main(["--out", str(tmp_path / "x"), "--check-against", "odd"]) == 2
+    assert main(["--out", str(tmp_path / "x"), "--compare-to", "odd"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "baseline 'odd': its command line does not parse" in err
 
@@ -165,7 +169,7 @@ def test_a_baseline_command_that_is_missing_or_asks_for_help_is_refused(tmp_path
         assert main(["baseline", "save", str(run), name]) == 0
         capsys.readouterr()
         # not help and exit 0 having measured nothing; not reading standard input
-        assert main(["--out", str(tmp_path / name), "--check-against", name]) == 2
+        assert main(["--out", str(tmp_path / name), "--compare-to", name]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"baseline {name!r}" in err, err
 

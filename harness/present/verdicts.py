@@ -1,10 +1,10 @@
-"""``run_bench.py compare`` and ``baseline``: the regression check of one run against another.
+"""``run_bench.py compare`` and ``baseline``: the verdicts of one run against another.
 
 ``compare BASELINE NEW`` judges every case the runs share (``harness.analyse.regression``), prints
 the table and writes it as ``compare.md`` and ``compare.csv`` into the new run (or ``--out``); its
 outcome (``regression.outcome``) gives the exit code: a regression, a case that could not be
 decided (``inconclusive``), or neither. With ``normalise`` times are divided by the reference
-operation (``harness.measure.reference_op``) timed next to each case, or by the run's where a run
+operation (``harness.measure.calibration``) timed next to each case, or by the run's where a run
 lacks those, so that a baseline recorded on one day compares fairly with a run on another.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analyse import regression
-from harness.analyse.regression import CheckSettings, Outcome, Verdict
+from harness.analyse.rules import CompareSettings, Outcome, Verdict
 from harness.present import text_table
 from harness.present.plots import length_text
 from harness.present.summary import fmt_bytes, fmt_ms
@@ -29,21 +29,21 @@ EXIT_CODES = {Outcome.PASSED: 0, Outcome.REGRESSED: 1, Outcome.INCONCLUSIVE: 3} 
 METRIC_TEXT = {"wall": "wall time", "cpu": "CPU time"}
 
 
-def _run_refs(
-    meta_base: dict, meta_new: dict, settings: CheckSettings
+def _run_calibrations(
+    meta_base: dict, meta_new: dict, settings: CompareSettings
 ) -> tuple[float | None, float | None]:
-    base = runs.reference_ms(meta_base, settings.metric)
-    new = runs.reference_ms(meta_new, settings.metric)
+    base = runs.calibration_ms(meta_base, settings.metric)
+    new = runs.calibration_ms(meta_new, settings.metric)
     if settings.normalise and (base is None or new is None):
         which = "baseline" if base is None else "new run"
         raise storage.RunFolderError(
-            f"--normalise: the {which} has no reference-operation {METRIC_TEXT[settings.metric]} "
+            f"--normalise: the {which} has no calibration {METRIC_TEXT[settings.metric]} "
             "(recorded before runs had one); compare without --normalise"
         )
     return base, new
 
 
-def _check_metric(df, run_dir: Path, metric: str) -> None:
+def _require_metric(df, run_dir: Path, metric: str) -> None:
     column = METRICS[metric].median
     ok = df[df["status"] == Status.OK]
     if not ok.empty and (column not in ok.columns or ok[column].isna().all()):
@@ -92,10 +92,10 @@ def _cells(table: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def display_table(table: pd.DataFrame, settings: CheckSettings | None = None) -> pd.DataFrame:
+def display_table(table: pd.DataFrame, settings: CompareSettings | None = None) -> pd.DataFrame:
     """The verdicts for people (compare.md): case, both sides (medians of the judged time, as
     measured), the ratio that was judged (normalised where it was), verdict, why."""
-    settings = settings or CheckSettings()
+    settings = settings or CompareSettings()
     what = METRIC_TEXT[settings.metric]
     ratio = f"ratio ({what}, normalised)" if settings.normalise else f"ratio ({what})"
     headers = {"backend": "backend", "pass": "pass", "n": "n", "base": f"baseline ({what})",
@@ -119,15 +119,15 @@ def by_attention(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def terminal_table(
-    table: pd.DataFrame, settings: CheckSettings | None = None, width: int = TERMINAL_WIDTH
+    table: pd.DataFrame, settings: CompareSettings | None = None, width: int = TERMINAL_WIDTH
 ) -> str:
     """The verdicts for a terminal: the same cells as ``display_table`` (compare.md), the verdict
     first, the cases that need attention first (``by_attention``), short headers explained in a
     line above, no line longer than ``width``. Long labels wrap in their column; the reasons
     (``why``) wrap in theirs, or, where that takes fewer lines (long reasons), under each case."""
-    settings = settings or CheckSettings()
+    settings = settings or CompareSettings()
     what = METRIC_TEXT[settings.metric]
-    normalised = ", normalised by the reference operation" if settings.normalise else ""
+    normalised = ", normalised by the calibration" if settings.normalise else ""
     legend = (
         f"base, new: median {what} per call, as measured; ratio: new / base of the {what} "
         f"judged{normalised}; mem new: peak memory of the new run"
@@ -150,13 +150,13 @@ class Comparison:
 
 
 def compare(
-    base_dir: Path, new_dir: Path, settings: CheckSettings, out: Path | None = None
+    base_dir: Path, new_dir: Path, settings: CompareSettings, out: Path | None = None
 ) -> Comparison:
     """Judges ``new_dir`` against ``base_dir`` and writes compare.md and compare.csv."""
     (base, meta_base), (new, meta_new) = runs.load_run(base_dir), runs.load_run(new_dir)
     for df, run_dir in ((base, base_dir), (new, new_dir)):
-        _check_metric(df, run_dir, settings.metric)
-    refs = _run_refs(meta_base, meta_new, settings)
+        _require_metric(df, run_dir, settings.metric)
+    refs = _run_calibrations(meta_base, meta_new, settings)
     table = regression.compare_runs(base, new, settings, refs)
     shared = ~table["verdict"].isin([Verdict.NEW, Verdict.MISSING])
     if not shared.any():
@@ -174,7 +174,7 @@ def compare(
         f"Mann-Whitney p < {tol.alpha}, bootstrap 95% interval of the median ratio above 1); "
         f"memory tolerance {tol.memory:.0%} on CUDA, max({tol.cpu_memory:.0%}, "
         f"{fmt_bytes(tol.cpu_memory_floor_bytes)}) on CPU"
-        + (f"; ratios normalised by the reference operation ({_reference_op_text(meta_new, dev)}): "
+        + (f"; ratios normalised by the calibration ({_calibration_text(meta_new, dev)}): "
            "the time measured in each case's process where both runs have it, else the run's "
            f"({refs[0]:.3g} ms in the baseline, {refs[1]:.3g} ms in the new run); the times "
            "shown are as measured"
@@ -192,7 +192,7 @@ def compare(
     return Comparison(table, regression.outcome(table), out / COMPARE_MD, thin)
 
 
-def _reference_op_text(meta: dict, device: str) -> str:
-    """What the reference operation is, as the run recorded it."""
-    recorded = (meta.get("reference_op") or {}).get("before", {}).get("op")
-    return str(recorded) if recorded else f"the run's reference matmul on {device}"
+def _calibration_text(meta: dict, device: str) -> str:
+    """What the calibration is, as the run recorded it."""
+    recorded = (meta.get("calibration") or {}).get("before", {}).get("op")
+    return str(recorded) if recorded else f"the run's calibration matmul on {device}"

@@ -1,6 +1,6 @@
 """A fixed operation timed in every run, so that runs made on different days (or on a machine
 that has since slowed down) can be compared fairly: ``compare --normalise`` divides each case's
-time by its run's reference time.
+time by its run's calibration time.
 
 The operation is a dense float32 matmul, ``[M, M] @ [M, M]`` on random normal inputs (M = 1024
 on CPU, 4096 on CUDA): compute-bound like attention, with no dependence on the code under test.
@@ -28,10 +28,10 @@ def describe(device: str) -> str:
     return f"matmul float32 [{m}, {m}] @ [{m}, {m}]"
 
 
-def measure_reference(
+def time_calibration(
     device: str, settings: TimingSettings = IN_CASE, threads: int | None = None
 ) -> dict:
-    """Times the reference operation; returns its median, IQR and samples in ms."""
+    """Times the calibration; returns its median, IQR and samples in ms."""
     m = SIZES[torch.device(device).type]
     gen = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(m, m, device=device, generator=gen)

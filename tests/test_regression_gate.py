@@ -1,6 +1,6 @@
 """The regression check end to end on this machine, at small sizes: an unchanged backend passes
 (A/A) and a backend doing 25% more work fails, with each case timed in several processes, judged
-on CPU time and normalised by the reference operation timed next to it, as the CI job does it.
+on CPU time and normalised by the calibration timed next to it, as the CI job does it.
 
 The three sides are timed back to back in one sweep and then split into three run folders
 (``compare`` reads only the folders): separate sweeps would sit further apart in time, and a
@@ -74,7 +74,7 @@ def test_unchanged_passes_and_a_planted_slowdown_fails(tmp_path, fake_backends, 
     # inconclusive three times only where the machine was measured busy each time
     assert code == 1 or all(_busy(run) for run in tmp_path.glob("run*")), seen
     if code == 1:
-        assert row["verdict"] == "regressed" and "per-case reference" in row["why"]
+        assert row["verdict"] == "regressed" and "per-case calibration" in row["why"]
         # 8 -> 10 matmul rounds plus the same attention: between 1.1x and 1.25x, allowing noise
         assert 1.1 < row["time_ratio"] < 1.45 and row["time_p"] < 0.01
 
