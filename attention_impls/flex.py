@@ -12,7 +12,7 @@ A Flex kernel holds the family's plain backend (``harness.measure.backend.Kernel
 ``Params``, ``mask``, parameter checks) and computes the same pattern. For a fixed pattern the
 plain backend's ``mask_mod(inputs)`` is the pattern over small index tables (O(N); O(N / b * r)
 for BigBird's random blocks), and ``FlexMaskBackend`` builds its BlockMask once per shape: each
-family's Flex kernel (``flex-longformer``, ``flex-bigbird``, ``flex-strided``) is a few lines in
+family's Flex kernel (``flex-longformer``, ``flex-bigbird``) is a few lines in
 the family's module. ``flex-reformer`` sorts by hash in the closure (``flex_reformer``). Tiles are
 a family's blocks where the kernel accepts that size (all-or-nothing tiles then need no
 mask_mod), else 128. The closure calls one module-level ``torch.compile(flex_attention,

@@ -52,7 +52,7 @@ def builtin_classes() -> list[type]:
 def test_help_reads_the_flags_a_sweep_parses_with():
     from_registry = merged(f for c in builtin_classes() for f in fields_of(c.Params, c.family))
     assert flags.declared_flags() == from_registry
-    assert {f.flag for f in from_registry} >= {"--window", "--causal", "--block-size", "--stride"}
+    assert {f.flag for f in from_registry} >= {"--window", "--causal", "--block-size", "--hashes"}
 
 
 @pytest.mark.parametrize("cls", builtin_classes(), ids=lambda c: c.name)
