@@ -3,7 +3,7 @@
 Each family's module holds its plain PyTorch implementation, which defines the pattern, and the
 family's thin kernels: backends that compute the same pattern with a library's fused kernel and
 hold the plain backend for it (``harness.measure.backend.Kernel``; ``full``, ``longformer``,
-``bigbird``). The libraries' machinery lives in modules of its own (``flex``,
+``bigbird``, ``strided``). The libraries' machinery lives in modules of its own (``flex``,
 ``xformers_ops``), as do kernels with much code of their own (``sdpa_kernels``,
 ``flex_reformer``).
 
@@ -17,3 +17,4 @@ from attention_impls import longformer
 from attention_impls import bigbird
 from attention_impls import reformer
 from attention_impls import flex_reformer
+from attention_impls import strided
