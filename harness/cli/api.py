@@ -26,7 +26,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from harness.cli.cli import command_line
+from harness.cli.recorded import command_line
 from harness.measure.backend import AttentionBackend
 from harness.measure.case import Case
 from harness.measure.registry import backend_names, import_modules, register

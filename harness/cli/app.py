@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from harness.analyse.rules import CompareSettings, Outcome, Verdict
-from harness.cli.cli import build_config, parser_for, with_recorded_options
+from harness.cli.cli import build_config, parser_for
 from harness.cli.cli_args import PROG, UsageError, compare_settings, resolve_device, resolve_dtype
+from harness.cli.recorded import with_recorded_options
 from harness.store import errors, lock
 
 if TYPE_CHECKING:
