@@ -6,8 +6,8 @@ layers below do not pay for it::
     from harness import SweepConfig, register, report, run_sweep
 """
 
-_API = ("AttentionBackend", "SweepConfig", "TimingSettings", "backend_names", "compare",
-        "register", "report", "run_sweep")  # fmt: skip
+_API = ("AttentionBackend", "CompareSettings", "SweepConfig", "TimingSettings", "backend_names",
+        "compare", "register", "report", "run_sweep")  # fmt: skip
 
 __all__ = ["api", *_API]
 

@@ -174,3 +174,19 @@ def test_entry_points_register_backends_and_a_failing_one_is_named(tmp_path, mon
     finally:
         for name in ("entry-full", "entry-class"):
             registry._REGISTRY.pop(name, None)
+
+
+def test_compare_writes_the_verdicts_and_the_side_by_side_report(tmp_path):
+    import shutil
+
+    from harness import CompareSettings, compare
+    from harness.analyse.rules import Outcome, Verdict
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for run in (a, b):
+        shutil.copytree(ROOT / "tests" / "data" / "valid-run", run)
+    result = compare(a, b, settings=CompareSettings(strict=True))
+    assert result.outcome == Outcome.PASSED  # the same run twice: nothing regressed
+    assert set(result.table["verdict"]) <= {Verdict.SAME, Verdict.UNMEASURED}
+    assert result.path == b / "compare.md" and (b / "compare.csv").is_file()
+    assert (b / "vs-a" / "report.md").is_file() and (b / "vs-a" / "ratios.png").is_file()

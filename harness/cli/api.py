@@ -25,7 +25,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from harness.analyse.rules import CompareSettings
 from harness.cli.recorded import command_line
 from harness.measure.backend import AttentionBackend
 from harness.measure.case import Case
@@ -36,8 +38,11 @@ from harness.sweep import guard, runner
 from harness.sweep import meta as run_meta
 from harness.sweep.config import SweepConfig
 
-__all__ = ["AttentionBackend", "SweepConfig", "TimingSettings", "backend_names", "compare",
-           "register", "report", "run_sweep"]  # fmt: skip
+if TYPE_CHECKING:  # pandas and matplotlib: only when a comparison is made
+    from harness.present.verdicts import Comparison
+
+__all__ = ["AttentionBackend", "CompareSettings", "SweepConfig", "TimingSettings",
+           "backend_names", "compare", "register", "report", "run_sweep"]  # fmt: skip
 
 
 def run_sweep(
@@ -72,11 +77,19 @@ def report(run_dir: Path | str) -> Path:
     return single.write(Path(run_dir))
 
 
-def compare(run_a: Path | str, run_b: Path | str, out_dir: Path | str | None = None) -> Path:
-    """The report of ``run_b`` against ``run_a`` (ratios B/A), into ``out_dir`` (default
-    ``RUN_B/vs-<name of RUN_A>``); returns its report.md."""
-    from harness.present import comparison
+def compare(
+    baseline: Path | str,
+    new_run: Path | str,
+    out_dir: Path | str | None = None,
+    settings: CompareSettings | None = None,
+) -> Comparison:
+    """What ``attention-bench compare BASELINE NEW_RUN`` does: a verdict for every case
+    (compare.md, compare.csv, into ``out_dir``, default the new run) and the side-by-side
+    report beside them (``vs-<BASELINE>/report.md``, ``.html``, ``ratios.png``). Returns the
+    comparison: ``table`` (a verdict per case), ``outcome`` (``Outcome.PASSED``, ``REGRESSED``
+    or ``INCONCLUSIVE``), ``path`` (compare.md)."""
+    from harness.cli.commands import compare_runs
 
-    return comparison.write(
-        Path(run_a), Path(run_b), out_dir=None if out_dir is None else Path(out_dir)
-    )
+    out = None if out_dir is None else Path(out_dir)
+    result, _ = compare_runs(Path(baseline), Path(new_run), settings or CompareSettings(), out)
+    return result

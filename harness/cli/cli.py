@@ -76,10 +76,11 @@ def build_parser(backend_flags: list[Flag]) -> argparse.ArgumentParser:
     p = Parser(
         prog=PROG,
         description="Benchmark attention backends across sequence lengths: time, memory, error.",
-        epilog=f"Reports: '{PROG} report RUN_DIR' writes report.md, report.html and figures into "
-        f"a run folder; '{PROG} report RUN_A RUN_B' compares two runs (ratios B/A). Regression "
-        f"checks: '{PROG} compare BASELINE_RUN NEW_RUN' (exit 1 on a regression), "
-        f"'{PROG} baseline save RUN_DIR NAME'.",
+        epilog=f"Commands that read stored runs: '{PROG} report RUN_DIR' writes report.md, "
+        f"report.html and figures into a run folder; '{PROG} compare BASELINE_RUN NEW_RUN' "
+        "judges every case (exit 1 on a regression, 3 when a case could not be decided) and "
+        f"writes the side-by-side report; '{PROG} baseline save RUN_DIR NAME'; '{PROG} "
+        "upgrade RUN_DIR' rewrites a run of an older format.",
     )
     p.add_argument(
         "--list-backends", action="store_true", help="list backends and whether they can run here"

@@ -19,7 +19,8 @@ from harness.cli.cli_args import (
 def build_report_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog=f"{PROG} report",
-        description="Report one run (RUN_DIR), or compare two (RUN_A RUN_B: ratios B/A). Reads "
+        description="Report one run (RUN_DIR). RUN_A RUN_B, the side-by-side report of two runs, "
+        "is deprecated: 'compare RUN_A RUN_B' writes it with the verdicts. Reads "
         "only the runs' results.csv and meta.json.",
     )
     p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="one or two run folders")

@@ -4,6 +4,7 @@ comparison's verdicts are shown and turned into an exit code (shared with ``--co
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from harness.analyse.rules import CompareSettings, Outcome
 from harness.cli.cli_args import PROG, UsageError
@@ -35,16 +36,23 @@ def compare(argv: list[str]) -> int:
     """``compare BASELINE_RUN NEW_RUN``: the verdicts (``compare.md``, ``compare.csv``) and the
     side-by-side comparison report (``vs-<BASELINE>/report.md``, ``.html``, ``ratios.png``); exit
     1 when a case regressed, 3 when one could not be decided, else 0."""
-    from harness.present import comparison
-
     base, new, settings, out, allow_inconclusive = parse_compare_args(argv)
-    result = verdicts.compare(base, new, settings, out)
+    result, path = compare_runs(base, new, settings, out)
     show_comparison(result, settings)
-    # the side-by-side report (ratios, plot, HTML) beside the verdicts
-    where = (out / f"vs-{base.resolve().name}") if out else None
-    path = comparison.write(base, new, out_dir=where)
     print(f"comparison report: {path} and {path.with_suffix('.html')}")
     return exit_code(result.outcome, allow_inconclusive)
+
+
+def compare_runs(
+    base: Path, new: Path, settings: CompareSettings, out: Path | None = None
+) -> tuple[verdicts.Comparison, Path]:
+    """The verdicts (compare.md, compare.csv, into ``out`` or the new run) and, beside them, the
+    side-by-side report (``vs-<BASELINE>/report.md``): the comparison and that report's path."""
+    from harness.present import comparison
+
+    result = verdicts.compare(base, new, settings, out)
+    where = (out / f"vs-{base.resolve().name}") if out else None
+    return result, comparison.write(base, new, out_dir=where)
 
 
 def show_comparison(result: verdicts.Comparison, settings: CompareSettings) -> None:
