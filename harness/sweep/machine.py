@@ -63,7 +63,7 @@ def device_name(device: str) -> str:
 def describe(device: str, threads: int, argv: list[str] | None = None) -> dict[str, Any]:
     repo = Path(__file__).resolve().parent.parent
     return {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": shlex.join(
             argv if argv is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
         ),
