@@ -11,7 +11,7 @@ reference. Only the timing itself is pytest-benchmark's (``benchmark(call)``), s
 options (--benchmark-max-time, --benchmark-min-rounds, --benchmark-autosave,
 --benchmark-compare, --benchmark-compare-fail, ...) work as usual. ``benchmark.extra_info``
 holds the harness's row for the case (``harness.measure.case.Case.result``) without the times, plus
-its useful FLOPs (``harness.analyse.flops.row_flops``).
+its useful FLOPs (the row's ``flops``, counted by ``harness.measure.flops``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 import torch
 
-from harness.analyse.flops import row_flops
 from harness.measure.case import Case
 from harness.measure.inputs import dtype_name
 from harness.measure.memory import available_bytes, malloc_for_timing, peak_bytes
@@ -40,7 +39,7 @@ def case_description(case: Case, fields: dict[str, Any]) -> dict[str, Any]:
     pass, shape, dtype, device, seed, threads, ...) with ``fields`` filled in, empty columns left
     out, plus ``useful_flops`` of one call (None for a family the FLOP model does not know)."""
     row = case.result(fields).row()
-    row["useful_flops"] = row_flops(row)
+    row["useful_flops"] = row["flops"]  # the name this suite's extra_info has always used
     return {key: value for key, value in row.items() if value not in (None, "")}
 
 
