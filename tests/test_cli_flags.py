@@ -113,3 +113,23 @@ def test_an_outside_backend_brings_its_own_flag(tmp_path):
     for refused, said in ((unknown, "unrecognized arguments: --knob"), (low, "--knob")):
         assert refused.returncode == 2 and said in refused.stderr, refused.stderr
         assert refused.stderr.count("\n") == 1
+
+
+def test_help_lists_the_flags_of_installed_plugins(tmp_path, monkeypatch):
+    """An entry point of an installed package brings flags: help then asks the registry."""
+    import importlib.metadata
+
+    from harness.cli.cli import parser_for
+    from harness.measure import registry
+
+    (tmp_path / "knob_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    point = importlib.metadata.EntryPoint("knob", "knob_plugin", registry.ENTRY_POINT_GROUP)
+    found = {registry.ENTRY_POINT_GROUP: [point]}
+    assert "--knob" not in parser_for(["--help"])._option_string_actions  # none installed
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: found.get(group, []))
+    monkeypatch.setattr(registry, "_entry_points", None)
+    try:
+        assert "--knob" in parser_for(["--help"])._option_string_actions
+    finally:
+        registry._REGISTRY.pop("knobbed", None)

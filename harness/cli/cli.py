@@ -52,8 +52,9 @@ def parser_for(argv: list[str]) -> argparse.ArgumentParser:
     """The sweep's parser for ``argv``, with a flag for every backend parameter: for ``--help``
     read from the built-in families' source (``flags.declared_flags``: no torch, so help
     answers at once), otherwise from the registry once ``argv``'s ``--import`` modules are
-    imported (``flags.registry_flags``)."""
-    if HELP.intersection(argv) and "--import" not in argv:
+    imported (``flags.registry_flags``). Where installed packages declare backends (entry
+    points), help too takes the registry's, so that it lists their flags."""
+    if HELP.intersection(argv) and "--import" not in argv and not flags.entry_points_installed():
         return build_parser(flags.declared_flags())
     import_backends(imports_in(argv))
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.metadata
 import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
@@ -33,6 +34,13 @@ def registry_flags() -> list[Flag]:
 
     classes = dict.fromkeys(get_backend_class(name) for name in backend_names())
     return merged(f for cls in classes for f in fields_of(cls.Params, cls.family))
+
+
+def entry_points_installed() -> bool:
+    """Whether installed packages declare backends (without loading them, or torch)."""
+    from harness.measure.registry import ENTRY_POINT_GROUP
+
+    return bool(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
 
 
 def declared_flags() -> list[Flag]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+from typing import TYPE_CHECKING
 
-from harness.measure.backend import AttentionBackend
+if TYPE_CHECKING:  # imported where a backend is loaded: this module itself needs no torch
+    from harness.measure.backend import AttentionBackend
 
 ENTRY_POINT_GROUP = "attention_bench.backends"
 
@@ -45,6 +47,8 @@ def import_modules(names: tuple[str, ...] | list[str]) -> None:
 
 
 def _load_entry_points() -> None:
+    from harness.measure.backend import AttentionBackend
+
     global _entry_points
     loaded = []
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
