@@ -11,7 +11,9 @@ fare is measured, at the CI check's real sizes, in the README ("Regression check
 The planted slowdown was caught in 10 of 10 trials on the 2-core VM, quiet and busy (README),
 not a certainty on a shared machine: the test allows it three trials, requires every A/A
 comparison to pass (or be inconclusive, never a regression) and the planted one never to pass:
-each trial is a regression or, where the machine was measured busy, inconclusive.
+each trial is a regression or inconclusive for a condition the harness measured (a busy machine,
+the hypervisor's steal, a wide spread: in one CI run all three trials read 1.23-1.35x at
+p < 0.001, inconclusive for 6% steal and a 15% spread, which the test once wrongly failed).
 """
 
 from __future__ import annotations
@@ -49,13 +51,17 @@ def split_run(run: Path, root: Path) -> dict[str, str]:
     return folders
 
 
+# the stability rules (harness.analyse.stability) that make a case inconclusive: each measured
+MEASURED_CONDITIONS = ("spread:", "busy:", "drift:", "speed:", "not comparable:")
+
+
 def _busy(run: str) -> bool:
     """The run's case was measured while other processes held the CPUs."""
     return bool((pd.read_csv(Path(run) / RESULTS)["other_cpu"] > 0.10).any())
 
 
 def test_unchanged_passes_and_a_planted_slowdown_fails(tmp_path, fake_backends, capsys):
-    seen = []
+    seen, whys = [], []
     for trial in range(3):
         run = tmp_path / f"run{trial}"
         assert main([*SWEEP, "--backends", *SIDES.values(), "--out", str(run)]) == 0
@@ -68,11 +74,15 @@ def test_unchanged_passes_and_a_planted_slowdown_fails(tmp_path, fake_backends, 
         code = main(["compare", sides["base"], sides["slower"], *CHECK])
         row = pd.read_csv(f"{sides['slower']}/compare.csv").iloc[0]
         seen.append(f"{row['verdict']} {row['time_ratio']:.3f}x p={row['time_p']:.2g}")
+        whys.append(row["why"])
         assert code in (1, 3) and row["verdict"] in ("regressed", "inconclusive"), seen
         if code == 1:
             break
-    # inconclusive three times only where the machine was measured busy each time
-    assert code == 1 or all(_busy(run) for run in tmp_path.glob("run*")), seen
+    # inconclusive three times only where each time a measured condition said why
+    if code != 1:
+        for why in whys:
+            assert any(c in why for c in MEASURED_CONDITIONS), why
+            assert "too few processes" not in why, why
     if code == 1:
         assert row["verdict"] == "regressed" and "per-case calibration" in row["why"]
         # 8 -> 10 matmul rounds plus the same attention: between 1.1x and 1.25x, allowing noise
