@@ -32,7 +32,7 @@ from harness.analyse.significance import (
     verdict_memory,
     verdict_time,
 )
-from harness.store.records import FAILED, METRICS, Status, parse_floats
+from harness.store.records import FAILED, METRICS, Status, check_failed, parse_floats
 from harness.store.runs import matching_key
 
 # the run comparison's names, and the statistics' (importable from here, as before they had a
@@ -109,7 +109,7 @@ def time_values(
 
 
 def _checked(reason: object) -> bool:
-    return not str(reason if isinstance(reason, str) else "").startswith("CHECK FAILED")
+    return not check_failed(reason)
 
 
 def _percent(ratio: float) -> str:

@@ -32,7 +32,14 @@ from harness.measure.memory import (
 )
 from harness.measure.reference import check_rows, masked_attention
 from harness.measure.timing import WarmUp, measure, median_iqr, timed_call
-from harness.store.records import METRICS, Metric, Status, check_tolerance
+from harness.store.records import (
+    CHECK_FAILED,
+    METRICS,
+    PREDICTED_TOO_LARGE,
+    Metric,
+    Status,
+    check_tolerance,
+)
 
 # Largest error against the float64/float32 reference that still counts as rounding.
 CHECK_ELEMENTS = 2**26  # cap on the reference's [B, H, M, N] score matrix
@@ -100,7 +107,7 @@ def run_case(case: Case) -> dict[str, Any]:
     if free is not None and need > free:
         return {
             "status": Status.SKIPPED,
-            "reason": f"predicted {need / 2**30:.1f} GiB > {free / 2**30:.1f} GiB free",
+            "reason": f"{PREDICTED_TOO_LARGE} {need / 2**30:.1f} GiB > {free / 2**30:.1f} GiB free",
         }
     if torch.device(device).type == "cpu" and free is not None:
         limit_address_space(free)
@@ -141,7 +148,7 @@ def run_case(case: Case) -> dict[str, Any]:
     }
     if not check["check_ok"]:
         result["reason"] = (
-            f"CHECK FAILED: max error {check['max_err']:.3g} vs dense masked reference exceeds "
+            f"{CHECK_FAILED}: max error {check['max_err']:.3g} vs dense masked reference exceeds "
             f"{check_tolerance(dtype_name(inputs.dtype)):g} for {dtype_name(inputs.dtype)}"
         )
     return result

@@ -13,7 +13,7 @@ import pandas as pd
 from harness.analyse import analysis, stability
 from harness.present.plots import PASS_TITLES, length_text
 from harness.present.summary import fmt_bytes, fmt_ms
-from harness.store.records import FAILED, Status, check_tolerance
+from harness.store.records import CHECK_FAILED, FAILED, Status, check_failed, check_tolerance
 
 
 def _cell_status(row: pd.Series) -> str | None:
@@ -246,8 +246,8 @@ def accuracy_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     for (label, pass_), g in ok.groupby(["label", "pass"], sort=False):
         worst = g["max_err"].max()
         tol = check_tolerance(str(g["dtype"].iloc[0]))
-        failed = g["reason"].astype(str).str.startswith("CHECK FAILED").sum()
-        verdict = "CHECK FAILED" if failed else ("within" if worst <= tol else "above")
+        failed = g["reason"].map(check_failed).sum()
+        verdict = CHECK_FAILED if failed else ("within" if worst <= tol else "above")
         rows.append(
             {
                 "backend": label,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.analyse import stability
-from harness.store.records import Status
+from harness.store.records import CHECK_FAILED, Status, check_failed
 
 
 def _cell(row: pd.Series, unstable: bool) -> str:
@@ -20,8 +20,8 @@ def _cell(row: pd.Series, unstable: bool) -> str:
         text += f", {fmt_bytes(row['peak_mem_bytes'])}"
     if unstable:
         text += f" {stability.MARK}"
-    if str(row.get("reason", "")).startswith("CHECK FAILED"):
-        text += " CHECK FAILED"
+    if check_failed(row.get("reason")):
+        text += f" {CHECK_FAILED}"
     return text
 
 

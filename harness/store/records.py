@@ -50,6 +50,20 @@ def check_tolerance(dtype: str) -> float:
     return CHECK_TOLERANCE.get(dtype, 1e-2)
 
 
+# How a row's reason begins when its output check failed (the row is "ok": it was measured),
+# and when the case was skipped because its memory was predicted not to fit
+CHECK_FAILED = "CHECK FAILED"
+PREDICTED_TOO_LARGE = "predicted"
+
+
+def check_failed(reason: object) -> bool:
+    return isinstance(reason, str) and reason.startswith(CHECK_FAILED)
+
+
+def predicted_too_large(reason: object) -> bool:
+    return isinstance(reason, str) and reason.startswith(PREDICTED_TOO_LARGE)
+
+
 # How the processes of a case measured in several (``--processes K``) make its one row: each
 # field says so in its metadata, and ``harness.sweep.repeats`` applies it:
 # - "case": the case's description and its family's facts, the same whatever was measured;
