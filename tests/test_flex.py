@@ -11,6 +11,7 @@ the uncompiled flex_attention (forward, float64), and compiled with gradients on
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import math
 import warnings
 
@@ -27,8 +28,6 @@ from attention_impls.reformer import Reformer, ReformerParams
 from harness.measure.inputs import Inputs
 from harness.measure.registry import get_backend_class
 from tests.backend_checks import LargestTensor, assert_matches_reference
-
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.fixture(autouse=True)
@@ -247,6 +246,27 @@ def test_reformer_score_mod_tables_are_linear(monkeypatch):
     assert tables and max(t.numel() for t in tables) <= b * h * rounds * 1024 * rounds
 
 
+def test_the_flex_api_attention_impls_calls():
+    """The signatures ``attention_impls.flex`` and ``flex_reformer`` call, as in torch 2.11's
+    documentation and 2.13's source: a mismatch on another torch fails here, by name, rather
+    than as a TypeError inside a compiled kernel on a GPU."""
+
+    def params(fn) -> list[str]:
+        return list(inspect.signature(fn).parameters)
+
+    # device passed by position (build_block_mask), BLOCK_SIZE by keyword
+    assert params(create_block_mask)[:7] == ["mask_mod", "B", "H", "Q_LEN", "KV_LEN", "device",
+                                              "BLOCK_SIZE"]  # fmt: skip
+    assert params(create_mask)[:6] == ["mod_fn", "B", "H", "Q_LEN", "KV_LEN", "device"]
+    blocks = ["kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"]
+    assert params(fx.BlockMask.from_kv_blocks)[:7] == [*blocks, "BLOCK_SIZE", "mask_mod",
+                                                       "seq_lengths"]  # fmt: skip
+    # flex_attention(q, k, v, block_mask=, scale=, score_mod=, return_aux=AuxRequest(lse=True))
+    assert {"score_mod", "block_mask", "scale", "return_aux"} <= set(params(flex_attention))
+    assert fx.AuxRequest(lse=True).lse is True
+    assert hasattr(torch._dynamo.config, "recompile_limit")  # this module's fixture patches it
+
+
 def test_compiled_once():
     assert fx.compiled_flex() is fx.compiled_flex()
     assert fx._compiled(create_block_mask) is fx._compiled(create_block_mask)
@@ -322,7 +342,6 @@ CUDA_CASES = [
 
 
 @pytest.mark.cuda
-@CUDA
 @pytest.mark.parametrize(("cls", "plain", "params", "n"), CUDA_CASES)
 def test_cuda_forward_backward(cls, plain, params, n):
     inputs = Inputs(2, 2, n, 32, device="cuda", requires_grad=True)
@@ -336,7 +355,6 @@ def test_cuda_forward_backward(cls, plain, params, n):
 
 
 @pytest.mark.cuda
-@CUDA
 def test_cuda_bfloat16_runs():
     inputs = Inputs(1, 2, 1000, 64, dtype=torch.bfloat16, device="cuda")
     backend = FlexBigBird()

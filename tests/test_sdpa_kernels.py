@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn.attention import SDPBackend
 
 import attention_impls.sdpa_kernels as sdpa
 from harness.measure.case import Case
@@ -28,12 +29,21 @@ TOLERANCE = {  # calibrated on CPU: the largest errors seen were about half of t
     torch.float16: 1e-2,
     torch.bfloat16: 5e-2,
 }
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 def make(name: str, causal: bool = False):
     cls = get_backend_class(name)
     return cls(cls.Params(causal=causal))
+
+
+def test_the_sdpa_api_this_module_calls():
+    """The enum members, SDPAParams and can_use_* checkers ``sdpa_kernels`` uses, all in torch
+    2.11's documentation and 2.13's source: a checker missing on another torch would otherwise
+    only cost the CUDA reasons their words (``probe`` looks them up with a default)."""
+    assert all(hasattr(SDPBackend, kernel) for kernel in KERNELS.values())
+    assert callable(torch.backends.cuda.SDPAParams)
+    for checker, _word in sdpa._CHECKERS.values():
+        assert callable(getattr(torch.backends.cuda, checker, None)), checker
 
 
 def test_registered_as_full_attention():
@@ -142,7 +152,6 @@ def test_estimate_bytes(monkeypatch):
 
 
 @pytest.mark.cuda
-@cuda
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("causal", [False, True])
@@ -158,7 +167,6 @@ def test_matches_reference_cuda(name, dtype, causal):
 
 
 @pytest.mark.cuda
-@cuda
 def test_cuda_flash_refuses_float64_in_pytorchs_words():
     reasons = make("sdpa-flash").not_supported_reasons(
         Inputs(1, 2, 64, 64, dtype=torch.float64, device="cuda")
@@ -169,7 +177,6 @@ def test_cuda_flash_refuses_float64_in_pytorchs_words():
 
 
 @pytest.mark.cuda
-@cuda
 def test_cuda_math_matches_in_float32():
     inputs = Inputs(2, 2, 100, 64, device="cuda")
     assert make("sdpa-math").not_supported_reasons(inputs) == []

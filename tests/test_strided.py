@@ -77,7 +77,6 @@ def test_flex_matches_reference(eager_flex, n, stride, causal):
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("causal", [False, True])
 def test_flex_matches_reference_cuda(causal):
     inputs = Inputs(1, 2, 1000, 64, device="cuda", seed=5)

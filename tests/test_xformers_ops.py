@@ -26,7 +26,6 @@ from harness.store.records import Status
 from tests.backend_checks import assert_matches_reference
 
 TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 5e-2, torch.float32: 1e-3}
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.fixture
@@ -210,7 +209,6 @@ def test_param_errors_and_estimate():
 
 
 @pytest.mark.cuda
-@cuda
 @pytest.mark.parametrize("make", [full, lambda causal: windowed(8, causal)])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("causal", [False, True])
@@ -224,7 +222,6 @@ def test_matches_reference_cuda(fresh_cache, make, dtype, causal):
 
 
 @pytest.mark.cuda
-@cuda
 @pytest.mark.parametrize("backend", [full(), full(causal=True), windowed(8, causal=True)])
 def test_matches_reference_cuda_float32(fresh_cache, backend):
     # CUTLASS takes float32 with these biases (not the symmetric window: see below).
@@ -236,7 +233,6 @@ def test_matches_reference_cuda_float32(fresh_cache, backend):
 
 
 @pytest.mark.cuda
-@cuda
 def test_cuda_float32_symmetric_window_has_a_reason(fmha, fresh_cache):
     reasons = windowed(8).not_supported_reasons(Inputs(1, 2, 64, 64, device="cuda"))
     assert len(reasons) == 1 and "LocalAttentionFromBottomRightMask" in reasons[0]
