@@ -26,6 +26,19 @@ changes with the version and the GPU, so ``not_supported_reasons`` asks xformers
 operators its dispatcher would try (and their backward operators when gradients are wanted) are
 each asked ``not_supported_reasons`` on tiny inputs of the case's dtype and device. xformers is
 imported only then: importing it is slow, and it warns when it has no kernels for this torch.
+
+One CUDA refusal is not the inputs' fault: when xformers' compiled library (``xformers/_C.so``)
+did not load, xformers refuses every CUDA operator with "xFormers wasn't build with CUDA
+support" (``AttentionOpBase.not_supported_reasons`` reads the flag ``_built_with_cuda``, false
+whenever the library failed), though in 0.0.35 the attention kernels themselves are torch's
+(``fa2F@...-pt`` calls ``aten::_flash_attention_forward`` where the ``flash_attn`` package is
+absent, ``cutlassF-pt`` ``aten::_efficient_attention_forward``; FlashAttention-3 needs the
+``flash_attn_3`` package; the library holds only 2:4-sparsity ops). The usual cause
+is a CUDA runtime of another major version: PyPI's xformers 0.0.35 was built for torch
+2.10.0+cu128 and links ``libcudart.so.12``, while PyPI's torch 2.11 brings CUDA 13's. So on CUDA
+the reason is then the loader's own words (xformers keeps the exception in
+``xformers._cpp_lib._cpp_library_load_exception``), the build and this torch, and what to do
+(``LOAD_FIXES``).
 """
 
 from __future__ import annotations
@@ -43,6 +56,33 @@ from harness.measure.inputs import Inputs
 PROBE_LEN = 16
 XFORMERS_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})
 _CLASS_REPR = re.compile(r"<class '(?:[\w.]+\.)?(\w+)'>")
+_LOADER_PATH = re.compile(r"^/\S+: ")  # dlerror's "/abs/path/_C.so: " before what went wrong
+
+# The wheel that brings each CUDA major's runtime, and the folder of its install that holds
+# libcudart (CUDA 13's wheel drops the suffix and moved the folder).
+CUDA_RUNTIME_WHEELS = {
+    "11": ("nvidia-cuda-runtime-cu11", "nvidia/cuda_runtime/lib"),
+    "12": ("nvidia-cuda-runtime-cu12", "nvidia/cuda_runtime/lib"),
+    "13": ("nvidia-cuda-runtime", "nvidia/cu13/lib"),
+}
+GPU_CHECK = "README, 'The GPU check'"
+
+# What the loader said when xformers' library did not load -> what to say it means, and what to
+# do; the first pattern that matches wins. Fields: the match's groups ({0}, {1}, ...), the wheel
+# and folder of that CUDA major ({wheel}, {folder}) and this torch's version ({torch}).
+LOAD_FIXES: tuple[tuple[re.Pattern[str], str, str], ...] = (
+    (
+        re.compile(r"(libcudart\.so\.(\d+)): cannot open shared object file"),
+        "{0} not found",
+        f"carry {{wheel}} and start python with its {{folder}} on LD_LIBRARY_PATH ({GPU_CHECK})",
+    ),
+    (
+        re.compile(r"undefined symbol: (\S+)"),
+        "this torch lacks {0}",
+        f"install an xformers built for torch {{torch}} ({GPU_CHECK})",
+    ),
+)
+UNKNOWN_FIX = f"install an xformers built for torch {{torch}} ({GPU_CHECK})"
 
 
 def _import_fmha() -> tuple[Any, str]:
@@ -93,6 +133,64 @@ def _backward_ops(forward_ops: list[Any]) -> list[Any]:
     return list(dict.fromkeys(op for op in ops if op is not None))
 
 
+def _cuda_text(version: int | str | None) -> str:
+    """xformers' ``1208`` or torch's ``"13.0"`` as ``12.8``, ``13.0``; "none" for a CPU build."""
+    if version is None:
+        return "none"
+    if isinstance(version, int):
+        return f"{version // 100}.{version % 100}"
+    return version
+
+
+def _loader_words(failed: BaseException) -> str:
+    """The first line of the innermost cause: xformers' exception wraps torch's "Could not load
+    this library", which wraps the loader's own words; a leading absolute path is dropped."""
+    root = failed
+    for _ in range(8):  # a bound, should a cause ever point back
+        if root.__cause__ is None:
+            break
+        root = root.__cause__
+    return _LOADER_PATH.sub("", (str(root).strip().splitlines() or [""])[0])
+
+
+def _meaning_and_fix(said: str) -> tuple[str, str]:
+    """``LOAD_FIXES``' reading of the loader's words: what went wrong, and what to do."""
+    for pattern, meaning, remedy in LOAD_FIXES:
+        found = pattern.search(said)
+        if found is None:
+            continue
+        wheel, folder = CUDA_RUNTIME_WHEELS.get(found.groups()[-1], ("", ""))
+        if "{wheel}" in remedy and not wheel:
+            continue  # a CUDA major whose wheel is not known here: the plain advice
+        fix = remedy.format(wheel=wheel, folder=folder, torch=torch.__version__)
+        return meaning.format(*found.groups()), fix
+    return said, UNKNOWN_FIX.format(torch=torch.__version__)
+
+
+def library_failure(fmha: Any, version: str) -> str | None:
+    """Why xformers refuses every CUDA operator when its compiled library did not load, and what
+    to do, in one sentence; None when the library loaded, or when this xformers does not refuse
+    CUDA for that (a ROCm torch, a version without the flag)."""
+    if torch.version.hip is not None or getattr(fmha.common, "_built_with_cuda", True):
+        return None
+    from xformers import _cpp_lib
+
+    failed = getattr(_cpp_lib, "_cpp_library_load_exception", None)
+    if failed is None:
+        return None  # an xformers built without CUDA: its own reason says so
+    detail, fix = _meaning_and_fix(_loader_words(failed))
+    build = getattr(failed, "build_info", None)  # None when there is no library at all
+    if build is not None:
+        detail += (
+            f"; built for torch {build.torch_version} with CUDA {_cuda_text(build.cuda_version)}"
+            f", this torch is {torch.__version__} with CUDA {_cuda_text(torch.version.cuda)}"
+        )
+    return (
+        f"xformers {version}'s compiled library did not load ({detail}), so xformers refuses "
+        f"every CUDA operator; {fix}"
+    )
+
+
 @functools.lru_cache(maxsize=256)
 def xformers_reasons(
     device: str,
@@ -114,6 +212,12 @@ def xformers_reasons(
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         return (f"xformers {version} needs CUDA, which is not available to torch",)
+    if dev.type == "cuda":
+        # Before asking the operators: without its library xformers refuses them all for a
+        # reason ("wasn't build with CUDA support") that names neither the cause nor the fix.
+        failure = library_failure(fmha, version)
+        if failure is not None:
+            return (failure,)
     # [1, 16, 1, D]: xformers' [B, N, H, D], built as the closure builds it (a transposed view).
     x = torch.zeros(1, 1, PROBE_LEN, head_dim, dtype=dtype, device=dev).transpose(1, 2)
     try:
