@@ -135,6 +135,7 @@ def _sweep(config: SweepConfig, args, argv: list[str], against: Path | None) -> 
         print(f"{PROG}: error: {exc.strerror}; '--resume --out {config.out_dir}' completes the "
               "run once it can be written", file=sys.stderr)  # fmt: skip
         return STORAGE_ERROR
+    _budget_spent(config, meta)
     run_meta.finish(config, meta)
     results = storage.read_results(config.out_dir)
     print(summary_tables(results, run_calibration_ms=runs.calibration_ms(meta)))
@@ -145,6 +146,21 @@ def _sweep(config: SweepConfig, args, argv: list[str], against: Path | None) -> 
         return 0
     outcome = _compare_with_remeasures(against, config, compare_settings(args), args.remeasure)
     return exit_code(outcome, args.allow_inconclusive)
+
+
+def _budget_spent(config: SweepConfig, meta: dict) -> int:
+    """With ``--time-budget``: the cases left unrun, said on stderr and kept in meta.json."""
+    if config.time_budget_s is None:
+        return 0
+    from harness.sweep.runner import not_run
+
+    left = len(not_run(config))
+    meta["time_budget"] = {"seconds": config.time_budget_s, "cases_not_run": left}
+    if left:
+        print(f"time budget of {config.time_budget_s:g} s spent: {left} of "
+              f"{len(config.cases())} cases not run; '{PROG} --resume --out {config.out_dir}' "
+              "runs them", file=sys.stderr)  # fmt: skip
+    return left
 
 
 def _cases_to_remeasure(config: SweepConfig, table) -> list[Case]:

@@ -31,6 +31,7 @@ from harness.cli.cli_args import (
     resolve_out,
 )
 from harness.store import limits
+from harness.sweep.order import ORDERS
 
 if TYPE_CHECKING:  # the rest imports torch: only once real arguments are parsed, not for --help
     from harness.measure.params import Flag
@@ -81,7 +82,8 @@ def build_parser(backend_flags: list[Flag]) -> argparse.ArgumentParser:
         f"report.html and figures into a run folder; '{PROG} compare BASELINE_RUN NEW_RUN' "
         "judges every case (exit 1 on a regression, 3 when a case could not be decided) and "
         f"writes the side-by-side report; '{PROG} baseline save RUN_DIR NAME'; '{PROG} "
-        "upgrade RUN_DIR' rewrites a run of an older format.",
+        f"upgrade RUN_DIR' rewrites a run of an older format; '{PROG} gpu-check' runs the GPU "
+        "check (its --help says what).",
     )
     p.add_argument(
         "--list-backends", action="store_true", help="list backends and whether they can run here"
@@ -133,6 +135,16 @@ def build_parser(backend_flags: list[Flag]) -> argparse.ArgumentParser:
     s.add_argument(
         "--report", action="store_true", help="write the run's report when the sweep is done"
     )
+    s.add_argument(
+        "--time-budget", type=positive(float, 30 * DAY), metavar="SECONDS",
+        help="start no case after this long; the finished ones are kept and --resume runs "
+        "the rest",
+    )  # fmt: skip
+    s.add_argument(
+        "--order", choices=ORDERS, default="ascending",
+        help="of the lengths: ascending (default), or coarse-first: every other length first, "
+        "then those between, so that a sweep cut short still spans the range",
+    )  # fmt: skip
     s.add_argument(
         "--compare-to", metavar="NAME", type=baseline_name,
         help="sweep what baseline NAME (results/baselines/NAME) measured, with its options "
@@ -257,6 +269,8 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         resume=args.resume,
         threads=args.threads,
         imports=tuple(dict.fromkeys(args.imports or ())),
+        order=args.order,
+        time_budget_s=args.time_budget,
     )  # fmt: skip
     _validate_params_apply(config, backend_flags)
     for name in config.backends:

@@ -15,6 +15,7 @@ from harness.measure.case import Case
 from harness.measure.inputs import Inputs
 from harness.measure.registry import get_backend_class
 from harness.measure.timing import TimingSettings
+from harness.sweep.order import length_order
 
 PASSES = ("fwd", "fwdbwd")
 
@@ -43,6 +44,11 @@ class SweepConfig:
     # Modules imported before the backends are looked up (``--import``): outside backends. The
     # case processes import them too (their forkserver preloads them).
     imports: tuple[str, ...] = ()
+    # How the cases run, not what they measure (neither is part of a run's identity for
+    # --resume): the order of the lengths, and the seconds after which no case is started
+    # (the finished ones are kept; --resume runs the rest).
+    order: str = "ascending"
+    time_budget_s: float | None = None
 
     def make_backend(self, name: str) -> AttentionBackend:
         cls = get_backend_class(name)
@@ -63,12 +69,14 @@ class SweepConfig:
         )
 
     def cases(self) -> list[Case]:
-        """Every (length, backend, pass), shortest lengths first so a sweep shows the whole
-        picture early and a failure at one length can skip the longer ones."""
+        """Every (length, backend, pass), length by length (``length_order``): every backend
+        at one length before the next, so that a sweep shows the whole picture early. A failure
+        for lack of memory or time skips a backend's longer lengths, whichever order they
+        come in (``harness.sweep.runner``)."""
         backends = [self.make_backend(name) for name in self.backends]
         return [
             Case(backend, self.inputs(n, p), p, self.timing, self.check_rows)
-            for n in sorted(self.lengths)
+            for n in length_order(self.lengths, self.order)
             for backend in backends
             for p in self.passes
         ]

@@ -17,7 +17,13 @@ from collections.abc import Callable, Iterable
 from harness.measure.case import Case
 from harness.measure.worker import child_main
 from harness.store.records import CaseResult, Status
-from harness.store.storage import append_result, finished_keys, resumable_rows
+from harness.store.storage import (
+    RESULTS,
+    append_result,
+    finished_keys,
+    read_results,
+    resumable_rows,
+)
 from harness.sweep.config import SweepConfig
 from harness.sweep.repeats import combine
 
@@ -149,7 +155,9 @@ def run_sweep(
 ) -> list[CaseResult]:
     """Run every case of ``config`` (or only ``cases``) not already in its results file;
     returns the new rows. ``round_`` > 1 marks rows that measure again cases the results file
-    already holds (``--compare-to``'s rounds of measuring again): the last row of a case stands."""
+    already holds (``--compare-to``'s rounds of measuring again): the last row of a case stands.
+    Once ``config.time_budget_s`` has passed, no case is started: those left have no row, as
+    after an interruption (``not_run`` lists them; ``--resume`` runs them)."""
     cases = config.cases() if cases is None else cases
     failures = _Failures()
     done: set[tuple] = set()
@@ -163,7 +171,11 @@ def run_sweep(
     todo = [c for c in cases if c.key() not in done]
     ctx = _context(preload_modules(config, todo)) if todo else None
     results = []
+    budget = config.time_budget_s
+    deadline = None if budget is None else time.monotonic() + budget
     for case in progress(todo):
+        if deadline is not None and time.monotonic() >= deadline:
+            break
         cause = failures.cause(case)
         if cause:
             fields = {"status": Status.SKIPPED, "reason": cause}
@@ -178,3 +190,11 @@ def run_sweep(
         results.append(result)
         on_result(result)
     return results
+
+
+def not_run(config: SweepConfig) -> list[Case]:
+    """The cases of ``config`` its run folder has no row for (a time budget spent, an
+    interruption), in the order they would run."""
+    stored = (config.out_dir / RESULTS).is_file()
+    done = finished_keys(read_results(config.out_dir)) if stored else set()
+    return [c for c in config.cases() if c.key() not in done]
