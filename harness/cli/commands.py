@@ -108,4 +108,12 @@ def upgrade(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"report": report, "compare": compare, "baseline": baseline, "upgrade": upgrade}
+def gpu_check(argv: list[str]) -> int:
+    """``gpu-check``: the GPU check (``harness.cli.gpu_check``)."""
+    from harness.cli.gpu_check import gpu_check as check
+
+    return check(argv)
+
+
+COMMANDS = {"report": report, "compare": compare, "baseline": baseline, "upgrade": upgrade,
+            "gpu-check": gpu_check}  # fmt: skip
