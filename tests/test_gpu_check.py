@@ -99,12 +99,15 @@ def test_published_range_places_a_measured_rate():
 
 @pytest.mark.parametrize(
     ("name", "folder"),
-    [("NVIDIA H200", "h200-bf16-1k-64k"), ("NVIDIA H100 80GB HBM3", "h100-80gb-hbm3-bf16-1k-64k")],
+    [
+        ("NVIDIA H200", "gpu-h200-bf16-1k-64k"),
+        ("NVIDIA H100 80GB HBM3", "gpu-h100-80gb-hbm3-bf16-1k-64k"),
+    ],
 )
 def test_the_folder_is_named_after_the_gpu(name, folder):
     lengths = tuple(K * 2**i for i in range(7))
     assert default_folder(name, False, "bfloat16", lengths).name == folder
-    assert default_folder(name, True, "bfloat16", (128, 256)).name == "cpu-dry-run-bf16-128-256"
+    assert default_folder(name, True, "bfloat16", (128, 256)).name == "dry-run-cpu-bf16-128-256"
 
 
 def test_pytest_summary_is_its_last_line():
@@ -150,7 +153,14 @@ def test_the_dry_run_does_every_stage_and_writes_one_folder(tmp_path, capsys):
     assert len(sweep) == 8 and set(sweep["seq_len"]) == {128}
     assert (out / "sweep" / "report.md").is_file()
     summary = (out / gpu_check_summary.SUMMARY).read_text()
-    assert summary.strip() in capsys.readouterr().out  # printed last, for a device's output tail
+    printed = capsys.readouterr().out.strip().splitlines()
+    # last, for a lent machine's reply: the stages, the sanity rates, full-naive's limit
+    assert (
+        printed[-1] == "full-naive's memory limit: fwd: no limit reached; fwdbwd: no limit reached."
+    )
+    assert any(line.startswith("stages: sanity done") for line in printed[-6:]), printed[-6:]
+    rates = [line for line in printed[-6:] if line.startswith("sdpa-flash fwd, head_dim")]
+    assert len(rates) == 2 and all("TFLOP/s" in line for line in rates), rates
     assert "CPU dry run" in summary and "SDPA flash forward at 128" in summary
     sanity = pd.read_csv(out / "sanity-d128" / RESULTS).iloc[0]
     assert sanity["status"] == Status.OK and sanity["head_dim"] == 128

@@ -1,5 +1,5 @@
 """``run_bench.py gpu-check``: what the first minutes of a lent GPU should run, as one command
-that ends on time and leaves one folder ready to commit (``results/<gpu>-<dtype>-<lo>-<hi>``).
+that ends on time and leaves one folder ready to commit (``results/gpu-<gpu>-<dtype>-<lo>-<hi>``).
 
 Stages, each within its share of ``--budget`` (450 s by default, so that the whole check stays
 under 8 minutes of a machine whose lease is counted in minutes):
@@ -97,7 +97,7 @@ def build_parser() -> Parser:
         help="run only these (default: all)",
     )
     p.add_argument(
-        "--out", type=out_path, help="its folder (default: results/<gpu>-<dtype>-<lo>-<hi>)"
+        "--out", type=out_path, help="its folder (default: results/gpu-<gpu>-<dtype>-<lo>-<hi>)"
     )
     p.add_argument(
         "--resume",
@@ -112,10 +112,12 @@ def _short(n: int) -> str:
 
 
 def default_folder(device_name: str, dry: bool, dtype: str, lengths: tuple[int, ...]) -> Path:
-    """``results/h200-bf16-1k-64k`` for an "NVIDIA H200"; ``results/cpu-dry-run-...`` on CPU."""
+    """``results/gpu-h200-bf16-1k-64k`` for an "NVIDIA H200" (``.gitignore`` lets ``gpu-*`` in);
+    ``results/dry-run-cpu-...`` on the CPU."""
     gpu = re.sub(r"[^a-z0-9]+", "-", device_name.lower().replace("nvidia", "")).strip("-")
     short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(dtype, dtype)
-    name = f"{'cpu-dry-run' if dry else gpu or 'gpu'}-{short}"
+    name = "dry-run-cpu" if dry else f"gpu-{gpu}".rstrip("-")
+    name += f"-{short}"
     return Path("results") / f"{name}-{_short(min(lengths))}-{_short(max(lengths))}"
 
 
@@ -151,6 +153,10 @@ def gpu_check(argv: list[str]) -> int:
     dry = device == "cpu"
     lengths = tuple(sorted(set(args.lengths or (DRY_LENGTHS if dry else GPU_LENGTHS))))
     env = environment(device)
+    if not dry:
+        import torch
+
+        torch.cuda.empty_cache()  # the backend probes' memory, before the cases ask what is free
     out = args.out or default_folder(env["device_name"], dry, "bfloat16", lengths)
     if (out / CHECK_FILE).exists() and not args.resume:
         raise UsageError(
@@ -197,7 +203,7 @@ def gpu_check(argv: list[str]) -> int:
     if "report" in args.stages:
         record(run_report(out))
     summary = gpu_check_summary.write(out)
-    print(summary.read_text())
+    print(gpu_check_summary.headline(out))  # last: a lent machine's reply holds the output's end
     print(f"gpu-check: {out} ({summary.name}, {CHECK_FILE}, run folders)", file=sys.stderr)
     return exit_code([Stage(**s) for s in stages], *gpu_check_summary.case_outcomes(out))
 

@@ -203,6 +203,35 @@ def write(out: Path) -> Path:
     return path
 
 
+def headline(out: Path) -> str:
+    """A few lines for the end of the check's output (a lent machine's reply keeps only the
+    end): the stages, the sanity rates, the sparse families' fractions, full-naive's limit."""
+    state = json.loads((out / CHECK_FILE).read_text())
+    stages = state["attempts"][-1]["stages"]
+    lines = [f"GPU check of {state['environment'].get('device_name')} in {out} ({SUMMARY} has "
+             "the rest)",
+             "stages: " + "; ".join(f"{s['name']} {s['status']} in {s['seconds']:.0f} s"
+                                    + (f" ({s['detail']})" if s["detail"] else "")
+                                    for s in stages)]  # fmt: skip
+    for head_dim, published in FLASH_ATTENTION_2_FORWARD.items():
+        df = _rows(out / f"sanity-d{head_dim}")
+        row = None if df is None or df.empty else df.iloc[0]
+        rate = None if row is None else gpu_figures.rate(row)
+        said = "not run" if row is None else (
+            f"{row['status']}: {row['reason']}"[:120] if rate is None
+            else f"{rate.text()}; FlashAttention-2 {published.low:g}-{published.high:g}: "
+                 f"{published.place(rate.median)}")  # fmt: skip
+        lines.append(f"sdpa-flash fwd, head_dim {head_dim}: {said}")
+    sweep = _rows(out / "sweep")
+    if sweep is not None:
+        table = gpu_figures.best_fractions(sweep, FRACTION_AT)
+        parts = [f"{r['family']} {r['pass']} {_length(r['seq_len'])} {r['fraction']:.2f}"
+                 for _, r in table.iterrows() if pd.notna(r["fraction"])]  # fmt: skip
+        lines.append("best sparse / sdpa-flash: " + ("; ".join(parts) or "none measured"))
+        lines.append(_naive(sweep).text)
+    return "\n".join(lines)
+
+
 def case_outcomes(out: Path) -> tuple[int, int]:
     """Cases of the check's runs that raised or failed their output check, and cases that
     timed out (out of memory is a finding, not a failure)."""
