@@ -34,7 +34,7 @@ class Rate:
     high: float  # at the faster quartile
 
     def text(self) -> str:
-        return f"{self.median:.0f} TFLOP/s ({self.low:.0f}-{self.high:.0f} over the IQR)"
+        return f"{self.median:.3g} TFLOP/s ({self.low:.3g}-{self.high:.3g} over the IQR)"
 
 
 def rate(row: pd.Series) -> Rate | None:
