@@ -16,7 +16,9 @@ SANITY_LENGTH, SANITY_HEAD_DIMS, SANITY_BACKEND = 16384, (64, 128), "sdpa-flash"
 SHAPE = ("--batch", "1", "--heads", "16")
 SWEEP_HEAD_DIM = 64
 TIMING = ("--min-time", "0.2", "--warmup", "0.1")
-CASE_TIMEOUT_S = 60.0  # a case started just before the sweep's budget ends may run this long
+# a case's limit, compilation included (Flex compiles in each case's fresh process); a case
+# started just before the sweep's budget ends may run this long
+CASE_TIMEOUT_S = 90.0
 # the dry run's lengths are shorter than the default windows and blocks: parameter -> flag, value
 DRY_PARAMS = {"window": ("--window", "16"), "block_size": ("--block-size", "16"),
               "chunk_size": ("--chunk-size", "16")}  # fmt: skip
@@ -34,14 +36,18 @@ class Stage:
     detail: str = ""
 
 
-def _sweep_argv(device: str, folder: Path, lengths, head_dim: int, passes: list[str]) -> list[str]:
+def _sweep_argv(
+    device: str, folder: Path, lengths, head_dim: int, passes: list[str], timeout_s: float
+) -> list[str]:
     """The options every sweep of the check shares, with its own."""
     return ["--device", device, "--dtype", "bfloat16", "--lengths", *map(str, lengths),
             "--head-dim", str(head_dim), "--passes", *passes, *SHAPE, *TIMING,
-            "--case-timeout", f"{CASE_TIMEOUT_S:g}", "--out", str(folder)]  # fmt: skip
+            "--case-timeout", f"{timeout_s:g}", "--out", str(folder)]  # fmt: skip
 
 
-def run_sanity(out: Path, device: str, seq_len: int, resume: bool) -> Stage:
+def run_sanity(
+    out: Path, device: str, seq_len: int, resume: bool, timeout_s: float = CASE_TIMEOUT_S
+) -> Stage:
     """``sdpa-flash`` forward at ``seq_len``, once per head_dim, each in its own run folder."""
     from harness.cli.app import main
     from harness.store.storage import RESULTS
@@ -51,7 +57,7 @@ def run_sanity(out: Path, device: str, seq_len: int, resume: bool) -> Stage:
         folder = out / f"sanity-d{head_dim}"
         if resume and (folder / RESULTS).is_file():
             continue  # measured before: kept
-        argv = _sweep_argv(device, folder, [seq_len], head_dim, ["fwd"])
+        argv = _sweep_argv(device, folder, [seq_len], head_dim, ["fwd"], timeout_s)
         codes.append(main([*argv, "--backends", SANITY_BACKEND]))
     failed = [c for c in codes if c != 0]
     status = FAILED if failed else DONE
@@ -104,12 +110,15 @@ def run_tests(out: Path, timeout_s: float) -> Stage:
     return Stage("tests", FAILED, seconds, f"pytest exit code {code}: {said or TESTS_LOG}")
 
 
-def run_sweep(out: Path, device: str, lengths, backends, budget_s: float, resume: bool) -> Stage:
+def run_sweep(
+    out: Path, device: str, lengths, backends, budget_s: float, resume: bool,
+    timeout_s: float = CASE_TIMEOUT_S,
+) -> Stage:  # fmt: skip
     from harness.cli.app import main
     from harness.store import storage
 
     folder = out / "sweep"
-    argv = _sweep_argv(device, folder, lengths, SWEEP_HEAD_DIM, ["fwd", "fwdbwd"])
+    argv = _sweep_argv(device, folder, lengths, SWEEP_HEAD_DIM, ["fwd", "fwdbwd"], timeout_s)
     argv += ["--order", "coarse-first", "--time-budget", f"{budget_s:.0f}"]
     argv += ["--backends", *backends] if backends else []
     argv += _dry_params(backends) if device == "cpu" else []
