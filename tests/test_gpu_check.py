@@ -150,6 +150,8 @@ def test_the_dry_run_does_every_stage_and_writes_one_folder(tmp_path, capsys):
     said = stages["tests"]["detail"]  # pytest's summary line
     assert re.match(r"\d+ skipped, \d+ deselected in ", said), said
     sweep = pd.read_csv(out / "sweep" / RESULTS)
+    sweep_meta = json.loads((out / "sweep" / "meta.json").read_text())
+    assert sweep_meta["config"]["case_timeout_s"] == 90.0 and sweep_meta["config"]["heads"] == 16
     assert len(sweep) == 8 and set(sweep["seq_len"]) == {128}
     assert (out / "sweep" / "report.md").is_file()
     summary = (out / gpu_check_summary.SUMMARY).read_text()
@@ -174,3 +176,20 @@ def test_the_dry_run_does_every_stage_and_writes_one_folder(tmp_path, capsys):
     assert main([*argv, "--resume", "--stages", "sanity", "report"]) == 0
     assert (out / "sanity-d64" / RESULTS).read_text() == before
     assert len(json.loads((out / "gpu-check.json").read_text())["attempts"]) == 2
+
+
+def test_a_budget_too_small_for_a_stage_cuts_it_short(tmp_path, capsys):
+    """140 s leaves the tests under 5 s once the report's 45 s and a last case's 90 s are kept:
+    less than the 10 s they need, so they are cut short without running, and the check exits
+    3, not 0."""
+    out = tmp_path / "check"
+    argv = ["gpu-check", "--device", "cpu", "--budget", "140", "--stages", "tests",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 3
+    stages = json.loads((out / "gpu-check.json").read_text())["attempts"][-1]["stages"]
+    assert [(s["name"], s["status"], s["detail"]) for s in stages] == [
+        ("tests", CUT_SHORT, "not run: no time left in the budget")]  # fmt: skip
+    assert not (out / "tests.log").exists()
+    printed = capsys.readouterr().out
+    assert "stages: tests cut short" in printed and "No sweep results" not in printed
+    assert "No sweep results" in (out / "gpu-check.md").read_text()

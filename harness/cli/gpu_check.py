@@ -43,7 +43,6 @@ from harness.cli.gpu_stages import (
     CASE_TIMEOUT_S,
     CUT_SHORT,
     FAILED,
-    NOT_RUN,
     SANITY_LENGTH,
     Stage,
     environment,
@@ -60,6 +59,7 @@ BUDGET_S = 450.0
 TESTS_MAX_S = 90.0
 REPORT_S = 45.0  # kept for the report and the summary
 STAGES = ("sanity", "tests", "sweep", "report")
+LATE = "not run: no time left in the budget"
 
 
 def build_parser() -> Parser:
@@ -198,15 +198,13 @@ def gpu_check(argv: list[str]) -> int:
         record(run_sanity(out, device, sanity_length, args.resume, args.case_timeout))
     if "tests" in args.stages:
         share = min(TESTS_MAX_S, budget.left() - REPORT_S - args.case_timeout)
-        record(
-            run_tests(out, share) if share >= 10 else Stage("tests", NOT_RUN, 0.0, "no time left")
-        )
+        record(run_tests(out, share) if share >= 10 else Stage("tests", CUT_SHORT, 0.0, LATE))
     if "sweep" in args.stages:
         share = budget.left() - REPORT_S - args.case_timeout
         record(
             run_sweep(out, device, lengths, args.backends, share, args.resume, args.case_timeout)
             if share >= 1
-            else Stage("sweep", NOT_RUN, 0.0, "no time left")
+            else Stage("sweep", CUT_SHORT, 0.0, LATE)
         )
     if "report" in args.stages:
         record(run_report(out))
