@@ -17,13 +17,14 @@ under 8 minutes of a machine whose lease is counted in minutes):
 
 ``gpu-check.json`` records the environment and each stage's outcome and seconds; the summary,
 ``gpu-check.md``, is written from the folder's stored files (``harness.present.gpu_check_summary``)
-and printed last. ``--resume`` completes a folder: sanity runs already measured are kept, the
-sweep resumes. ``--device cpu`` is the dry run CI does so that the check cannot rot: the same
-stages at tiny lengths (windows and blocks to match); the CUDA tests are collected, which imports
-every test module, and skip; ``sdpa-flash`` is a skipped row with its reason.
+and its headline printed last. ``--resume`` completes a folder: sanity runs already measured are
+kept, the sweep resumes. ``--device cpu`` is the dry run CI does so that the check cannot rot:
+the same stages at tiny lengths (windows and blocks to match, the sanity case at the longest);
+the CUDA tests are collected, which imports every test module, and skip.
 
 Exit codes: 0 every stage done and nothing failed; 1 a test failed, a case raised or its output
-check failed; 3 nothing failed but a stage was cut short (the budget, a timeout); 2 bad input.
+check failed; 3 nothing failed but something was cut short (a stage the budget left no time
+for, a case's timeout); 2 bad input.
 
 The budget shares are first guesses, to be tuned from the stage times the first GPU run records.
 """
