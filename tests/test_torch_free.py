@@ -1,8 +1,10 @@
-"""``report`` and ``compare`` read stored files only: they run where torch is not installed
-(here: where importing torch, or the backends, fails), as on a laptop that only reads runs."""
+"""``report``, ``compare`` and ``export`` read stored files only: they run where torch is not
+installed (here: where importing torch, or the backends, fails), as on a laptop that only reads
+runs."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -64,6 +66,14 @@ def test_compare_without_torch(runs):
     assert done.returncode in (0, 3), done.stderr  # identical runs: nothing regressed
     assert "regressed" not in done.stdout.split("written to")[-1]
     assert (b / "compare.md").is_file()
+
+
+def test_export_without_torch(runs):
+    a, _ = runs
+    done = without_torch("export", a)
+    assert done.returncode == 0, done.stderr
+    cases = json.loads((a / "results.json").read_text())
+    assert cases and all("tflops" in c and "run_device_name" in c for c in cases)
 
 
 def test_a_format_1_run_without_torch_says_how_to_upgrade(runs):

@@ -84,11 +84,15 @@ def run(argv: list[str]) -> int:
             return COMMANDS[argv[0]](argv[1:])
     args = parser_for(argv).parse_args(argv)  # imports argv's --import modules
     _warn_deprecated(argv)
+    if args.format != "table" and not args.list_backends:
+        raise UsageError("--format applies to --list-backends")
     if args.list_backends:
-        from harness.cli.listing import backend_table, format_table
+        from harness.cli.listing import backend_table, format_json, format_table
 
         device = resolve_device(args.device)
-        print(format_table(backend_table(device, resolve_dtype(args.dtype, device))))
+        dtype = resolve_dtype(args.dtype, device)
+        listed = backend_table(device, dtype)
+        print(format_json(listed, device, dtype) if args.format == "json" else format_table(listed))
         return 0
     from harness.store import baselines, storage
 

@@ -88,6 +88,10 @@ def build_parser(backend_flags: list[Flag]) -> argparse.ArgumentParser:
     p.add_argument(
         "--list-backends", action="store_true", help="list backends and whether they can run here"
     )
+    p.add_argument(
+        "--format", choices=["table", "json"], default="table",
+        help="of --list-backends: a table (default), or JSON (one object per backend)",
+    )  # fmt: skip
     s = p.add_argument_group("sweep")
     s.add_argument(
         "--lengths",

@@ -77,6 +77,21 @@ def parse_compare_args(argv: list[str]) -> tuple[Path, Path, CompareSettings, Pa
     return args.baseline, args.new, compare_settings(args), args.out, args.allow_inconclusive
 
 
+def parse_export_args(argv: list[str]) -> tuple[Path, Path | None]:
+    p = Parser(
+        prog=f"{PROG} export",
+        description="Write a run as one JSON list, one object per case: its stored columns, "
+        "the derived figures (TFLOP/s, fraction of peak, speedup and memory saving against "
+        "each full-attention yardstick) and the run's description; pandas.read_json reads it.",
+    )
+    p.add_argument("run", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=out_path, help="the JSON file (default: RUN_DIR/results.json)")
+    args = p.parse_args(argv)
+    if not args.run.is_dir():
+        raise UsageError(f"{args.run}: no such run folder")
+    return args.run, args.out
+
+
 def parse_baseline_args(argv: list[str]) -> tuple[Path, str, bool]:
     p = Parser(prog=f"{PROG} baseline", description="Store a run as a named baseline.")
     sub = p.add_subparsers(dest="action", required=True)

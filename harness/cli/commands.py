@@ -11,6 +11,7 @@ from harness.cli.cli_args import PROG, UsageError
 from harness.cli.cli_commands import (
     parse_baseline_args,
     parse_compare_args,
+    parse_export_args,
     parse_report_args,
     parse_upgrade_args,
 )
@@ -108,6 +109,15 @@ def upgrade(argv: list[str]) -> int:
     return 0
 
 
+def export(argv: list[str]) -> int:
+    """``export RUN_DIR [--out FILE]``: the run as JSON (``harness.present.export``)."""
+    from harness.present import export as exporting
+
+    run, out = parse_export_args(argv)
+    print(f"export: {exporting.write(run, out)}")
+    return 0
+
+
 def gpu_check(argv: list[str]) -> int:
     """``gpu-check``: the GPU check (``harness.cli.gpu_check``)."""
     from harness.cli.gpu_check import gpu_check as check
@@ -116,4 +126,4 @@ def gpu_check(argv: list[str]) -> int:
 
 
 COMMANDS = {"report": report, "compare": compare, "baseline": baseline, "upgrade": upgrade,
-            "gpu-check": gpu_check}  # fmt: skip
+            "export": export, "gpu-check": gpu_check}  # fmt: skip

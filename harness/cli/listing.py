@@ -39,3 +39,12 @@ def backend_table(device: str, dtype: torch.dtype, seq_len: int = 1024) -> pd.Da
 
 def format_table(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False)
+
+
+def format_json(df: pd.DataFrame, device: str, dtype: torch.dtype) -> str:
+    """``--list-backends --format json``: one object per backend, with plain keys (the table's
+    column headers are for people) and the device and dtype it was asked for."""
+    runs = next(c for c in df.columns if c.startswith("runs here"))
+    keys = {"parameters (defaults)": "defaults", runs: "runs_here", "why not": "why_not"}
+    plain = df.rename(columns=keys).assign(device=device, dtype=dtype_name(dtype))
+    return plain.to_json(orient="records", indent=1)
