@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness.analyse.analysis import Fit, fit_power, latest, measured
+from harness.analyse.analysis import Fit, fit_power, latest, measured, with_rates
 from harness.store.records import Status, check_failed, predicted_too_large
 
 YARDSTICK = "sdpa-flash"
@@ -56,17 +56,11 @@ def _trusted(df: pd.DataFrame) -> pd.DataFrame:
     return rows[~rows["reason"].map(check_failed)]
 
 
-def _rates(df: pd.DataFrame) -> pd.DataFrame:
-    rows = _trusted(df).copy()
-    rows["tflops"] = rows["flops"].astype(float) / (rows["time_median_ms"] / 1e3) / 1e12
-    return rows
-
-
 def best_fractions(df: pd.DataFrame, at: int, yardstick: str = YARDSTICK) -> pd.DataFrame:
     """Per sparse family and pass: its fastest implementation (by useful TFLOP/s) at length
     ``at`` and at the longest length the family reached, each as a fraction of ``yardstick``'s
     rate at that length and pass (NaN where the yardstick has no trusted row there)."""
-    rows = _rates(df)
+    rows = with_rates(_trusted(df))
     ref = rows[rows["backend"] == yardstick].set_index(["pass", "seq_len"])["tflops"]
     ref = ref[~ref.index.duplicated()]
     out = []

@@ -152,10 +152,10 @@ def _sweep(config: SweepConfig, args, argv: list[str], against: Path | None) -> 
     return exit_code(outcome, args.allow_inconclusive)
 
 
-def _budget_spent(config: SweepConfig, meta: dict) -> int:
+def _budget_spent(config: SweepConfig, meta: dict) -> None:
     """With ``--time-budget``: the cases left unrun, said on stderr and kept in meta.json."""
     if config.time_budget_s is None:
-        return 0
+        return
     from harness.sweep.runner import not_run
 
     left = len(not_run(config))
@@ -164,7 +164,6 @@ def _budget_spent(config: SweepConfig, meta: dict) -> int:
         print(f"time budget of {config.time_budget_s:g} s spent: {left} of "
               f"{len(config.cases())} cases not run; '{PROG} --resume --out {config.out_dir}' "
               "runs them", file=sys.stderr)  # fmt: skip
-    return left
 
 
 def _cases_to_remeasure(config: SweepConfig, table) -> list[Case]:

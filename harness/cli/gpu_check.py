@@ -53,6 +53,7 @@ from harness.cli.gpu_stages import (
     run_tests,
 )
 from harness.present.gpu_check_summary import CHECK_FILE
+from harness.present.plots import length_text
 
 GPU_LENGTHS = tuple(1024 * 2**i for i in range(7))  # 1K to 64K
 DRY_LENGTHS = (128, 256)
@@ -113,11 +114,7 @@ def build_parser() -> Parser:
         action="store_true",
         help="complete the folder: keep sanity runs, resume the sweep",
     )
-    return p  # fmt: skip
-
-
-def _short(n: int) -> str:
-    return f"{n // 1024}k" if n % 1024 == 0 else str(n)
+    return p
 
 
 def default_folder(device_name: str, dry: bool, dtype: str, lengths: tuple[int, ...]) -> Path:
@@ -127,7 +124,8 @@ def default_folder(device_name: str, dry: bool, dtype: str, lengths: tuple[int, 
     short = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(dtype, dtype)
     name = "dry-run-cpu" if dry else f"gpu-{gpu}".rstrip("-")
     name += f"-{short}"
-    return Path("results") / f"{name}-{_short(min(lengths))}-{_short(max(lengths))}"
+    lo, hi = (length_text(n).lower() for n in (min(lengths), max(lengths)))
+    return Path("results") / f"{name}-{lo}-{hi}"
 
 
 class Budget:

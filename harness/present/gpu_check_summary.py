@@ -19,6 +19,7 @@ from harness.analyse import gpu_figures
 from harness.analyse.analysis import latest
 from harness.analyse.published import FLASH_ATTENTION_2_FORWARD
 from harness.present.document import Block, Heading, Table, Text, to_markdown
+from harness.present.plots import length_text
 from harness.store import runs
 from harness.store.records import Status, check_failed
 
@@ -27,11 +28,6 @@ CHECK_FILE = "gpu-check.json"  # the stages and environment, written by harness.
 FRACTION_AT = 16384
 MEMORY_FROM = 8192
 NAIVE = "full-naive"
-
-
-def _length(n: float) -> str:
-    n = int(n)
-    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
 
 
 def _rows(folder: Path) -> pd.DataFrame | None:
@@ -85,7 +81,7 @@ def _sanity(out: Path) -> list[Block]:
             rows.append([head_dim, rate.text(), published.text(), published.place(rate.median)])
     frame = pd.DataFrame(rows, columns=["head_dim", "sdpa-flash", "published", "where"])
     return [
-        Heading(f"SDPA flash forward at {' and '.join(map(_length, sorted(lengths))) or '-'}"),
+        Heading(f"SDPA flash forward at {' and '.join(map(length_text, sorted(lengths))) or '-'}"),
         Text(
             "bfloat16, batch 1, 16 heads, non-causal; useful TFLOP/s counted as "
             "FlashAttention's benchmarks count them (4 B H N² D per forward)."
@@ -115,22 +111,22 @@ def _reach(df: pd.DataFrame) -> pd.DataFrame:
         stop = ""
         if not beyond.empty:
             first = beyond.iloc[0]
-            stop = f"{first['status']} at {_length(first['seq_len'])}: {first['reason']}"[:100]
-        rows.append([label, pass_, _length(longest) if longest else "-", stop])
+            stop = f"{first['status']} at {length_text(first['seq_len'])}: {first['reason']}"[:100]
+        rows.append([label, pass_, length_text(longest) if longest else "-", stop])
     return pd.DataFrame(rows, columns=["backend", "pass", "longest measured", "then"])
 
 
 def _fractions(df: pd.DataFrame) -> Table:
     table = gpu_figures.best_fractions(df, FRACTION_AT)
     shown = table.assign(
-        seq_len=table["seq_len"].map(_length),
+        seq_len=table["seq_len"].map(length_text),
         tflops=table["tflops"].map(lambda x: f"{x:.3g}"),
         yardstick=table["yardstick"].map(lambda x: "-" if pd.isna(x) else f"{x:.3g}"),
         fraction=table["fraction"].map(lambda x: "-" if pd.isna(x) else f"{x:.2f}"),
     ).drop(columns=["where"])
     caption = (
         f"Each sparse family's fastest implementation, in useful TFLOP/s, against "
-        f"{gpu_figures.YARDSTICK} at {_length(FRACTION_AT)} and at the longest length the "
+        f"{gpu_figures.YARDSTICK} at {length_text(FRACTION_AT)} and at the longest length the "
         "family reached ('-': no trusted sdpa-flash row there)."
     )
     return Table(shown.rename(columns={"tflops": "TFLOP/s", "yardstick": "sdpa-flash"}), caption)
@@ -140,9 +136,9 @@ def _memory(df: pd.DataFrame) -> Table:
     table = gpu_figures.memory_exponents(df, MEMORY_FROM)
     table["exponent"] = table["fit"].map(lambda f: f.text() if f else "fewer than 2 lengths")
     table["lengths"] = table["fit"].map(
-        lambda f: f"{_length(f.lengths[0])}-{_length(f.lengths[1])}" if f else ""
+        lambda f: f"{length_text(f.lengths[0])}-{length_text(f.lengths[1])}" if f else ""
     )
-    caption = f"Peak memory's log-log slope over the lengths from {_length(MEMORY_FROM)} on."
+    caption = f"Peak memory's log-log slope over the lengths from {length_text(MEMORY_FROM)} on."
     return Table(table.drop(columns=["fit"]).rename(columns={"label": "backend"}), caption)
 
 
@@ -151,7 +147,7 @@ def _naive(df: pd.DataFrame) -> Text:
     if not limits:
         return Text(f"{NAIVE} was not in the sweep.")
     said = [
-        f"{pass_}: {'no limit reached' if hit is None else f'{hit[1]} at {_length(hit[0])}'}"
+        f"{pass_}: {'no limit reached' if hit is None else f'{hit[1]} at {length_text(hit[0])}'}"
         for pass_, hit in limits.items()
     ]
     return Text(f"{NAIVE}'s memory limit: {'; '.join(said)}.")
@@ -168,8 +164,8 @@ def _sweep(out: Path) -> list[Block]:
     what = (
         (
             f"{config.get('dtype')}, batch {config.get('batch')}, {config.get('heads')} heads, "
-            f"head_dim {config.get('head_dim')}, lengths {_length(min(lengths))} to "
-            f"{_length(max(lengths))}; report: sweep/report.md."
+            f"head_dim {config.get('head_dim')}, lengths {length_text(min(lengths))} to "
+            f"{length_text(max(lengths))}; report: sweep/report.md."
         )
         if lengths
         else ""
@@ -225,7 +221,7 @@ def headline(out: Path) -> str:
     sweep = _rows(out / "sweep")
     if sweep is not None:
         table = gpu_figures.best_fractions(sweep, FRACTION_AT)
-        parts = [f"{r['family']} {r['pass']} {_length(r['seq_len'])} {r['fraction']:.2f}"
+        parts = [f"{r['family']} {r['pass']} {length_text(r['seq_len'])} {r['fraction']:.2f}"
                  for _, r in table.iterrows() if pd.notna(r["fraction"])]  # fmt: skip
         lines.append("best sparse / sdpa-flash: " + ("; ".join(parts) or "none measured"))
         lines.append(_naive(sweep).text)
