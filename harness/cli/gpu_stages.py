@@ -160,21 +160,14 @@ def run_report(out: Path) -> Stage:
 
 
 def environment(device: str) -> dict:
-    """Versions, the device, and which backends can run here (``--list-backends``)."""
-    import platform
-
+    """The machine as a run's meta.json describes it, whether triton and xformers import (and
+    why not), and which backends can run here (``--list-backends``)."""
     import torch
 
     from harness.cli.listing import backend_table
     from harness.sweep import machine
 
-    env = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "device_name": machine.device_name(device),
-        "git_commit": machine.git_commit(Path(__file__).resolve().parents[2]),
-    }
+    env = machine.describe(device, torch.get_num_threads())
     for module in ("triton", "xformers"):
         try:
             env[module] = __import__(module).__version__
