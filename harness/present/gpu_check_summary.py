@@ -20,7 +20,7 @@ from harness.analyse.analysis import latest
 from harness.analyse.published import FLASH_ATTENTION_2_FORWARD
 from harness.present.document import Block, Heading, Table, Text, to_markdown
 from harness.present.plots import length_text
-from harness.store import runs
+from harness.store import runs, storage
 from harness.store.records import Status, check_failed
 
 SUMMARY = "gpu-check.md"
@@ -158,7 +158,7 @@ def _sweep(out: Path) -> list[Block]:
     df = _rows(folder)
     if df is None:
         return [Heading("Sweep"), Text("No sweep results.")]
-    meta = runs.load_run(folder)[1]
+    meta = storage.read_meta(folder)  # the rows are read: the meta alone now
     config = meta.get("config", {})
     lengths = config.get("lengths", [])
     what = (
