@@ -7,7 +7,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from harness.measure.backend import AttentionBackend
 from harness.measure.inputs import Inputs
-from harness.measure.reference import masked_attention
+from harness.measure.reference import masked_attention, reference_mask
 
 
 def assert_matches_reference(
@@ -20,8 +20,9 @@ def assert_matches_reference(
     """Run ``backend`` on fresh random inputs; compare output and dq, dk, dv with the reference.
 
     ``grads=False`` compares the output only, on inputs without ``requires_grad`` (for backends
-    with no backward pass on this device). Returns the full ``[B, H, N, N]`` mask so callers can
-    also check its structure.
+    with no backward pass on this device). Returns the full ``[B, H, M, N]`` mask so callers can
+    also check its structure. The inputs' kv_heads, q_len and documents are checked the same way
+    (``reference_mask``).
     """
     inputs = Inputs(**{**inputs.__dict__, "requires_grad": grads})
     q, k, v = inputs.make_qkv()
@@ -29,8 +30,9 @@ def assert_matches_reference(
     out = backend.prepare(inputs)(q, k, v)
     assert out.shape == q.shape and out.dtype == q.dtype
 
-    mask = backend.mask(inputs, q.detach(), k.detach())
-    mask = mask.expand(inputs.batch, inputs.heads, inputs.seq_len, inputs.seq_len)
+    rows = torch.arange(inputs.query_len)
+    mask = reference_mask(backend, inputs, q.detach(), k.detach(), rows)
+    mask = mask.expand(inputs.batch, inputs.heads, inputs.query_len, inputs.seq_len)
     assert mask.any(dim=-1).all(), "every query must attend at least one key"
     ref = masked_attention(q, backend.reference_keys(q, k), v, mask, compute_dtype=q.dtype)
     torch.testing.assert_close(out, ref, atol=atol, rtol=rtol)

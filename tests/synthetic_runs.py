@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from harness.measure.inputs import Inputs
 from harness.measure.registry import get_backend_class
 from harness.store import storage
 from harness.store.records import CaseResult, Status
@@ -18,7 +19,7 @@ def facts(backend: str, params: dict, n: int, pass_: str) -> dict:
         cls = get_backend_class(backend)
     except KeyError:
         return {"sparse": True, "yardstick": False}
-    return cls(cls.Params(**params)).row_facts(n, 1, 4, 64, pass_)
+    return cls(cls.Params(**params)).row_facts(Inputs(1, 4, n, 64), pass_)
 
 
 LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)

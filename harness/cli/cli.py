@@ -218,7 +218,9 @@ def _validate_params_apply(config: SweepConfig, backend_flags: list[Flag]) -> No
         for name in config.backends
     }
     by_field = {f.dest: f for f in backend_flags}
-    for field, value in config.param_overrides:
+    for field, value in [*config.param_overrides, ("causal", config.causal[-1])]:
+        if field not in by_field:
+            continue
         flag = by_field[field]
         without = [name for name, fields in takes.items() if field not in fields]
         if len(without) == len(takes):
@@ -262,7 +264,8 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         heads=args.heads,
         head_dim=args.head_dim,
         seed=args.seed,
-        param_overrides=overrides,
+        param_grid=tuple((k, (v,)) for k, v in overrides if k != "causal"),
+        causal=(bool(dict(overrides).get("causal", False)),),
         timing=TimingSettings(
             warmup_s=args.warmup, min_time_s=args.min_time, min_repeats=args.min_repeats,
             max_time_s=max(60.0, 4 * args.min_time),

@@ -47,8 +47,11 @@ def fill_facts(df: pd.DataFrame) -> pd.DataFrame:
                      "yardstick": False}  # fmt: skip
         else:
             counted = row["pass"] in ("fwd", "fwdbwd")
-            shape = [int(row[c]) for c in ("seq_len", "batch", "heads", "head_dim")]
-            known = b.row_facts(*shape, row["pass"] if counted else "fwd", int(row["seed"]))
+            shape = [int(row[c]) for c in ("batch", "heads", "seq_len", "head_dim")]
+            from harness.measure.inputs import Inputs
+
+            inputs = Inputs(*shape, seed=int(row["seed"]))
+            known = b.row_facts(inputs, row["pass"] if counted else "fwd")
             if not counted:
                 known["flops"] = None  # a pass whose FLOPs this version does not count
         for column in FACT_COLUMNS:

@@ -59,6 +59,12 @@ class AttentionBackend:
     # imports such as torch.compile's do not land in the first case's prepare time.
     preload: ClassVar[tuple[str, ...]] = ()
     Params: ClassVar[type] = NoParams
+    # The shapes of today's models this backend computes (``harness.measure.inputs``); the others
+    # are refused with a reason: grouped-query attention (kv_heads < heads), decoding (q_len <
+    # seq_len: the queries are the last positions), packed documents (block-diagonal).
+    supports_gqa: ClassVar[bool] = False
+    supports_decoding: ClassVar[bool] = False
+    supports_documents: ClassVar[bool] = False
 
     def __init__(self, params: Any = None) -> None:
         self.params = self.Params() if params is None else params
@@ -75,6 +81,23 @@ class AttentionBackend:
             reasons.append(f"dtype {dtype_name(inputs.dtype)} not supported (supports {names})")
         if inputs.requires_grad and not self.supports_backward:
             reasons.append("no backward pass")
+        return reasons + self.shape_reasons(inputs)
+
+    def shape_reasons(self, inputs: Inputs) -> list[str]:
+        """Which of the inputs' axes (causal, kv_heads, q_len, documents) this backend does not
+        compute, from its declarations (``supports_*``, a ``causal`` parameter)."""
+        reasons = []
+        if inputs.causal and not hasattr(self.params, "causal"):
+            reasons.append(f"{self.family} has no causal variant")
+        if inputs.grouped and not self.supports_gqa:
+            reasons.append(
+                f"no grouped-query attention (kv_heads {inputs.kv_heads_count} < heads "
+                f"{inputs.heads})"
+            )
+        if inputs.decoding and not self.supports_decoding:
+            reasons.append(f"no query length other than the key length (q_len {inputs.q_len})")
+        if inputs.documents > 1 and not self.supports_documents:
+            reasons.append(f"no packed documents ({inputs.documents} documents)")
         return reasons
 
     def param_errors(self, seq_len: int) -> list[str]:
@@ -113,14 +136,24 @@ class AttentionBackend:
         family counts them (``harness.measure.flops``); None where the family has no count."""
         return None
 
-    def row_facts(
-        self, seq_len: int, batch: int, heads: int, head_dim: int, pass_: str, seed: int = 0
-    ) -> dict[str, Any]:
+    def case_pairs(self, inputs: Inputs) -> float | None:
+        """(query, key) pairs per (batch, head) of the case: the family's count
+        (``attended_pairs``), or where the queries are not all positions or documents cut the
+        pattern, the pairs of the reference mask counted (``harness.measure.pairs``)."""
+        if not (inputs.decoding or inputs.documents > 1):
+            return self.attended_pairs(inputs.seq_len, inputs.seed)
+        if self.not_supported_reasons(inputs):
+            return None
+        from harness.measure.pairs import counted_pairs
+
+        return counted_pairs(self, inputs)
+
+    def row_facts(self, inputs: Inputs, pass_: str) -> dict[str, Any]:
         """The family's facts a results row stores (``records.FACT_COLUMNS``), so that analysis
         needs no backend: useful FLOPs of one call, promise, sparse, yardstick."""
-        pairs = self.attended_pairs(seq_len, seed)
+        pairs = self.case_pairs(inputs)
         return {
-            "flops": useful_flops(pairs, batch, heads, head_dim, pass_),
+            "flops": useful_flops(pairs, inputs.batch, inputs.heads, inputs.head_dim, pass_),
             "promise": self.promise.text if self.promise else "",
             "sparse": self.is_sparse,
             "yardstick": self.yardstick,

@@ -1,4 +1,4 @@
-"""One case: a backend on one input shape in one pass, with its timing settings."""
+"""One case: a backend on one input shape in one mode, with its timing settings."""
 
 from __future__ import annotations
 
@@ -37,7 +37,11 @@ class Case:
             dtype=dtype_name(i.dtype),
             device=i.device,
             seed=i.seed,
-            **b.row_facts(i.seq_len, i.batch, i.heads, i.head_dim, self.pass_, i.seed),
+            q_len=i.query_len,
+            kv_heads=i.kv_heads_count,
+            documents=i.documents,
+            causal=i.causal,
+            **b.row_facts(i, self.pass_),
             **{k: v for k, v in fields.items() if k in known},
         )
 

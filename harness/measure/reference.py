@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+from harness.measure.inputs import Inputs
+
+if TYPE_CHECKING:
+    from harness.measure.backend import AttentionBackend
 
 
 def masked_attention(
@@ -15,19 +22,46 @@ def masked_attention(
 ) -> torch.Tensor:
     """``softmax(q k^T / sqrt(D), masked) v`` for the query positions ``rows`` (all when None).
 
-    q, k, v: ``[B, H, N, D]``; mask: bool, broadcastable to ``[B, H, M, N]``, True = attend.
-    Returns ``[B, H, M, D]`` in ``compute_dtype`` (default: float64 on CPU, float32 elsewhere),
-    so the reference is more precise than what it checks. Differentiable.
+    q: ``[B, H, Mq, D]``; k, v: ``[B, Hkv, N, D]``, each key/value head shared by ``H // Hkv``
+    consecutive query heads (grouped-query attention); ``rows`` index q's ``Mq`` rows; mask:
+    bool, broadcastable to ``[B, H, M, N]``, True = attend. Returns ``[B, H, M, D]`` in
+    ``compute_dtype`` (default: float64 on CPU, float32 elsewhere), so the reference is more
+    precise than what it checks. Differentiable.
     """
     if compute_dtype is None:
         compute_dtype = torch.float64 if q.device.type == "cpu" else torch.float32
     if rows is not None:
         q = q[:, :, rows]  # [B, H, M, D]
     q, k, v = (t.to(compute_dtype) for t in (q, k, v))
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:  # [B, Hkv, N, D] -> [B, H, N, D]
+        k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))
     scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # [B, H, M, N]
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return scores.softmax(dim=-1) @ v  # [B, H, M, D]
+
+
+def same_document(inputs: Inputs, positions: torch.Tensor) -> torch.Tensor | None:
+    """``[1, 1, M, N]``: whether query ``positions`` and each key lie in one document; None for
+    one document."""
+    if inputs.documents == 1:
+        return None
+    doc = inputs.document_ids(positions.device)  # [N]
+    return (doc[positions][:, None] == doc[None, :])[None, None]
+
+
+def reference_mask(
+    backend: AttentionBackend, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
+    """The pairs the case attends, for query rows ``rows`` (of ``q``'s ``M``): the family's
+    pattern at those queries' positions among the keys (``Inputs.query_offset`` on), within
+    their documents. Families define their pattern on positions, so decoding and documents
+    compose with every pattern here, once."""
+    positions = rows.to(q.device) + inputs.query_offset
+    mask = backend.mask(inputs, q, k, positions)
+    docs = same_document(inputs, positions)
+    return mask if docs is None else mask & docs
 
 
 def check_rows(seq_len: int, count: int, seed: int, must: tuple[int, ...] = ()) -> torch.Tensor:

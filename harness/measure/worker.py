@@ -30,7 +30,7 @@ from harness.measure.memory import (
     malloc_for_timing,
     peak_bytes,
 )
-from harness.measure.reference import check_rows, masked_attention
+from harness.measure.reference import check_rows, masked_attention, reference_mask
 from harness.measure.timing import WarmUp, measure, median_iqr, timed_call
 from harness.store.records import (
     CHECK_FAILED,
@@ -52,25 +52,43 @@ def is_oom(exc: BaseException) -> bool:
     return "out of memory" in text or "can't allocate memory" in text
 
 
-def _forward_backward(fn, q, k, v, grad_out):
-    def call():
-        out = fn(q, k, v)
-        return out, torch.autograd.grad(out, (q, k, v), grad_out, allow_unused=True)
+def mode_call(mode: str, fn, q, k, v, grad_out):
+    """The call a mode times, returning ``(output, gradients or None)``:
 
-    return call
+    - ``fwd``: the forward, inputs without autograd (inference);
+    - ``fwd-grad``: the forward with autograd recording its graph (as in training);
+    - ``bwd``: the backward alone, through the graph of one forward done here, untimed (kept
+      with ``retain_graph`` so that every call walks the same graph, as tritonbench's bwd);
+    - ``fwdbwd``: forward and backward.
+    """
+    if mode in ("fwd", "fwd-grad"):
+        return lambda: (fn(q, k, v), None)
+    if mode == "bwd":
+        out = fn(q, k, v)
+        return lambda: (out, torch.autograd.grad(out, (q, k, v), grad_out, retain_graph=True,
+                                                 allow_unused=True))  # fmt: skip
+    if mode == "fwdbwd":
+
+        def call():
+            out = fn(q, k, v)
+            return out, torch.autograd.grad(out, (q, k, v), grad_out, allow_unused=True)
+
+        return call
+    raise ValueError(f"unknown mode {mode!r}")
 
 
 def check_output(case: Case, out, q, k, v) -> dict[str, Any]:
     """Compare the output on a sample of query rows with the dense references."""
     inputs, backend = case.inputs, case.backend
-    b, h, n, _ = inputs.shape
-    count = max(8, min(case.check_rows, CHECK_ELEMENTS // (b * h * n)))
-    rows = check_rows(n, count, inputs.seed).to(q.device)
+    b, h, m, _ = inputs.shape
+    count = max(8, min(case.check_rows, CHECK_ELEMENTS // (b * h * inputs.seq_len)))
+    rows = check_rows(m, count, inputs.seed).to(q.device)  # of the M queries
     with torch.no_grad():
         q, k, v = q.detach(), k.detach(), v.detach()
-        out = out.detach()[:, :, rows].double()  # [B, H, M, D]
+        out = out.detach()[:, :, rows].double()  # [B, H, rows, D]
         keys = backend.reference_keys(q, k)
-        ref = masked_attention(q, keys, v, backend.mask(inputs, q, k, rows), rows).double()
+        mask = reference_mask(backend, inputs, q, k, rows)
+        ref = masked_attention(q, keys, v, mask, rows).double()
         full = masked_attention(q, k, v, None, rows).double()
     max_err = (out - ref).abs().max().item()
     return {
@@ -115,13 +133,7 @@ def run_case(case: Case) -> dict[str, Any]:
     malloc_for_measuring()  # the first call and the memory call: freed memory leaves at once
     q, k, v = inputs.make_qkv()
     prepare_s, fn = timed_call(lambda: backend.prepare(inputs), device)  # per shape, paid once
-    if case.pass_ == "fwdbwd":
-        call = _forward_backward(fn, q, k, v, inputs.make_grad_out())
-    else:
-
-        def call():
-            return fn(q, k, v), None
-
+    call = mode_call(case.pass_, fn, q, k, v, inputs.make_grad_out())
     first_s, _ = timed_call(call, device)  # lazy initialisation, compilation: never measured
     peak, (out, _) = peak_bytes(call, device)
     check = check_output(case, out, q, k, v)

@@ -16,7 +16,13 @@ from typing import Any
 #    "calibration", no longer the "reference operation" ("reference" is the dense reference
 #    only). Its columns and meta.json entry are renamed (``RENAMED_COLUMNS``, ``RENAMED_META``);
 #    older runs are renamed as they are read (``storage``), without torch.
-FORMAT_VERSION = 3
+# 4: a run sweeps a grid: rows differ in batch, heads, head_dim, dtype and seed too, and carry
+#    the problem's other axes, ``q_len`` (queries; the keys are ``seq_len``), ``kv_heads``,
+#    ``documents`` and ``causal`` (``GRID_AXES``; all in the case key). The ``pass`` column
+#    holds a mode: fwd, fwd-grad, bwd or fwdbwd. Once a sweep ends, results.csv also holds the
+#    derived columns (``DERIVED``), recomputed from the others whenever it is rewritten. Older
+#    runs read as a grid of one point (``upgrade_axes``).
+FORMAT_VERSION = 4
 RENAMED_COLUMNS = {"process_ref_ms": "process_calibration_ms",
                    "process_ref_cpu_ms": "process_calibration_cpu_ms",
                    "ref_drift": "calibration_drift"}  # fmt: skip
@@ -97,6 +103,10 @@ class CaseResult:
     dtype: str = _case()
     device: str = _case()
     seed: int = _case()
+    q_len: int = _case()  # queries (the last q_len positions); seq_len is the keys
+    kv_heads: int = _case()  # key/value heads (fewer than heads: grouped-query attention)
+    documents: int = _case()  # packed documents, attended within each only
+    causal: bool = _case()  # the problem's: keys j <= i only
     # a process that did not finish ends the case
     status: Status = dataclasses.field(metadata={"combine": "same"})
     reason: str = _combined("reason", "")
@@ -188,11 +198,47 @@ METRICS = {
 COLUMNS = [("pass" if f.name == "pass_" else f.name) for f in dataclasses.fields(CaseResult)]
 # What identifies a case: its backend and parameters, the pass, the length, and the run axes,
 # which every row of one run shares (a sweep varies the rest; ``storage`` refuses a mix)
-RUN_AXES = ("batch", "heads", "head_dim", "dtype", "device", "seed")
-CASE_KEY = ("backend", "params", "seq_len", "pass", *RUN_AXES)
-_INTEGER_KEYS = ("seq_len", "batch", "heads", "head_dim", "seed")
+# The axes of the problem a sweep may vary besides the length (a grid), and those every row of
+# one run shares (``storage`` refuses a mix)
+GRID_AXES = ("batch", "heads", "head_dim", "dtype", "seed", "q_len", "kv_heads", "documents",
+             "causal")  # fmt: skip
+RUN_AXES = ("device",)
+CASE_KEY = ("backend", "params", "seq_len", "pass", *GRID_AXES, *RUN_AXES)
+_INTEGER_KEYS = ("seq_len", "batch", "heads", "head_dim", "seed", "q_len", "kv_heads", "documents")
+# Columns a finished sweep adds to results.csv, derived from the others (analyse.derived):
+# useful TFLOP/s, its fraction of the device's peak, and per full-attention yardstick Y of the
+# run, Y's time (peak memory) over the case's at the same point of the grid
+DERIVED = ("tflops", "peak_fraction")
+DERIVED_PREFIXES = ("speedup_vs_", "memory_saving_vs_")
+
+
+def is_derived(column: str) -> bool:
+    return column in DERIVED or column.startswith(DERIVED_PREFIXES)
 
 
 def case_key(row: Mapping[str, Any]) -> tuple:
     """The key of a row (``CaseResult.row()``, or a row read back from results.csv)."""
-    return tuple(int(row[c]) if c in _INTEGER_KEYS else str(row[c]) for c in CASE_KEY)
+    return tuple(_key_value(c, row[c]) for c in CASE_KEY)
+
+
+def _key_value(column: str, value: Any) -> Any:
+    if column in _INTEGER_KEYS:
+        return int(value)
+    if column == "causal":  # True, "True", "true" alike
+        return str(value).lower() == "true"
+    return str(value)
+
+
+def upgrade_axes(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of a run before format 4 as one of a grid of one point: its queries are its keys,
+    as many key/value heads as heads, one document; causal as its backend's parameter."""
+    if "q_len" in row:
+        return row
+    import json
+
+    try:
+        causal = bool(json.loads(row.get("params") or "{}").get("causal", False))
+    except (ValueError, AttributeError):
+        causal = False
+    return {**row, "q_len": row["seq_len"], "kv_heads": row["heads"], "documents": 1,
+            "causal": causal}  # fmt: skip

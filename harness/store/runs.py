@@ -14,7 +14,7 @@ import pandas as pd
 import harness.store
 from harness.store import storage
 from harness.store.limits import MAX_LENGTHS
-from harness.store.records import CASE_KEY, METRICS, RUN_AXES, has_facts
+from harness.store.records import CASE_KEY, METRICS, has_facts
 
 # what the tables, figures and verdicts read without a fallback; other columns may be missing
 # (runs recorded before they existed)
@@ -59,9 +59,9 @@ def _upgraded(df: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 def matching_key(a: pd.DataFrame, b: pd.DataFrame, free: Iterable[str] = ()) -> list[str]:
     """The columns that match the cases of two runs: the case key (``records.CASE_KEY``), less
-    the run axes in ``free`` wherever each run holds a single value of them, so that runs that
+    the columns in ``free`` wherever each run holds a single value of them, so that runs that
     differ only there compare (a CPU run with a GPU run, for example)."""
-    loose = {c for c in free if c in RUN_AXES and a[c].nunique() == 1 and b[c].nunique() == 1}
+    loose = {c for c in free if c in CASE_KEY and a[c].nunique() == 1 and b[c].nunique() == 1}
     return [c for c in CASE_KEY if c not in loose]
 
 

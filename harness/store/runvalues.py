@@ -84,7 +84,9 @@ def _positive_number(value: Any) -> bool:
 # results.csv columns -> (least, most) of their integers; required ones may not be empty
 _REQUIRED_INTEGERS = {"seq_len": (1, limits.MAX_LENGTH), "batch": (1, limits.MAX_BATCH),
                       "heads": (1, limits.MAX_HEADS), "head_dim": (1, limits.MAX_HEAD_DIM),
-                      "seed": (0, limits.MAX_SEED), "round": (1, 1000)}  # fmt: skip
+                      "seed": (0, limits.MAX_SEED), "round": (1, 1000),
+                      "q_len": (1, limits.MAX_LENGTH), "kv_heads": (1, limits.MAX_HEADS),
+                      "documents": (1, limits.MAX_LENGTH)}  # fmt: skip
 _INTEGERS = {"repeats": (1, math.inf), "warmup_calls": (0, math.inf),
              "check_rows": (0, limits.MAX_LENGTH), "threads": (1, math.inf)}  # fmt: skip
 # numbers that cannot be negative or infinite (times, bytes, shares of the CPUs, a clock)

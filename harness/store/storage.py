@@ -28,6 +28,8 @@ from harness.store.records import (
     RENAMED_COLUMNS,
     RENAMED_META,
     RUN_AXES,
+    is_derived,
+    upgrade_axes,
     CaseResult,
     case_key,
 )
@@ -47,11 +49,12 @@ class TornRowsWarning(UserWarning):
     """Rows cut short by a crash mid-write, skipped by a reader (``--resume`` sets them aside)."""
 
 
-def _line(result: CaseResult, header: bool) -> bytes:
+def _line(result: CaseResult, header: bool, columns: list[str] = COLUMNS) -> bytes:
     """One whole row (after the header, for a new file) as the bytes of a single write. Line
-    breaks inside a field become spaces: a row is one line, so a torn one is easy to find."""
+    breaks inside a field become spaces: a row is one line, so a torn one is easy to find.
+    ``columns``: the file's, derived ones included (left empty until the sweep's end)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
     if header:
         writer.writeheader()
     row = {k: v.replace("\r", " ").replace("\n", " ") if isinstance(v, str) else v
@@ -68,7 +71,7 @@ def append_result(out_dir: Path, result: CaseResult) -> None:
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         size = os.fstat(fd).st_size
-        data = _line(result, header=size == 0)
+        data = _line(result, header=size == 0, columns=_header(path) if size else COLUMNS)
         if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last row: keep it on its own
             data = b"\n" + data
         try:
@@ -88,14 +91,20 @@ def append_result(out_dir: Path, result: CaseResult) -> None:
         os.close(fd)
 
 
+def _header(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return next(csv.reader(f), COLUMNS)
+
+
 def validate_appendable(out_dir: Path) -> None:
-    """Rows can be appended: no results yet, or ones with this version's columns (a file from
-    another version would get rows whose fields do not line up with its header)."""
+    """Rows can be appended: no results yet, or ones with this version's columns, followed by
+    derived ones (a file from another version would get rows whose fields do not line up with
+    its header)."""
     path = Path(out_dir) / RESULTS
     if not path.exists() or path.stat().st_size == 0:
         return
     header = _split(path).header
-    if header != COLUMNS:
+    if header[: len(COLUMNS)] != COLUMNS or not all(map(is_derived, header[len(COLUMNS) :])):
         raise RunFolderError(
             f"{path} was written by another version of the harness (its columns differ): "
             "resume is not possible, start a new run folder"
@@ -207,6 +216,7 @@ def read_results(out_dir: Path) -> pd.DataFrame:
         # error): both read back as NaN, never as text in a numeric column
         df = pd.read_csv(io.StringIO(split.intact), keep_default_na=False, na_values=MISSING)
         df = df.rename(columns=RENAMED_COLUMNS)  # a run of format 2 or older
+        df = _with_axes(df)  # a run of format 3 or older
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise RunFolderError(f"{path}: truncated or corrupt ({str(exc).splitlines()[0]})") from None
     missing = [c for c in [*CASE_KEY, "status"] if c not in df.columns]
@@ -219,9 +229,21 @@ def read_results(out_dir: Path) -> pd.DataFrame:
     return df
 
 
+def _with_axes(df: pd.DataFrame) -> pd.DataFrame:
+    """A run before format 4 as a grid of one point (``records.upgrade_axes``)."""
+    if "q_len" in df.columns or not {"seq_len", "heads", "params"} <= set(df.columns):
+        return df
+    rows = [upgrade_axes(row) for row in df.to_dict("records")]
+    added = pd.DataFrame(rows, index=df.index)[["q_len", "kv_heads", "documents", "causal"]]
+    at = list(df.columns).index("seed") + 1 if "seed" in df.columns else len(df.columns)
+    for offset, column in enumerate(added.columns):
+        df.insert(at + offset, column, added[column])
+    return df
+
+
 def _validate_one_run(df: pd.DataFrame, path: Path, lines: tuple[int, ...]) -> None:
-    """Reports key rows by backend, pass and length: rows of two shapes, dtypes or seeds, or
-    one case twice in a round, would be mixed up there without a word."""
+    """Rows of two devices, or one case twice in a round (two sweeps that wrote into one folder),
+    would be mixed up in reports without a word."""
     for column in RUN_AXES:
         values = df[column].astype(str).unique()
         if len(values) > 1:
@@ -234,7 +256,7 @@ def _validate_one_run(df: pd.DataFrame, path: Path, lines: tuple[int, ...]) -> N
     if twice.any():
         row = df[twice].iloc[0]
         raise RunFolderError(
-            f"{path}: case {row['backend']} n={row['seq_len']} {row['pass']} is recorded twice "
+            f"{path}: case {row['label']} n={row['seq_len']} {row['pass']} is recorded twice "
             f"(line {lines[int(twice.to_numpy().argmax())]}): two sweeps wrote into this folder"
         )
 
@@ -264,8 +286,9 @@ def _writing(path: Path) -> Iterator[None]:
 
 
 def rewrite_results(out_dir: Path, df: pd.DataFrame) -> None:
-    """Replaces results.csv whole with ``df``'s rows in this version's columns (through a
-    temporary file): how ``upgrade`` stores an older run's missing columns."""
+    """Replaces results.csv whole with ``df``'s rows in this version's columns, and the derived
+    ones ``df`` has (through a temporary file): how ``upgrade`` stores an older run's missing
+    columns, and a finished sweep its derived ones."""
     path = Path(out_dir) / RESULTS
     tmp = path.with_suffix(".tmp")
     with _writing(path):
@@ -275,7 +298,8 @@ def rewrite_results(out_dir: Path, df: pd.DataFrame) -> None:
             if f.default not in (dataclasses.MISSING, None)
         }
         missing = {c: v for c, v in defaults.items() if c not in df.columns}
-        df.assign(**missing).reindex(columns=COLUMNS).to_csv(tmp, index=False)
+        derived = [c for c in df.columns if is_derived(c)]
+        df.assign(**missing).reindex(columns=[*COLUMNS, *derived]).to_csv(tmp, index=False)
         tmp.replace(path)
 
 

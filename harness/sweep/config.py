@@ -1,9 +1,14 @@
 """The sweep configuration, built once by the command line and passed down, and the cases it
-expands to."""
+expands to.
+
+A sweep is a grid: every length, every point of the problem's axes (batch, heads, head_dim,
+dtype, kv_heads, q_len, documents, causal: ``Shape``), every variant of each backend (the
+product of the values given for its parameters, ``param_grid``) and every mode."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,12 +17,31 @@ import torch
 
 from harness.measure.backend import AttentionBackend
 from harness.measure.case import Case
+from harness.measure.flops import MODE_FACTORS
 from harness.measure.inputs import Inputs
 from harness.measure.registry import get_backend_class
 from harness.measure.timing import TimingSettings
 from harness.sweep.order import length_order
 
-PASSES = ("fwd", "fwdbwd")
+MODES = tuple(MODE_FACTORS)  # fwd, fwd-grad, bwd, fwdbwd
+PASSES = ("fwd", "fwdbwd")  # the default modes
+# The problem's axes besides the length, in the order a sweep's loops nest (the last varies
+# fastest), with their values when a sweep names none
+AXES = ("dtype", "batch", "heads", "kv_heads", "head_dim", "q_len", "documents", "causal")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One point of the grid of the problem's axes other than the length."""
+
+    dtype: torch.dtype = torch.float32
+    batch: int = 1
+    heads: int = 4
+    kv_heads: int | None = None  # None: as many as heads
+    head_dim: int = 64
+    q_len: int | None = None  # None: the length
+    documents: int = 1
+    causal: bool = False
 
 
 @dataclass(frozen=True)
@@ -25,16 +49,22 @@ class SweepConfig:
     lengths: tuple[int, ...]
     backends: tuple[str, ...]
     out_dir: Path
-    passes: tuple[str, ...] = PASSES
+    passes: tuple[str, ...] = PASSES  # the modes (``MODES``), named "pass" in results
     device: str = "cpu"
-    dtype: torch.dtype = torch.float32
-    batch: int = 1
-    heads: int = 4
-    head_dim: int = 64
+    # each axis of the problem: the values to sweep (``Shape``)
+    dtype: tuple[torch.dtype, ...] = (torch.float32,)
+    batch: tuple[int, ...] = (1,)
+    heads: tuple[int, ...] = (4,)
+    kv_heads: tuple[int | None, ...] = (None,)
+    head_dim: tuple[int, ...] = (64,)
+    q_len: tuple[int | None, ...] = (None,)
+    documents: tuple[int, ...] = (1,)
+    causal: tuple[bool, ...] = (False,)
     seed: int = 0
     # Backend parameters given on the command line, by field name of the backends' Params
-    # (window, block_size, n_hashes, ...); each backend takes the ones it has.
-    param_overrides: tuple[tuple[str, Any], ...] = ()
+    # (window, block_size, n_hashes, ...), each with the values to sweep; each backend takes
+    # the ones it has, and is swept over their product. ``causal`` is an axis, not here.
+    param_grid: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     timing: TimingSettings = field(default_factory=TimingSettings)
     case_timeout_s: float = 300.0  # per process
     processes: int = 1  # fresh processes per case, one after another (``harness.sweep.repeats``)
@@ -50,33 +80,74 @@ class SweepConfig:
     order: str = "ascending"
     time_budget_s: float | None = None
 
-    def make_backend(self, name: str) -> AttentionBackend:
+    def __post_init__(self) -> None:
+        for axis in AXES:  # one value stands for a grid of one
+            value = getattr(self, axis)
+            if not isinstance(value, tuple):
+                object.__setattr__(self, axis, (value,))
+
+    @property
+    def param_overrides(self) -> tuple[tuple[str, Any], ...]:
+        """The parameters given a single value (the grid's others are left out)."""
+        return tuple((k, v[0]) for k, v in self.param_grid if len(v) == 1)
+
+    def shapes(self) -> list[Shape]:
+        """Every point of the axes' grid, the last axis of ``AXES`` varying fastest."""
+        values = [getattr(self, axis) for axis in AXES]
+        return [
+            Shape(**dict(zip(AXES, point, strict=True))) for point in itertools.product(*values)
+        ]
+
+    def variants(self, name: str, causal: bool = False) -> list[AttentionBackend]:
+        """``name`` with each combination of the values given for its parameters, and the
+        shape's ``causal`` where it has that parameter (one without it refuses causal inputs)."""
         cls = get_backend_class(name)
         names = {f.name for f in dataclasses.fields(cls.Params)}
-        chosen = {k: v for k, v in self.param_overrides if k in names}
-        return cls(cls.Params(**chosen))
+        grid = [(k, v) for k, v in self.param_grid if k in names and k != "causal"]
+        fixed = {"causal": causal} if "causal" in names else {}
+        keys = [k for k, _ in grid]
+        return [
+            cls(cls.Params(**dict(zip(keys, point, strict=True)), **fixed))
+            for point in itertools.product(*(v for _, v in grid))
+        ]
 
-    def inputs(self, seq_len: int, pass_: str) -> Inputs:
+    def make_backend(self, name: str) -> AttentionBackend:
+        """``name`` with the first value of each of its parameters (to describe it)."""
+        return self.variants(name, self.causal[0])[0]
+
+    def inputs(self, seq_len: int, pass_: str, shape: Shape | None = None) -> Inputs:
+        s = shape or self.shapes()[0]
         return Inputs(
-            batch=self.batch,
-            heads=self.heads,
+            batch=s.batch,
+            heads=s.heads,
             seq_len=seq_len,
-            head_dim=self.head_dim,
-            dtype=self.dtype,
+            head_dim=s.head_dim,
+            dtype=s.dtype,
             device=self.device,
             seed=self.seed,
-            requires_grad=pass_ == "fwdbwd",
+            requires_grad=pass_ != "fwd",
+            kv_heads=s.kv_heads,
+            q_len=s.q_len,
+            documents=s.documents,
+            causal=s.causal,
         )
 
     def cases(self) -> list[Case]:
-        """Every (length, backend, pass), length by length (``length_order``): every backend
-        at one length before the next, so that a sweep shows the whole picture early. A failure
-        for lack of memory or time skips a backend's longer lengths, whichever order they
-        come in (``harness.sweep.runner``)."""
-        backends = [self.make_backend(name) for name in self.backends]
+        """Every (length, shape, backend variant, mode), length by length (``length_order``):
+        every backend at one length before the next, so that a sweep shows the whole picture
+        early. A failure for lack of memory or time skips a backend's longer lengths, whichever
+        order they come in (``harness.sweep.runner``)."""
+        shapes = self.shapes()
+        made = {
+            (name, causal): self.variants(name, causal)
+            for name in self.backends
+            for causal in self.causal
+        }
         return [
-            Case(backend, self.inputs(n, p), p, self.timing, self.check_rows)
+            Case(backend, self.inputs(n, p, shape), p, self.timing, self.check_rows)
             for n in length_order(self.lengths, self.order)
-            for backend in backends
+            for shape in shapes
+            for name in self.backends
+            for backend in made[(name, shape.causal)]
             for p in self.passes
         ]

@@ -15,7 +15,7 @@ from harness.measure import calibration, conditions, registry
 from harness.measure.inputs import dtype_name
 from harness.store import resume, storage
 from harness.sweep import machine
-from harness.sweep.config import SweepConfig
+from harness.sweep.config import AXES, SweepConfig
 
 
 def describe_config(config: SweepConfig) -> dict:
@@ -23,10 +23,9 @@ def describe_config(config: SweepConfig) -> dict:
         "lengths": list(config.lengths),
         "backends": {n: config.make_backend(n).params_dict() for n in config.backends},
         "passes": list(config.passes),
-        "dtype": dtype_name(config.dtype),
-        "batch": config.batch,
-        "heads": config.heads,
-        "head_dim": config.head_dim,
+        "dtype": [dtype_name(d) for d in config.dtype],
+        **{axis: list(getattr(config, axis)) for axis in AXES if axis != "dtype"},
+        "params": {k: list(v) for k, v in config.param_grid},
         "seed": config.seed,
         "timing": config.timing.__dict__,
         "case_timeout_s": config.case_timeout_s,
