@@ -22,12 +22,18 @@ and padded query rows are dropped from the output, so the result is exactly the 
 restricted to the ``N`` real positions.
 
 Memory is ``O(N * b * L)`` with ``L = 3 + 2g + r`` key blocks per non-global query block: the keys
-and values of those blocks are gathered into ``[B, H, nq, L, b, D]`` (ITC "blockified" form), at
+and values of those blocks are gathered into ``[B, Hkv, nq, L, b, D]`` (ITC "blockified" form), at
 most ``[B, H, nq, b, L * b]`` scores, masked by a per-block validity table (duplicate or missing
 slots, padded keys) built in ``prepare``; the ``2g`` global query blocks use dense rows
 ``[B, H, 2g * b, N]``. No ``N x N`` tensor is created (except in the dense case). The softmax is
 ``torch.nn.functional.scaled_dot_product_attention`` with a boolean mask, whose fused kernels are
 about 3x faster on CPU than explicit ``q k^T``, ``masked_fill``, ``softmax``, ``@ v``.
+
+Grouped-query attention: the ``G`` query heads of a key/value head are ``G * b`` rows of each
+query block against the same gathered key blocks (``attention_impls.grouped``), and the dense
+rows use SDPA's ``enable_gqa``. Decoding and packed documents are refused: the block layout,
+its random draws and the global blocks at both ends are defined on all ``N`` positions as query
+blocks and key blocks alike, and BigBird defines no rule for a query block cut by a document.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import torch.nn.functional as F
 
 from attention_impls.flex import FlexMaskBackend, Mod, scalar, tile_for
 from attention_impls.footprint import cpu_flash_buffers_bytes, fused_attention_bytes, rows_bytes
+from attention_impls.grouped import fold_groups, kv_share, unfold_groups
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
 from harness.measure.params import param
@@ -172,6 +179,9 @@ class BigBird(AttentionBackend):
     is_sparse = True
     Params = BigBirdParams
     promise = Promise(1)
+    # Decoding and packed documents are not computed: the blocks, their random draws and the
+    # global blocks at both ends are laid out over all N positions as query and key blocks alike.
+    supports_gqa = True
 
     def attended_pairs(self, seq_len: int, seed: int = 0) -> float:
         """Exactly ``mask(...).sum()``; ``seed`` matters only where a random block can be the
@@ -206,12 +216,14 @@ class BigBird(AttentionBackend):
     def prepare(self, inputs: Inputs) -> AttentionFn:
         n, scale = inputs.seq_len, inputs.scale
         b, g = self.params.block_size, self.params.global_blocks
+        hkv, groups = inputs.kv_heads_count, inputs.heads // inputs.kv_heads_count
+        gqa = groups > 1  # SDPA's own grouped-query attention for the dense rows
         nb = math.ceil(n / b)
         pad = nb * b - n
         if nb <= 2 * g:
 
             def dense(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-                return F.scaled_dot_product_attention(q, k, v, scale=scale)  # [B, H, N, D]
+                return F.scaled_dot_product_attention(q, k, v, scale=scale, enable_gqa=gqa)
 
             return dense
 
@@ -225,21 +237,24 @@ class BigBird(AttentionBackend):
         def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             bsz, heads, _, dim = q.shape
             qp, kp, vp = (F.pad(t, (0, 0, 0, pad)) if pad else t for t in (q, k, v))
-            # SDPA's fused CPU/CUDA kernels want 4-D inputs: batch and heads are merged, the
-            # nq query blocks play the role of heads so that ``keep`` broadcasts over them.
+            # SDPA's fused CPU/CUDA kernels want 4-D inputs: batch and key/value heads are
+            # merged, the nq query blocks play the role of heads so that ``keep`` broadcasts over
+            # them, and the G query heads of a key/value head are G*b rows of each block.
             qb = qp.reshape(bsz, heads, nb, b, dim)[:, :, g : nb - g]  # [B, H, nq, b, D]
-            qb = qb.reshape(bsz * heads, nq, b, dim)  # [BH, nq, b, D]
-            kb = kp.reshape(bsz, heads, nb, b, dim)[:, :, ids]  # [B, H, nq, L, b, D]
-            vb = vp.reshape(bsz, heads, nb, b, dim)[:, :, ids]  # [B, H, nq, L, b, D]
-            kb = kb.view(bsz * heads, nq, width * b, dim)  # [BH, nq, L*b, D]
-            vb = vb.view(bsz * heads, nq, width * b, dim)  # [BH, nq, L*b, D]
+            qb = fold_groups(qb, hkv)  # [B, Hkv, nq, G*b, D]
+            qb = qb.reshape(bsz * hkv, nq, groups * b, dim)  # [B*Hkv, nq, G*b, D]
+            kb = kp.reshape(bsz, hkv, nb, b, dim)[:, :, ids]  # [B, Hkv, nq, L, b, D]
+            vb = vp.reshape(bsz, hkv, nb, b, dim)[:, :, ids]  # [B, Hkv, nq, L, b, D]
+            kb = kb.view(bsz * hkv, nq, width * b, dim)  # [B*Hkv, nq, L*b, D]
+            vb = vb.view(bsz * hkv, nq, width * b, dim)  # [B*Hkv, nq, L*b, D]
             middle = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=keep, scale=scale)
-            middle = middle.reshape(bsz, heads, nq * b, dim)  # [B, H, nq*b, D]
+            middle = middle.view(bsz, hkv, nq, groups * b, dim)  # [B, Hkv, nq, G*b, D]
+            middle = unfold_groups(middle, groups).reshape(bsz, heads, nq * b, dim)
             if g == 0:
-                return middle[:, :, :n]
+                return middle[:, :, :n]  # [B, H, N, D]
             # Global query blocks attend every real key: dense rows over the unpadded k, v.
             gq = torch.cat([qp[:, :, : g * b], qp[:, :, (nb - g) * b :]], dim=2)  # [B, H, 2gb, D]
-            glob = F.scaled_dot_product_attention(gq, k, v, scale=scale)  # [B, H, 2g*b, D]
+            glob = F.scaled_dot_product_attention(gq, k, v, scale=scale, enable_gqa=gqa)
             out = torch.cat(
                 [glob[:, :, : g * b], middle, glob[:, :, g * b :]], dim=2
             )  # [B, H, nb*b, D]
@@ -270,7 +285,7 @@ class BigBird(AttentionBackend):
         """Peak of ``fn``, counted from the tensors it allocates; all-global is dense fused SDPA
         (``fused_attention_bytes``).
 
-        ``K``: the gathered key (or value) blocks ``[B, H, nq, L, b, D]``, ``L = 2g + 3 + r``
+        ``K``: the gathered key (or value) blocks ``[B, Hkv, nq, L, b, D]``, ``L = 2g + 3 + r``
         slots (invalid ones are gathered too); ``mid``: the middle blocks' output
         ``[B, H, nq * b, D]``; padding copies q, k, v to ``nb * b`` rows.
 
@@ -289,7 +304,7 @@ class BigBird(AttentionBackend):
         g, size = p.global_blocks, p.block_size
         nq, slots = nb - 2 * g, 2 * g + 3 + p.random_blocks
         padded = rows_bytes(inputs, nb * size) if nb * size > n else 0
-        blocks = rows_bytes(inputs, nq * slots * size)  # K
+        blocks = int(rows_bytes(inputs, nq * slots * size) * kv_share(inputs))  # K
         mid = rows_bytes(inputs, nq * size)
         out = rows_bytes(inputs, nb * size)
         glob_rows = rows_bytes(inputs, 2 * g * size)

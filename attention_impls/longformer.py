@@ -23,6 +23,12 @@ Implementation, O(N w) time and memory (never an N x N tensor):
   columns together, so each pair counts once.
 - Global queries attend every key densely (``[.., G, N]`` scores) and replace their output rows
   out of place (``index_copy``), which keeps autograd intact.
+- Grouped-query attention: the ``G`` query heads of a key/value head are stacked as ``G * bs``
+  rows of each query block (``attention_impls.grouped``), so k and v are never repeated.
+- Packed documents: the precomputed masks also drop the pairs of different documents; a global
+  token is global within its document (``reference_mask``: the pattern AND same document).
+- Decoding (``q_len < N``): the last ``M`` queries' bands are gathered instead
+  (``attention_impls.longformer_band``), O(M w).
 Padding: ``N`` is padded with zeros to ``d * nb * bs`` (whole classes of whole blocks); padded keys
 are masked with ``-inf`` and padded query rows are dropped from the output. No softmax row is all
 ``-inf`` (its NaN would leak into real gradients): a real query keeps itself or, if global, its
@@ -40,6 +46,8 @@ import torch.nn.functional as F
 
 from attention_impls.flex import TILE, FlexMaskBackend, Mod, scalar, table_len
 from attention_impls.footprint import rows_bytes
+from attention_impls.grouped import fold_groups, fold_mask, kv_share, other_document, unfold_groups
+from attention_impls.longformer_band import band_attention, band_bytes
 from attention_impls.xformers_ops import XformersKernel
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
@@ -129,6 +137,9 @@ class Longformer(AttentionBackend):
     is_sparse = True
     Params = LongformerParams
     promise = Promise(1)
+    supports_gqa = True
+    supports_decoding = True  # the last M queries' bands, gathered (``longformer_band``)
+    supports_documents = True
 
     def attended_pairs(self, seq_len: int, seed: int = 0) -> float:
         """Exactly ``mask(...).sum()``, in O(N) by inclusion-exclusion."""
@@ -163,11 +174,15 @@ class Longformer(AttentionBackend):
     def prepare(self, inputs: Inputs) -> AttentionFn:
         p = self.params
         n, scale, dev = inputs.seq_len, inputs.scale, torch.device(inputs.device)
+        gpos_list = global_positions(p.global_tokens, n)
+        if inputs.decoding:
+            return band_attention(inputs, p.window, p.dilation, gpos_list, p.causal)
         d, bs, nb = _layout(p, n)
         n_pad = d * nb * bs
         before, after = 1, 0 if p.causal else 1  # neighbour key blocks on each side
         ks = (before + 1 + after) * bs  # key slots per query block
-        gpos = torch.tensor(global_positions(p.global_tokens, n), dtype=torch.long, device=dev)
+        hkv, groups = inputs.kv_heads_count, inputs.heads // inputs.kv_heads_count
+        gpos = torch.tensor(gpos_list, dtype=torch.long, device=dev)
         g = gpos.numel()
         is_global = torch.zeros(n_pad, dtype=torch.bool, device=dev)
         is_global[gpos] = True
@@ -186,52 +201,70 @@ class Longformer(AttentionBackend):
         # Global keys are left to the global columns so that no pair is counted twice.
         k_ok = (r_k >= 0) & (k_pos < n) & ~is_global[k_pos.clamp(0, n_pad - 1)]  # [d, nb, ks]
         window_blocked = ~(in_window & k_ok[:, :, None, :])  # [d, nb, bs, ks]
-        global_blocked = None  # global columns [d, nb, bs, G]; causality only
+        docs = other_document(inputs, q_pos[..., None], k_pos[:, :, None, :], n_pad)
+        if docs is not None:
+            window_blocked |= docs
+        global_blocked = None  # global columns [d, nb, bs, G]
         dense_blocked = None  # global rows [G, N]
         if p.causal and g:
             global_blocked = gpos > q_pos[..., None]  # [d, nb, bs, G]
             dense_blocked = torch.arange(n, device=dev) > gpos[:, None]  # [G, N]
+        if g and inputs.documents > 1:
+            # a global token is global within its own document only (``reference_mask``)
+            cross = other_document(inputs, q_pos[..., None], gpos, n_pad)  # [d, nb, bs, G]
+            global_blocked = cross if global_blocked is None else global_blocked | cross
+            cross = other_document(inputs, gpos[:, None], torch.arange(n, device=dev), n_pad)
+            dense_blocked = cross if dense_blocked is None else dense_blocked | cross  # [G, N]
+        # one mask row per query row of each of the G query heads folded into a block
+        window_blocked = fold_mask(window_blocked, groups)  # [d, nb, G*bs, ks]
+        global_blocked = fold_mask(global_blocked, groups)  # [d, nb, G*bs, G]
+        dense_blocked = fold_mask(dense_blocked, groups)  # [G*G, N]
 
         def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             b, h, _, dim = q.shape
             q = q * scale  # scaling q is cheaper than scaling the [.., ks + G] scores
 
             def to_classes(x: torch.Tensor, front: int = 0, back: int = 0) -> torch.Tensor:
+                heads = x.shape[1]
                 # Prepending d*bs zeros shifts every class by one block and keeps each class.
                 pad = (0, 0, front * d * bs, n_pad - n + back * d * bs)
-                x = F.pad(x, pad) if any(pad) else x  # [B, H, d*(nb+front+back)*bs, D]
-                x = x.view(b, h, -1, d, dim).transpose(2, 3)  # [B, H, d, (nb+front+back)*bs, D]
-                return x.reshape(b, h, d, nb + front + back, bs, dim)  # [.., nb+front+back, bs, D]
+                x = F.pad(x, pad) if any(pad) else x  # [B, h, d*(nb+front+back)*bs, D]
+                x = x.view(b, heads, -1, d, dim).transpose(2, 3)  # [B, h, d, (nb+f+b)*bs, D]
+                return x.reshape(b, heads, d, nb + front + back, bs, dim)  # [.., nb+f+b, bs, D]
 
             def neighbours(x: torch.Tensor) -> torch.Tensor:
-                x = to_classes(x, before, after)  # [B, H, d, nb+before+after, bs, D]
+                x = to_classes(x, before, after)  # [B, Hkv, d, nb+before+after, bs, D]
                 shifted = [x[:, :, :, s : s + nb] for s in range(before + 1 + after)]
-                return torch.cat(shifted, dim=-2)  # [B, H, d, nb, ks, D]
+                return torch.cat(shifted, dim=-2)  # [B, Hkv, d, nb, ks, D]
 
-            qc = to_classes(q).contiguous()  # [B, H, d, nb, bs, D], once for both matmuls
-            vn = neighbours(v)  # [B, H, d, nb, ks, D]
-            scores = qc @ neighbours(k).transpose(-1, -2)  # [B, H, d, nb, bs, ks]
+            # The G query heads of a key/value head are G*bs rows of each query block.
+            qc = fold_groups(to_classes(q), hkv).contiguous()  # [B, Hkv, d, nb, G*bs, D]
+            vn = neighbours(v)  # [B, Hkv, d, nb, ks, D]
+            scores = qc @ neighbours(k).transpose(-1, -2)  # [B, Hkv, d, nb, G*bs, ks]
             # In place is safe: the matmul's backward needs its inputs, not this output.
             scores.masked_fill_(window_blocked, float("-inf"))
             if g:
-                qflat = qc.view(b, h, n_pad, dim)  # [B, H, n_pad, D]
-                g_scores = qflat @ k[:, :, gpos].transpose(-1, -2)  # [B, H, n_pad, G]
-                g_scores = g_scores.view(b, h, d, nb, bs, g)  # [B, H, d, nb, bs, G]
+                qflat = qc.view(b, hkv, -1, dim)  # [B, Hkv, n_pad*G, D]
+                g_scores = qflat @ k[:, :, gpos].transpose(-1, -2)  # [B, Hkv, n_pad*G, G]
+                g_scores = g_scores.view(*qc.shape[:-1], g)  # [B, Hkv, d, nb, G*bs, G]
                 if global_blocked is not None:
                     g_scores.masked_fill_(global_blocked, float("-inf"))
                 probs = torch.cat([scores, g_scores], dim=-1).softmax(dim=-1)
-                g_probs = probs[..., ks:].reshape(b, h, n_pad, g)  # [B, H, n_pad, G]
-                g_out = (g_probs @ v[:, :, gpos]).view(b, h, d, nb, bs, dim)
-                out = probs[..., :ks] @ vn + g_out  # [B, H, d, nb, bs, D]
+                g_probs = probs[..., ks:].reshape(b, hkv, -1, g)  # [B, Hkv, n_pad*G, G]
+                g_out = (g_probs @ v[:, :, gpos]).view(qc.shape)  # [B, Hkv, d, nb, G*bs, D]
+                out = probs[..., :ks] @ vn + g_out  # [B, Hkv, d, nb, G*bs, D]
             else:
-                out = scores.softmax(dim=-1) @ vn  # [B, H, d, nb, bs, D]
-            out = out.view(b, h, d, nb * bs, dim).transpose(2, 3)  # [B, H, nb*bs, d, D]
+                out = scores.softmax(dim=-1) @ vn  # [B, Hkv, d, nb, G*bs, D]
+            out = unfold_groups(out, groups)  # [B, H, d, nb, bs, D]
+            out = out.reshape(b, h, d, nb * bs, dim).transpose(2, 3)  # [B, H, nb*bs, d, D]
             out = out.reshape(b, h, n_pad, dim)[:, :, :n]  # [B, H, N, D]
             if g:
-                dense = q[:, :, gpos] @ k.transpose(-1, -2)  # [B, H, G, N]
+                rows = q[:, :, gpos].reshape(b, hkv, -1, dim)  # [B, Hkv, G*G, D]
+                dense = rows @ k.transpose(-1, -2)  # [B, Hkv, G*G, N]
                 if dense_blocked is not None:
                     dense.masked_fill_(dense_blocked, float("-inf"))
-                out = out.index_copy(2, gpos, dense.softmax(dim=-1) @ v)  # [B, H, N, D]
+                dense = (dense.softmax(dim=-1) @ v).view(b, h, g, dim)  # [B, H, G, D]
+                out = out.index_copy(2, gpos, dense)  # [B, H, N, D]
             return out
 
         return fn
@@ -265,8 +298,9 @@ class Longformer(AttentionBackend):
         """Peak of the blocked computation, counted from the tensors ``fn`` allocates.
 
         ``S``: the window scores ``[B, H, d, nb, bs, ks]``; ``S_all``: window and global columns
-        (``S`` plus ``[B, H, n_pad, G]``); ``nbr``: one neighbour copy ``[B, H, d, nb, ks, D]``;
-        ``q``: the scaled q, and its class-major copy where dilation or padding makes one.
+        (``S`` plus ``[B, H, n_pad, G]``); ``nbr``: one neighbour copy ``[B, Hkv, d, nb, ks, D]``;
+        ``q``: the scaled q, and its class-major copy where dilation, padding or grouped query
+        heads make one. Decoding is ``longformer_band.band_bytes``.
 
         - forward: q, v's neighbours (k's are freed after its matmul), ``S`` and its softmax and
           the output; with globals, ``S``, the global scores, their concatenation and its softmax.
@@ -275,14 +309,18 @@ class Longformer(AttentionBackend):
           beside the saved q and k neighbours, v's neighbour gradient and the output; with
           globals also the dense rows' gradients (index_copy's, dq, dk, dv) computed first.
         """
-        n = inputs.seq_len
-        d, bs, nb = _layout(self.params, n)
+        p, n = self.params, inputs.seq_len
+        g = len(global_positions(p.global_tokens, n))
+        if inputs.decoding:
+            return band_bytes(inputs, p.window, p.dilation, g, p.causal)
+        d, bs, nb = _layout(p, n)
         n_pad = d * nb * bs
-        ks = (2 if self.params.causal else 3) * bs
-        g = len(global_positions(self.params.global_tokens, n))
+        ks = (2 if p.causal else 3) * bs
+        share = kv_share(inputs)  # k and v have Hkv heads, q and the scores H
         vec = rows_bytes(inputs, n)
-        q_copy = rows_bytes(inputs, n_pad) if d > 1 or n_pad > n else 0
-        nbr = rows_bytes(inputs, d * nb * ks)
+        # the class-major q (a copy where dilation, padding or query-head groups make one)
+        q_copy = rows_bytes(inputs, n_pad) if d > 1 or n_pad > n or inputs.grouped else 0
+        nbr = int(rows_bytes(inputs, d * nb * ks) * share)
         scores = rows_bytes(inputs, n_pad, ks)
         glob = rows_bytes(inputs, n_pad, g)
         scores_all = scores + glob
@@ -293,7 +331,8 @@ class Longformer(AttentionBackend):
         if not inputs.requires_grad:
             return forward
         saved_q = q_copy or vec
-        backward = 3 * scores_all + saved_q + 2 * nbr + vec + (4 * vec if g else 0)
+        kv = int(vec * share)
+        backward = 3 * scores_all + saved_q + 2 * nbr + vec + (2 * vec + 2 * kv if g else 0)
         return max(forward + nbr, backward)
 
 

@@ -14,6 +14,8 @@ r:
   chunk of chunk 0 is the last chunk); when there is only one chunk it attends itself only.
   This rule is ``meets``, the one definition that ``mask``, the kernel here and flex-reformer
   (``attention_impls.flex_reformer``) follow; the hashing and sort are ``attention_impls.lsh``.
+- grouped-query attention (without shared-QK): every query head hashes and sorts the keys of its
+  key/value head with its own rotations, so k and v are repeated to the ``H`` query heads first.
 - ``shared_qk`` (the paper's setting): the keys are the unit-normalised queries
   ``q / ||q||`` (the k input is ignored), queries and keys share one sort, and a token does not
   attend to itself unless it has no other key. Without it, q and k are hashed with the same
@@ -81,6 +83,12 @@ def _window(x: torch.Tensor) -> torch.Tensor:
     return torch.cat([x, x.roll(1, dims=3)], dim=4)  # [B, H, R, nc, 2c, ...]
 
 
+def expand_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[B, Hkv, N, D]`` -> ``[B, H, N, D]``: key/value head g for query heads g*G .. g*G+G-1."""
+    groups = heads // x.shape[1]
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
 def reformer_pairs(n: int, n_hashes: int, c: int, shared_qk: bool) -> int:
     # Each round, a query scores its own chunk and the previous one of the sorted order: 2c keys,
     # or the whole sequence when it fits in one chunk; shared-QK drops the query itself (it has
@@ -100,6 +108,11 @@ class Reformer(AttentionBackend):
     is_sparse = True
     Params = ReformerParams
     promise = Promise(1, log=True)
+    # Grouped-query attention without shared-QK only (``shape_reasons``). Decoding and packed
+    # documents are refused: each round pairs the i-th chunk of the sorted queries with the
+    # i-th (and previous) chunk of the sorted keys, so queries and keys are the same N tokens,
+    # and a bucket's chunk ignores document boundaries (a query could be left with no key).
+    supports_gqa = True
 
     def attended_pairs(self, seq_len: int, seed: int = 0) -> float:
         """Expected pairs: the pattern depends on the input values (an upper bound on the
@@ -129,6 +142,17 @@ class Reformer(AttentionBackend):
     def not_supported_reasons(self, inputs: Inputs) -> list[str]:
         return super().not_supported_reasons(inputs) + self.param_errors(inputs.seq_len)
 
+    def shape_reasons(self, inputs: Inputs) -> list[str]:
+        reasons = super().shape_reasons(inputs)
+        if inputs.grouped and self.params.shared_qk:
+            # the keys are the queries' unit vectors: one per query head, none to share
+            reasons.append(
+                f"no grouped-query attention with shared-QK (kv_heads {inputs.kv_heads_count} < "
+                f"heads {inputs.heads}): its keys are the unit-normalised queries, one per query "
+                "head; --no-shared-qk uses the grouped k input"
+            )
+        return reasons
+
     def reference_keys(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return unit_keys(q) if self.params.shared_qk else k
 
@@ -136,6 +160,8 @@ class Reformer(AttentionBackend):
         """``perm_q, slot_q, perm_k, slot_k`` ``[B, H, R, Np]`` (``lsh_sort``) of q and the keys."""
         c = self.params.chunk_size
         n_pad = -(-inputs.seq_len // c) * c
+        # grouped keys ``[B, Hkv, N, D]`` are hashed with each of their query heads' rotations
+        k = expand_heads(k, q.shape[1])  # [B, H, N, D]
         perm_q, slot_q = lsh_sort(q, rot, n_pad, c)
         # shared-QK hashes q once: its keys q / ||q|| have the same angles, hence buckets
         perm_k, slot_k = (perm_q, slot_q) if self.params.shared_qk else lsh_sort(k, rot, n_pad, c)
@@ -202,6 +228,8 @@ class Reformer(AttentionBackend):
             return bias
 
         def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            # every query head sorts the keys by its own hashes: a copy per head (O(N))
+            k, v = expand_heads(k, h), expand_heads(v, h)  # [B, H, N, D]
             perm_q, slot_q, perm_k, slot_k = self.sort_qk(inputs, q, k, rot)
             qidx = perm_q.view(b, h, rounds, nc, c)  # [B, H, R, nc, c]
             kidx = _window(perm_k.view(b, h, rounds, nc, c))  # [B, H, R, nc, w]
@@ -265,7 +293,8 @@ class Reformer(AttentionBackend):
 
         - forward: ``C`` beside the gathered q, keys and values, the product with v and its
           normalised copy (or, with several rounds, the rows back in token order and their
-          weighted copy, then the merged output), and the shared-QK unit keys.
+          weighted copy, then the merged output), and the shared-QK unit keys; with grouped
+          query heads, k and v repeated to every query head (their gradients in the backward).
         - backward: the larger of two moments. In the normalisation's gradient: ``C`` (saved
           exponentials), the six saved ``V`` (gathered q, keys, values, product with v), the
           gradient in chunk order and four ``V`` of the division's backward. In the
@@ -285,11 +314,12 @@ class Reformer(AttentionBackend):
         rows = rows_bytes(inputs, rounds * n_pad)  # V
         vec = rows_bytes(inputs, n)
         indices = (4 + w // c) * tokens * 8
-        keys = vec if p.shared_qk else 0
+        expanded = 2 * vec if inputs.grouped else 0  # k and v repeated (or their gradients)
+        keys = (vec if p.shared_qk else 0) + expanded
         if not inputs.requires_grad:
             merged = vec if rounds > 1 else 0
             return chunk_scores + 7 * rows + keys + merged + indices
         in_view = rounds > 1 and nc > 2
         division = chunk_scores + 11 * rows
         exponential = (5 if in_view else 3) * chunk_scores + 5 * rows
-        return max(division, exponential) + vec + indices
+        return max(division, exponential) + vec + indices + expanded

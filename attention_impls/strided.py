@@ -24,6 +24,11 @@ of ``l`` consecutive positions (the window: block ``I`` scores blocks ``I-1, I, 
 ``l`` residue classes of ``m`` positions (the stride: class ``r`` is dense within itself). Class
 keys within one step (``j = i, i ± l``) are in the window already and are masked in the class
 part, so that one softmax over both counts every pair once.
+
+Grouped-query attention: the ``G`` query heads of a key/value head are stacked as ``G`` times the
+rows of each block and class (``attention_impls.grouped``), against the same key copies. Packed
+documents: both precomputed masks also drop pairs of different documents. Decoding is refused:
+the blocks and classes lay out all ``N`` query rows.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ import torch.nn.functional as F
 
 from attention_impls.flex import FlexMaskBackend
 from attention_impls.footprint import rows_bytes
+from attention_impls.grouped import fold_groups, fold_mask, kv_share, other_document, unfold_groups
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
 from harness.measure.params import param
@@ -87,6 +93,8 @@ class Strided(AttentionBackend):
     Params = StridedParams
     # at the default stride √N; a fixed stride s costs N (2l + N / s): quadratic as N grows
     promise = Promise(1.5)
+    supports_gqa = True
+    supports_documents = True
 
     def param_errors(self, seq_len: int) -> list[str]:
         t = self.params.stride
@@ -127,6 +135,9 @@ class Strided(AttentionBackend):
         diff = pos[:, :, None] - k_pos[:, None, :]  # [m, s, sides*s]
         in_window = (diff.abs() <= s) & (k_pos[:, None, :] >= 0) & (k_pos[:, None, :] < n)
         window_blocked = ~(in_window & (diff >= 0) if causal else in_window)  # [m, s, sides*s]
+        docs = other_document(inputs, pos[:, :, None], k_pos[:, None, :], n_pad)
+        if docs is not None:
+            window_blocked |= docs
         # Class part: query a and key b of class r are positions r + a s and r + b s; |a - b| < 2
         # is in the window already.
         a = torch.arange(m, device=dev)
@@ -135,33 +146,49 @@ class Strided(AttentionBackend):
         keep = (step.abs() >= 2) & (step >= 0 if causal else True)
         class_blocked = ~(keep[None] & real_key[:, None, :])  # [s, m, m]
         class_blocked = class_blocked.transpose(0, 1)  # [m(a), s(r), m(b)]
+        class_key = a[None, None, :] * s + torch.arange(s, device=dev)[None, :, None]  # [1, s, m]
+        docs = other_document(inputs, pos[:, :, None], class_key, n_pad)  # [m(a), s(r), m(b)]
+        if docs is not None:
+            class_blocked = class_blocked | docs
+        # one mask row per query row of each of the G query heads folded into a block
+        hkv, groups = inputs.kv_heads_count, inputs.heads // inputs.kv_heads_count
+        window_blocked = fold_mask(window_blocked, groups)  # [m, G*s, sides*s]
+        class_blocked = fold_mask(class_blocked, groups)  # [m(a), G*s(r), m(b)]
         scale = inputs.scale
+
+        def swap(x: torch.Tensor, rows: int) -> torch.Tensor:
+            """Folded rows ``[B, Hkv, X, G*Y, Z]`` to ``[B, Hkv, Y, G*X, Z]`` (``Y = rows``): block
+            rows to class rows and back; a view (a transpose) when G == 1."""
+            x = x.unflatten(3, (groups, rows))  # [B, Hkv, X, G, Y, Z]
+            return x.permute(0, 1, 4, 3, 2, 5).flatten(3, 4)  # [B, Hkv, Y, G*X, Z]
 
         def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             b, h, _, d = q.shape
 
             def blocks(x: torch.Tensor, front: int = 0, back: int = 0) -> torch.Tensor:
-                x = F.pad(x, (0, 0, front * s, n_pad - n + back * s))  # [B, H, (m+f+b)*s, D]
-                return x.view(b, h, m + front + back, s, d)  # [B, H, m+f+b, s, D]
+                x = F.pad(x, (0, 0, front * s, n_pad - n + back * s))  # [B, h, (m+f+b)*s, D]
+                return x.view(b, x.shape[1], m + front + back, s, d)  # [B, h, m+f+b, s, D]
 
             def neighbours(x: torch.Tensor) -> torch.Tensor:
-                x = blocks(x, 1, sides - 2)  # [B, H, m + sides - 1, s, D]
+                x = blocks(x, 1, sides - 2)  # [B, Hkv, m + sides - 1, s, D]
                 return torch.cat([x[:, :, t : t + m] for t in range(sides)], dim=-2)
 
             def classes(x: torch.Tensor) -> torch.Tensor:
-                return blocks(x).transpose(2, 3)  # [B, H, s(r), m(a), D]
+                return blocks(x).transpose(2, 3)  # [B, h, s(r), m(a), D]
 
+            # The G query heads of a key/value head are G*s rows of each block (G*m of a class).
             qb = blocks(q * scale)  # [B, H, m, s, D]
-            vn = neighbours(v)  # [B, H, m, sides*s, D]
-            window = qb @ neighbours(k).transpose(-1, -2)  # [B, H, m, s, sides*s]
-            window.masked_fill_(window_blocked, float("-inf"))
-            strided = qb.transpose(2, 3) @ classes(k).transpose(-1, -2)  # [B, H, s, m(a), m(b)]
-            strided = strided.transpose(2, 3)  # [B, H, m(a), s(r), m(b)]: query a*s + r
+            vn = neighbours(v)  # [B, Hkv, m, sides*s, D]
+            window = fold_groups(qb, hkv) @ neighbours(k).transpose(-1, -2)  # [B, Hkv, m, G*s, .]
+            window.masked_fill_(window_blocked, float("-inf"))  # [B, Hkv, m, G*s, sides*s]
+            strided = fold_groups(qb.transpose(2, 3), hkv) @ classes(k).transpose(-1, -2)
+            strided = swap(strided, m)  # [B, Hkv, s, G*m(a), m(b)] -> [B, Hkv, m(a), G*s(r), m(b)]
             strided = strided.masked_fill(class_blocked, float("-inf"))
             probs = torch.cat([window, strided], dim=-1).softmax(dim=-1)
-            out = probs[..., : sides * s] @ vn  # [B, H, m, s, D]
-            p_class = probs[..., sides * s :].transpose(2, 3)  # [B, H, s, m(a), m(b)]
-            out = out + (p_class @ classes(v)).transpose(2, 3)  # [B, H, m, s, D]
+            out = probs[..., : sides * s] @ vn  # [B, Hkv, m, G*s, D]
+            p_class = swap(probs[..., sides * s :], s)  # [B, Hkv, s, G*m(a), m(b)]
+            out = out + swap(p_class @ classes(v), m)  # [B, Hkv, m, G*s, D]
+            out = unfold_groups(out, groups)  # [B, H, m, s, D]
             return out.reshape(b, h, n_pad, d)[:, :, :n]  # [B, H, N, D]
 
         return fn
@@ -175,7 +202,9 @@ class Strided(AttentionBackend):
         m = -(-n // s)
         width = (2 if self.params.causal else 3) * s + m
         scores = rows_bytes(inputs, m * s, width)
-        copies = 2 * rows_bytes(inputs, m * (width - m)) + 2 * rows_bytes(inputs, m * s)
+        # the neighbour copies of k and v have Hkv heads; q and the output H
+        copies = int(2 * rows_bytes(inputs, m * (width - m)) * kv_share(inputs))
+        copies += 2 * rows_bytes(inputs, m * s)
         if not inputs.requires_grad:
             return 3 * scores + copies
         return 4 * scores + 2 * copies
