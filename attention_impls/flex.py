@@ -21,6 +21,8 @@ build (``'cur_kvSplitSize4' was not declared``) at the second length, where the 
 ``dynamic=None`` switches to it. Scalars the mods read are 0-dim tensors (``scalar``), so only a
 new shape (or dtype, or BigBird's r, Reformer's n_hashes) recompiles. Compiled FlexAttention on
 CPU has neither backward nor log-sum-exp in torch 2.13: on CPU these backends run forward only.
+Grouped-query attention, decoding and packed documents compose in ``FlexMaskBackend`` for every
+family (``shaped_mod``, flex's ``enable_gqa``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 import torch
 
-from attention_impls.footprint import rows_bytes
+from attention_impls.footprint import kv_bytes, rows_bytes
 from harness.measure.backend import AttentionFn, Kernel
 from harness.measure.inputs import Inputs
 
@@ -87,31 +89,62 @@ def table_len(n: int, tile: int) -> int:
     return -(-n // step) * step
 
 
-def build_block_mask(mod: Mod, n: int, device: torch.device | str, tile: int = TILE) -> BlockMask:
-    """``create_block_mask(mod, None, None, n, n, BLOCK_SIZE=tile)`` without an [n, n] tensor.
+def build_block_mask(
+    mod: Mod, n: int, device: torch.device | str, tile: int = TILE, q_len: int | None = None
+) -> BlockMask:
+    """``create_block_mask(mod, None, None, q_len, n, BLOCK_SIZE=tile)`` without a
+    ``[q_len, n]`` tensor (``q_len``: n by default).
 
     create_block_mask runs mod on every pair: eagerly at once, that takes int64 temporaries of
     8 n^2 bytes (2 GiB at 16K tokens). Up to EAGER_MASK_MAX_LEN it runs eagerly on slabs of
     query rows (2 CPU cores: 0.3 s at 4K, 1.1-1.4 s at 8K, 2-5 s at 16K); beyond, compiled
     (fused, no [n, n] tensor; 3-7 s to compile per shape there, then 0.4-0.7 s at 16K).
     """
+    m = n if q_len is None else q_len
     if n > EAGER_MASK_MAX_LEN:
-        return _compiled(create_block_mask)(mod, None, None, n, n, device, BLOCK_SIZE=tile)
+        return _compiled(create_block_mask)(mod, None, None, m, n, device, BLOCK_SIZE=tile)
     rows = max(tile, MASK_SLAB_ELEMENTS // n // tile * tile)
-    if rows >= n:
-        return create_block_mask(mod, None, None, n, n, device=device, BLOCK_SIZE=tile)
+    if rows >= m:
+        return create_block_mask(mod, None, None, m, n, device=device, BLOCK_SIZE=tile)
 
     def shifted(start: int) -> Mod:
         return lambda b, h, i, j: mod(b, h, i + start, j)
 
     parts = [
-        create_block_mask(shifted(s), None, None, min(rows, n - s), n, device, BLOCK_SIZE=tile)
-        for s in range(0, n, rows)
+        create_block_mask(shifted(s), None, None, min(rows, m - s), n, device, BLOCK_SIZE=tile)
+        for s in range(0, m, rows)
     ]
     names = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices")
-    # [1, 1, n / tile(, n / tile)] each, stacked along the query tiles
+    # [1, 1, m / tile(, n / tile)] each, stacked along the query tiles
     blocks = [torch.cat([getattr(p, name) for p in parts], dim=2) for name in names]
-    return BlockMask.from_kv_blocks(*blocks, tile, mod, seq_lengths=(n, n))
+    return BlockMask.from_kv_blocks(*blocks, tile, mod, seq_lengths=(m, n))
+
+
+def shaped_mod(mod: Mod, inputs: Inputs, tile: int = TILE) -> Mod:
+    """A family's ``mod`` (on positions, queries as keys) for the case's q and documents.
+
+    The kernel's query index is a row of q: position ``row + query_offset`` (decoding: the last
+    M positions), clamped to the last position for the rows past M that fill the last tile, so
+    that a family's tables (``table_len``) hold every index. Packed documents keep a pair only
+    within one document, over a document-id table as long as the kernel's key tiles reach
+    (padded keys in document -1, which no query has). Returns ``mod`` itself where neither
+    applies.
+    """
+    if not (inputs.decoding or inputs.documents > 1):
+        return mod
+    dev = torch.device(inputs.device)
+    offset, last = scalar(inputs.query_offset, dev), scalar(inputs.seq_len - 1, dev)
+    if inputs.documents == 1:
+        return lambda b, h, i, j: mod(b, h, torch.minimum(i + offset, last), j)
+    ids = inputs.document_ids(dev)  # [N]
+    doc = torch.full((table_len(inputs.seq_len, tile),), -1, dtype=ids.dtype, device=dev)
+    doc[: inputs.seq_len] = ids  # [N+]
+
+    def within_documents(b, h, i, j):
+        pos = torch.minimum(i + offset, last)
+        return mod(b, h, pos, j) & (doc[pos] == doc[j])
+
+    return within_documents
 
 
 def flex_reasons(inputs: Inputs) -> list[str]:
@@ -156,27 +189,39 @@ class FlexMaskBackend(FlexKernel):
     """A family's fixed pattern as a compiled FlexAttention ``mask_mod``, by composition: the
     subclass names the family's plain backend (``pattern``), whose ``mask_mod``, dense ``mask``,
     parameters, pair count and promise this kernel uses; it adds only how to compute. Its tile
-    is 128 unless the subclass says otherwise (``tile``: flex-bigbird tiles by its blocks)."""
+    is 128 unless the subclass says otherwise (``tile``: flex-bigbird tiles by its blocks).
+
+    The shapes of today's models compose here, for every family: decoding and packed documents
+    through ``shaped_mod`` (the BlockMask then skips the tiles outside the documents, the
+    sparse-aware packed-documents kernel), grouped-query attention through flex's
+    ``enable_gqa``, which reads key/value head ``h // G`` for query head h."""
+
+    supports_gqa = supports_decoding = supports_documents = True
 
     def mask_mod(self, inputs: Inputs) -> Mod:
         return self.plain.mask_mod(inputs)
 
     def prepare(self, inputs: Inputs) -> AttentionFn:
-        mod, tile = self.mask_mod(inputs), self.tile(inputs)
-        block_mask = build_block_mask(mod, inputs.seq_len, inputs.device, tile)
+        tile = self.tile(inputs)
+        mod = shaped_mod(self.mask_mod(inputs), inputs, tile)
+        block_mask = build_block_mask(mod, inputs.seq_len, inputs.device, tile, inputs.query_len)
         flex, scale = compiled_flex(), inputs.scale
+        gqa = {"enable_gqa": True} if inputs.grouped else {}
 
         def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            return flex(q, k, v, block_mask=block_mask, scale=scale)  # [B, H, N, D]
+            return flex(q, k, v, block_mask=block_mask, scale=scale, **gqa)  # [B, H, M, D]
 
         return fn
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        """The fused kernel holds no scores: the output and the float32 log-sum-exp and row
-        maxima ``[B, H, N]``; with a backward pass (CUDA only, unmeasured) also dq, dk, dv and
-        the gradient's row sums, counted as a fifth ``[B, H, N, D]``. Measured on CPU (forward):
-        the compiled kernel also allocates two more output-sized buffers (the allocator's trace
-        shows them) that never become resident, so the CPU peak does not include them."""
-        b, h, n, _ = inputs.shape
-        vectors = rows_bytes(inputs, n) * (5 if inputs.requires_grad else 1)
-        return vectors + 2 * b * h * n * 4
+        """The fused kernel holds no scores: the output ``[B, H, M, D]`` and the float32
+        log-sum-exp and row maxima ``[B, H, M]``; with a backward pass (CUDA only, unmeasured)
+        also dq, dk, dv and the gradient's row sums, counted as four more ``[B, H, M, D]`` (dk
+        and dv as ``[B, Hkv, N, D]``). Measured on CPU (forward): the compiled kernel also
+        allocates two more output-sized buffers (the allocator's trace shows them) that never
+        become resident, so the CPU peak does not include them."""
+        b, h, m, _ = inputs.shape
+        vectors = rows_bytes(inputs, m)
+        if inputs.requires_grad:
+            vectors = 3 * rows_bytes(inputs, m) + 2 * kv_bytes(inputs)
+        return vectors + 2 * b * h * m * 4

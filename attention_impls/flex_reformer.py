@@ -34,6 +34,10 @@ class FlexReformer(FlexKernel):
     name = "flex-reformer"
     description = "Reformer LSH rounds as compiled FlexAttention over sorted chunks"
     pattern = Reformer
+    # Not the shapes of ``FlexMaskBackend`` (supports_* left False, refused with those reasons):
+    # the buckets sort q and the keys of the same N positions (shared QK derives the keys from
+    # q), so M queries of N keys, key heads other than the query heads, and documents cutting
+    # the sorted chunks have no meaning here yet.
 
     def not_supported_reasons(self, inputs: Inputs) -> list[str]:
         # In the plain Reformer's order: the declared checks and its parameter checks (its

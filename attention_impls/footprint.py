@@ -22,6 +22,17 @@ def rows_bytes(inputs: Inputs, rows: int, width: int | None = None) -> int:
     return inputs.batch * inputs.heads * rows * width * inputs.element_size
 
 
+def kv_bytes(inputs: Inputs) -> int:
+    """Bytes of one ``[B, Hkv, N, D]`` tensor: k, v, or their gradients."""
+    b, hkv, n, d = inputs.kv_shape
+    return b * hkv * n * d * inputs.element_size
+
+
+def mask_bytes(inputs: Inputs, element_size: int = 1) -> int:
+    """Bytes of one ``[M, N]`` mask shared by batch and heads (boolean by default)."""
+    return inputs.query_len * inputs.seq_len * element_size
+
+
 def cpu_flash_buffers_bytes(q_len: int, kv_len: int, head_dim: int, backward: bool) -> int:
     """Per-thread scratch of PyTorch's CPU flash kernel, for every thread.
 
@@ -42,16 +53,19 @@ def fused_attention_bytes(
     inputs: Inputs, q_len: int | None = None, kv_len: int | None = None
 ) -> int:
     """``scaled_dot_product_attention`` through a fused kernel (no score matrix), ``q_len`` queries
-    over ``kv_len`` keys (both N by default).
+    over ``kv_len`` keys (by default the inputs' M and N).
 
-    The output; with a backward pass also dq, dk, dv and, on CPU, the copy of the output's
-    gradient that the flash kernel makes in its own ``[B, N, H, D]`` layout. On CPU the kernel's
-    per-thread tiles are added (under 1 MiB a thread). On CUDA (flash, memory-efficient, cuDNN)
-    this is unmeasured: their float32 accumulators and log-sum-exp are not counted.
+    The output ``[B, H, M, D]``; with a backward pass also dq and dk, dv (``[B, Hkv, N, D]``: with
+    grouped-query attention the CPU flash kernel sums the query heads' key gradients in place,
+    measured) and, on CPU, the copy of the output's gradient that the flash kernel makes in its
+    own ``[B, M, H, D]`` layout. On CPU the kernel's per-thread tiles are added (under 1 MiB a
+    thread). On CUDA (flash, memory-efficient, cuDNN) this is unmeasured: their float32
+    accumulators and log-sum-exp are not counted.
     """
-    q_len = inputs.seq_len if q_len is None else q_len
+    q_len = inputs.query_len if q_len is None else q_len
     kv_len = inputs.seq_len if kv_len is None else kv_len
-    out, keys = rows_bytes(inputs, q_len), rows_bytes(inputs, kv_len)
+    out = rows_bytes(inputs, q_len)
+    keys = kv_bytes(inputs) * kv_len // inputs.seq_len
     cpu = torch.device(inputs.device).type == "cpu"
     buffers = cpu_flash_buffers_bytes(q_len, kv_len, inputs.head_dim, False) if cpu else 0
     if not inputs.requires_grad:

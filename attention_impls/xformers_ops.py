@@ -21,6 +21,11 @@ returns ``[B, H, N, D]`` tensors and converts with ``transpose(1, 2)``, a view (
 xformers' kernels take strided inputs as long as the last dimension is contiguous. The timed call
 is the kernel plus whatever copy xformers itself decides to make.
 
+Grouped-query attention (xformers takes it as 5-D ``[B, N, Hkv, G, D]`` inputs), decoding (the
+biases above are aligned bottom-right only where stated) and packed documents (xformers'
+``BlockDiagonalMask``) are not computed here yet: the kernels declare none of them
+(``supports_*`` False), so such cases are refused with those reasons, after xformers' own.
+
 xformers kernels exist only for CUDA (``devices = {"cuda"}``), and which one takes which inputs
 changes with the version and the GPU, so ``not_supported_reasons`` asks xformers: the forward
 operators its dispatcher would try (and their backward operators when gradients are wanted) are
@@ -252,7 +257,8 @@ class XformersKernel(Kernel):
         declared = super().not_supported_reasons(inputs)
         if torch.device(inputs.device).type not in ("cpu", "cuda"):
             return declared  # no tensors can be built there to ask xformers
-        # xformers' own reasons first: they also say why the declared device or dtype is refused.
+        # xformers' own reasons first: they also say why the declared device or dtype is refused;
+        # the shapes no kernel here computes yet (supports_* False) are refused either way.
         asked = xformers_reasons(
             str(inputs.device),
             inputs.dtype,
@@ -261,7 +267,7 @@ class XformersKernel(Kernel):
             inputs.requires_grad,
             self.window(),
         )
-        return list(asked) or declared
+        return list(asked) + self.shape_reasons(inputs) if asked else declared
 
     def prepare(self, inputs: Inputs) -> AttentionFn:
         fmha, _ = _import_fmha()
