@@ -178,8 +178,29 @@ def test_flops_arithmetic() -> None:
     assert BACKWARD_FACTOR == 2.5
     assert useful_flops(float(1024**2), 1, 1, 64, "fwd") == 4 * 64 * 1024**2
     assert useful_flops(None, 1, 1, 64, "fwd") is None
+    # FlashAttention's convention per mode: the training forward counts as a forward, the
+    # backward alone as 2.5 of them
+    assert useful_flops(pairs, 2, 3, 64, "fwd-grad") == fwd
+    assert useful_flops(pairs, 2, 3, 64, "bwd") == 2.5 * fwd
     with pytest.raises(ValueError):
-        useful_flops(1.0, 1, 1, 64, "bwd")
+        useful_flops(1.0, 1, 1, 64, "backward")
+
+
+def test_counted_pairs_follow_decoding_and_documents() -> None:
+    """Where the family's formula does not apply, the case's pairs are the reference mask's:
+    decoding keeps the last queries' rows of the causal triangle, documents the blocks."""
+    full = get_backend_class("full-naive")
+    causal = full(full.Params(causal=True))
+    n, m = 300, 7
+    decode = Inputs(1, 2, n, 8, q_len=m, causal=True)
+    # query r sits at position n - m + r and sees keys 0 .. n - m + r
+    assert causal.case_pairs(decode) == sum(n - m + r + 1 for r in range(m))
+    docs = Inputs(1, 2, n, 8, documents=5, seed=4)
+    lengths = docs.document_lengths()
+    assert sum(lengths) == n and len(lengths) == 5 and min(lengths) >= 1
+    assert full().case_pairs(docs) == sum(length * length for length in lengths)
+    both = Inputs(1, 2, n, 8, documents=5, seed=4, causal=True)
+    assert causal.case_pairs(both) == sum(length * (length + 1) // 2 for length in lengths)
 
 
 def test_rows_store_flops_and_facts() -> None:

@@ -65,7 +65,7 @@ def test_estimates_are_within_a_quarter_of_the_measured_peak(tmp_path):
 def test_all_global_bigbird_is_dense_fused_attention(tmp_path):
     """Every block global: one fused SDPA call, a few MiB, where the old estimate counted
     [B, H, N, N] scores."""
-    config = sweep(tmp_path, ("bigbird",), heads=8, param_overrides=(("global_blocks", 16),))
+    config = sweep(tmp_path, ("bigbird",), heads=8, param_grid=(("global_blocks", (16,)),))
     df = ratios(config)
     assert_within(df)
     assert df.peak_mem_bytes.max() < 8 * N * N * 4 / 4  # a quarter of one score matrix

@@ -37,3 +37,34 @@ def test_inputs_are_random_and_reproducible():
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
     assert not torch.equal(a[0], a[1])  # q, k and v differ
     assert a[0].std() > 0.5
+
+
+def test_grouped_query_reference_shares_each_kv_head() -> None:
+    """Query head h reads key/value head h // (H / Hkv): the same as repeating k and v."""
+    from harness.measure.inputs import Inputs
+
+    inputs = Inputs(2, 6, 10, 4, kv_heads=2, seed=3)
+    q, k, v = inputs.make_qkv()
+    assert k.shape == (2, 2, 10, 4) and q.shape == (2, 6, 10, 4)
+    grouped = masked_attention(q, k, v)
+    for h in range(6):
+        alone = masked_attention(q[:, h : h + 1], k[:, h // 3 : h // 3 + 1], v[:, h // 3 : h // 3 + 1])
+        torch.testing.assert_close(grouped[:, h : h + 1], alone)
+
+
+def test_reference_mask_places_decoding_queries_last_and_keeps_documents() -> None:
+    from harness.measure.inputs import Inputs
+    from harness.measure.reference import reference_mask
+    from harness.measure.registry import get_backend_class
+
+    full = get_backend_class("full-naive")
+    causal = full(full.Params(causal=True))
+    n, m = 40, 5
+    inputs = Inputs(1, 1, n, 4, q_len=m, documents=3, seed=2, causal=True)
+    q, k, _ = inputs.make_qkv()
+    mask = reference_mask(causal, inputs, q, k, torch.arange(m))[0, 0]  # [M, N]
+    doc = inputs.document_ids()
+    for r in range(m):
+        p = n - m + r
+        expected = (torch.arange(n) <= p) & (doc == doc[p])
+        assert torch.equal(mask[r], expected)

@@ -48,7 +48,9 @@ def test_every_backend_meets_the_contract(name, tmp_path):
     overrides = SMALL
     if name == "flex-reformer" and device == "cpu":
         overrides += (("n_hashes", 1),)  # merging rounds needs a log-sum-exp the CPU lacks
-    backend = SweepConfig((300,), (name,), tmp_path, param_overrides=overrides).make_backend(name)
+    backend = SweepConfig(
+        (300,), (name,), tmp_path, param_grid=tuple((k, (v,)) for k, v in overrides)
+    ).make_backend(name)
     assert backend.param_errors(300) == []
     assert backend.label().startswith(name)
     inputs = Inputs(1, 2, 300, 16, seed=4, device=device, requires_grad=True)

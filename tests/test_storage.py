@@ -6,6 +6,7 @@ import errno
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from harness.store.records import COLUMNS, CaseResult, Status
@@ -17,6 +18,7 @@ from harness.store.storage import (
     finished_keys,
     read_meta,
     read_results,
+    rewrite_results,
     set_aside_torn,
     validate_appendable,
     write_meta,
@@ -27,7 +29,7 @@ def result(seq_len: int, status: str = Status.OK, **kw) -> CaseResult:
     base = dict(
         backend="full-sdpa", family="full", label="full-sdpa", params='{"causal":false}',
         seq_len=seq_len, pass_="fwd", batch=1, heads=2, head_dim=16, dtype="float32",
-        device="cpu", seed=0, status=status,
+        device="cpu", seed=0, q_len=seq_len, kv_heads=2, documents=1, causal=False, status=status,
     )  # fmt: skip
     measured = {"time_median_ms": 1.0} if status == Status.OK else {}
     return CaseResult(**{**base, **measured, **kw})
@@ -42,7 +44,11 @@ def test_rows_round_trip(tmp_path):
     assert df.time_median_ms.iloc[0] == 1.5 and df.time_samples_ms.iloc[0] == "1.4 1.5 1.6"
     assert df.reason.tolist() == ["", "out of memory, at x"]  # empty text stays text
     keys = finished_keys(df)
-    assert ("full-sdpa", '{"causal":false}', 256, "fwd", 1, 2, 16, "float32", "cpu", 0) in keys
+    # backend, params, length, mode, then the grid's axes (batch, heads, head_dim, dtype, seed,
+    # q_len, kv_heads, documents, causal) and the device
+    key = ("full-sdpa", '{"causal":false}', 256, "fwd", 1, 2, 16, "float32", 0, 256, 2, 1, False,
+           "cpu")  # fmt: skip
+    assert key in keys
     assert len(keys) == 2
 
 
@@ -135,8 +141,10 @@ def test_resume_sets_torn_rows_aside_and_their_cases_run_again(tmp_path):
 
 def test_a_run_folder_holds_one_run(tmp_path):
     append_result(tmp_path, result(128))
-    append_result(tmp_path, result(256, dtype="float64"))
-    with pytest.raises(RunFolderError, match=r"more than one run \(dtype float32 and float64"):
+    append_result(tmp_path, result(256, dtype="float64"))  # a grid: two dtypes in one run
+    assert read_results(tmp_path)["dtype"].tolist() == ["float32", "float64"]
+    append_result(tmp_path, result(256, device="cuda"))
+    with pytest.raises(RunFolderError, match=r"more than one run \(device cpu and cuda"):
         read_results(tmp_path)
     (tmp_path / "results.csv").unlink()
     append_result(tmp_path, result(128))
@@ -183,3 +191,25 @@ def test_a_storage_error_anywhere_is_exit_code_5_in_one_line(tmp_path, monkeypat
     assert app.main(argv) == 5
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("run_bench.py: error: cannot write"), err
+
+
+def test_rows_appended_after_the_derived_columns_line_up(tmp_path):
+    """A finished sweep adds derived columns; rows a resumption appends leave them empty."""
+    append_result(tmp_path, result(128))
+    df = read_results(tmp_path).assign(tflops=2.5, speedup_vs_full_naive=1.5)
+    rewrite_results(tmp_path, df)
+    validate_appendable(tmp_path)
+    append_result(tmp_path, result(256))
+    back = read_results(tmp_path)
+    assert list(back.columns) == [*COLUMNS, "tflops", "speedup_vs_full_naive"]
+    assert back["tflops"].tolist()[0] == 2.5 and pd.isna(back["tflops"].tolist()[1])
+    assert back["seq_len"].tolist() == [128, 256]
+
+
+def test_a_run_before_format_4_reads_as_a_grid_of_one_point(tmp_path):
+    append_result(tmp_path, result(128, params='{"causal":true}'))
+    old = read_results(tmp_path).drop(columns=["q_len", "kv_heads", "documents", "causal"])
+    old.to_csv(tmp_path / "results.csv", index=False)
+    df = read_results(tmp_path)
+    row = df.iloc[0]
+    assert (row.q_len, row.kv_heads, row.documents) == (128, 2, 1) and bool(row.causal)
