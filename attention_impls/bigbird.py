@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -182,6 +183,10 @@ class BigBird(AttentionBackend):
     # Decoding and packed documents are not computed: the blocks, their random draws and the
     # global blocks at both ends are laid out over all N positions as query and key blocks alike.
     supports_gqa = True
+    why_not: ClassVar[dict[str, str]] = {
+        "decoding": "its blocks are laid over all N positions, as queries and as keys",
+        "documents": "BigBird defines no rule for a block cut by a document",
+    }
 
     def attended_pairs(self, seq_len: int, seed: int = 0) -> float:
         """Exactly ``mask(...).sum()``; ``seed`` matters only where a random block can be the

@@ -16,6 +16,8 @@ on CPU this backend runs forward only, and one round only.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +40,11 @@ class FlexReformer(FlexKernel):
     # the buckets sort q and the keys of the same N positions (shared QK derives the keys from
     # q), so M queries of N keys, key heads other than the query heads, and documents cutting
     # the sorted chunks have no meaning here yet.
+    why_not: ClassVar[dict[str, str]] = {
+        "gqa": "the buckets sort q and keys of the same heads",
+        "decoding": "the buckets sort q and keys of the same N positions",
+        "documents": "a bucket's chunks ignore document boundaries",
+    }
 
     def not_supported_reasons(self, inputs: Inputs) -> list[str]:
         # In the plain Reformer's order: the declared checks and its parameter checks (its

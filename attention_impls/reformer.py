@@ -37,6 +37,7 @@ follows N: sweeps show it at long lengths.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +114,10 @@ class Reformer(AttentionBackend):
     # i-th (and previous) chunk of the sorted keys, so queries and keys are the same N tokens,
     # and a bucket's chunk ignores document boundaries (a query could be left with no key).
     supports_gqa = True
+    why_not: ClassVar[dict[str, str]] = {
+        "decoding": "each round pairs chunks of the same N sorted queries and keys",
+        "documents": "a bucket's chunks ignore document boundaries",
+    }
 
     def attended_pairs(self, seq_len: int, seed: int = 0) -> float:
         """Expected pairs: the pattern depends on the input values (an upper bound on the

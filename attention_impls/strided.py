@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -95,6 +96,9 @@ class Strided(AttentionBackend):
     promise = Promise(1.5)
     supports_gqa = True
     supports_documents = True
+    why_not: ClassVar[dict[str, str]] = {
+        "decoding": "its blocks and classes lay out all N query rows"
+    }
 
     def param_errors(self, seq_len: int) -> list[str]:
         t = self.params.stride

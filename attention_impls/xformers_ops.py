@@ -51,7 +51,7 @@ from __future__ import annotations
 import functools
 import re
 import sys
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -245,6 +245,9 @@ def xformers_reasons(
 class XformersKernel(Kernel):
     """A family's pattern through ``memory_efficient_attention``: the declarations, the support
     check and ``prepare``. A kernel's ``Params`` have ``causal``; ``window`` says which bias."""
+
+    why_not: ClassVar[dict[str, str]] = {axis: "not wired to xformers' own support yet" for axis in
+               ("gqa", "decoding", "documents")}  # fmt: skip
 
     devices = frozenset({"cuda"})
     dtypes = XFORMERS_DTYPES

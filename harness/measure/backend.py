@@ -65,6 +65,9 @@ class AttentionBackend:
     supports_gqa: ClassVar[bool] = False
     supports_decoding: ClassVar[bool] = False
     supports_documents: ClassVar[bool] = False
+    # Why, in a few words, for an axis it does not compute ("gqa", "decoding", "documents"),
+    # added to that reason
+    why_not: ClassVar[dict[str, str]] = {}
 
     def __init__(self, params: Any = None) -> None:
         self.params = self.Params() if params is None else params
@@ -87,17 +90,23 @@ class AttentionBackend:
         """Which of the inputs' axes (causal, kv_heads, q_len, documents) this backend does not
         compute, from its declarations (``supports_*``, a ``causal`` parameter)."""
         reasons = []
+        why = {k: f": {v}" for k, v in self.why_not.items()}
         if inputs.causal and not hasattr(self.params, "causal"):
             reasons.append(f"{self.family} has no causal variant")
         if inputs.grouped and not self.supports_gqa:
             reasons.append(
                 f"no grouped-query attention (kv_heads {inputs.kv_heads_count} < heads "
-                f"{inputs.heads})"
+                f"{inputs.heads}){why.get('gqa', '')}"
             )
         if inputs.decoding and not self.supports_decoding:
-            reasons.append(f"no query length other than the key length (q_len {inputs.q_len})")
+            reasons.append(
+                f"no query length other than the key length (q_len {inputs.q_len})"
+                f"{why.get('decoding', '')}"
+            )
         if inputs.documents > 1 and not self.supports_documents:
-            reasons.append(f"no packed documents ({inputs.documents} documents)")
+            reasons.append(
+                f"no packed documents ({inputs.documents} documents){why.get('documents', '')}"
+            )
         return reasons
 
     def param_errors(self, seq_len: int) -> list[str]:

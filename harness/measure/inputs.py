@@ -17,6 +17,7 @@ axes of the problem every backend either computes or refuses with a reason
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +42,7 @@ def document_lengths(seq_len: int, documents: int, seed: int) -> list[int]:
     gen = torch.Generator().manual_seed(seed + 2)
     cuts = (torch.randperm(seq_len - 1, generator=gen)[: documents - 1] + 1).sort().values
     bounds = [0, *cuts.tolist(), seq_len]
-    return [b - a for a, b in zip(bounds, bounds[1:])]
+    return [b - a for a, b in itertools.pairwise(bounds)]
 
 
 @dataclass(frozen=True)
