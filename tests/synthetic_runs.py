@@ -12,14 +12,21 @@ from harness.measure.registry import get_backend_class
 from harness.store import storage
 from harness.store.records import CaseResult, Status
 
+# The grid point of a row where a test names none: one shape, queries as many as keys
+SHAPE = {"batch": 1, "heads": 4, "head_dim": 64, "q_len": None, "kv_heads": 4, "documents": 1,
+         "causal": False}  # fmt: skip
 
-def facts(backend: str, params: dict, n: int, pass_: str) -> dict:
+
+def facts(backend: str, params: dict, n: int, pass_: str, shape: dict = SHAPE) -> dict:
     """The family facts a sweep stores for this backend (none for a made-up backend)."""
     try:
         cls = get_backend_class(backend)
     except KeyError:
         return {"sparse": True, "yardstick": False}
-    return cls(cls.Params(**params)).row_facts(Inputs(1, 4, n, 64), pass_)
+    inputs = Inputs(shape["batch"], shape["heads"], n, shape["head_dim"], q_len=shape["q_len"],
+                    kv_heads=shape["kv_heads"], documents=shape["documents"],
+                    causal=shape["causal"])  # fmt: skip
+    return cls(cls.Params(**params)).row_facts(inputs, pass_)
 
 
 LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
@@ -41,7 +48,9 @@ class Series:
     wide: tuple[int, ...] = ()  # lengths whose samples spread wider than their median
     conditions: dict[int, dict] = field(default_factory=dict)  # length -> e.g. {"other_cpu": 0.5}
 
-    def rows(self, lengths=LENGTHS, pass_="fwd", device="cpu", dtype="float32", scale=1.0):
+    def rows(self, lengths=LENGTHS, pass_="fwd", device="cpu", dtype="float32", scale=1.0,
+             shape: dict = SHAPE):  # fmt: skip
+        shape = {**SHAPE, **shape}
         for n in lengths:
             status = self.status.get(n, Status.OK)
             ok = status == Status.OK
@@ -54,12 +63,16 @@ class Series:
                 params=json.dumps(self.params, sort_keys=True, separators=(",", ":")),
                 seq_len=n,
                 pass_=pass_,
-                batch=1,
-                heads=4,
-                head_dim=64,
+                batch=shape["batch"],
+                heads=shape["heads"],
+                head_dim=shape["head_dim"],
                 dtype=dtype,
                 device=device,
                 seed=0,
+                q_len=n if shape["q_len"] is None else shape["q_len"],
+                kv_heads=shape["kv_heads"],
+                documents=shape["documents"],
+                causal=shape["causal"],
                 status=status,
                 reason="" if ok else f"{status} at {n}",
                 time_median_ms=t if ok else None,
@@ -73,7 +86,7 @@ class Series:
                 threads=2,
                 wall_s=1.0,
                 **(self.conditions.get(n, {}) if ok else {}),
-                **facts(self.backend, self.params, n, pass_),
+                **facts(self.backend, self.params, n, pass_, shape),
             )
 
 
@@ -148,4 +161,66 @@ def write_run(
             for result in s.rows(pass_=pass_, scale=factor, **kw):
                 storage.append_result(folder, result)
     storage.write_meta(folder, meta(kw.get("device", "cpu"), calibration_ms=calibration_ms))
+    return folder
+
+
+# A grid like the issue's: 3 lengths x head_dim 64, 128 x causal or not x 3 modes, with
+# longformer at two windows, full-sdpa and bigbird (which has no causal variant: skipped there).
+# Each series' time grows with head_dim by its own power and causal masking spares each its own
+# share, so that the fastest backend differs between points of the grid.
+GRID_LENGTHS = (1024, 2048, 4096)
+GRID_MODES = ("fwd", "bwd", "fwdbwd")
+
+
+@dataclass(frozen=True)
+class GridSeries:
+    series: Series
+    head_dim_exp: float  # time x (head_dim / 64) ** head_dim_exp
+    causal_factor: float  # time x this where causal
+    causal: bool = True  # has a causal variant (else skipped at causal points)
+
+
+GRID_SERIES = (
+    GridSeries(replace(SDPA, time_at_1k=20.0), 1.0, 0.5),
+    GridSeries(
+        replace(LONGFORMER, params={**LONGFORMER.params, "window": 128}, time_at_1k=25.0), 1.8, 0.9
+    ),
+    GridSeries(LONGFORMER, 1.5, 0.7),
+    GridSeries(LEAKY, 1.2, 1.0, causal=False),
+)
+
+
+def _label(backend: str, params: dict) -> str:
+    cls = get_backend_class(backend)
+    return cls(cls.Params(**params)).label()
+
+
+def write_grid_run(
+    folder: Path, grid=GRID_SERIES, lengths=GRID_LENGTHS, head_dims=(64, 128),
+    causal=(False, True), modes=GRID_MODES, device="cpu", name="Test CPU",
+) -> Path:  # fmt: skip
+    """A run over that grid, written row by row as a sweep writes it (shape by shape)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    factors = {"fwd": 1.0, "bwd": 2.0, "fwd-grad": 1.1, "fwdbwd": 3.0}
+    for head_dim in head_dims:
+        for is_causal in causal:
+            shape = {"head_dim": head_dim, "causal": is_causal}
+            for g in grid:
+                s = g.series
+                params = {**s.params, "causal": is_causal} if "causal" in s.params else s.params
+                skipped = is_causal and not g.causal
+                s = replace(
+                    s,
+                    params=params,
+                    label=_label(s.backend, params),
+                    status={n: Status.SKIPPED for n in lengths} if skipped else s.status,
+                )
+                scale = (head_dim / 64) ** g.head_dim_exp * (g.causal_factor if is_causal else 1)
+                for mode in modes:
+                    for result in s.rows(lengths, mode, device, scale=scale * factors[mode],
+                                         shape=shape):  # fmt: skip
+                        storage.append_result(folder, result)
+    run_meta = meta(device, name)
+    run_meta["config"].update(head_dim=list(head_dims), causal=list(causal))
+    storage.write_meta(folder, run_meta)
     return folder

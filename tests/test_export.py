@@ -14,7 +14,7 @@ import pytest
 from harness.cli.app import main
 from harness.store.records import Status
 from harness.store.storage import RESULTS
-from tests.synthetic_runs import SERIES, write_run
+from tests.synthetic_runs import SERIES, write_grid_run, write_run
 
 
 @pytest.fixture
@@ -82,3 +82,18 @@ def test_list_backends_as_json():
 def test_format_without_list_backends_is_bad_input(capsys):
     assert main(["--format", "json"]) == 2
     assert "--format applies to --list-backends" in capsys.readouterr().err
+
+
+def test_a_grid_run_exports_a_case_per_point_with_its_axes(tmp_path):
+    run = write_grid_run(tmp_path / "grid")
+    assert main(["export", str(run)]) == 0
+    cases = pd.read_json(run / "results.json")  # the one line
+    assert len(cases) == len(pd.read_csv(run / RESULTS))
+    assert {"head_dim", "causal", "q_len", "kv_heads", "documents", "tflops",
+            "speedup_vs_full-sdpa"} <= set(cases.columns)  # fmt: skip
+    key = ["pass", "seq_len", "head_dim", "causal"]
+    ok = cases[cases["status"] == Status.OK]
+    sdpa = ok[ok["backend"] == "full-sdpa"].set_index(key)["time_median_ms"]
+    lf = ok[ok["backend"] == "longformer"]
+    expected = sdpa.reindex(pd.MultiIndex.from_frame(lf[key])).to_numpy() / lf["time_median_ms"]
+    assert lf["speedup_vs_full-sdpa"].to_numpy() == pytest.approx(expected.to_numpy())

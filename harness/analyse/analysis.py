@@ -1,8 +1,9 @@
 """What a report computes from a run's stored rows: fitted scaling exponents, crossover lengths,
 ratios to full attention and achieved FLOP rates. Pure functions of ``results.csv`` rows.
 
-A *series* is one backend with its parameters (the stored ``label``); within a run it is
-measured at several lengths, once per pass.
+A *series* is one backend with its parameters (the stored ``label``) at one point of the grid
+(``grid.SERIES_COLUMNS``: pass and shape); within a run it is measured at several lengths. A
+case is a series at one length (``CASE_COLUMNS``). Nothing here mixes two points of a grid.
 """
 
 from __future__ import annotations
@@ -13,9 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from harness.analyse import flops
+from harness.analyse import flops, grid
+from harness.analyse.grid import CASE_COLUMNS, present, series_keys
 from harness.store.facts import Promise
-from harness.store.records import FAILED, Status
+from harness.store.records import FAILED, GRID_AXES, Status
+
+__all__ = ["CASE_COLUMNS", "Crossover", "Fit", "best_backends", "crossover", "crossovers",
+           "exponents", "fit_power", "latest", "measured", "promised_exponent", "relative_to",
+           "with_rates", "yardsticks"]  # fmt: skip
 
 MEMORY_SLACK = 0.15  # a memory exponent this far above the promise is flagged
 
@@ -63,8 +69,9 @@ def fit_power(lengths: np.ndarray, values: np.ndarray) -> Fit | None:
 
 
 def latest(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per case: the last one recorded (a resumed run may repeat a case)."""
-    return df.drop_duplicates(["label", "pass", "seq_len"], keep="last")
+    """One row per case: the last one recorded (a resumed run may repeat a case, a
+    re-measurement round appends it again)."""
+    return df.drop_duplicates(present(df, CASE_COLUMNS), keep="last")
 
 
 def measured(df: pd.DataFrame) -> pd.DataFrame:
@@ -72,10 +79,15 @@ def measured(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def exponents(df: pd.DataFrame, tail: int = 3) -> pd.DataFrame:
-    """Per series and pass: time and memory exponents over all measured lengths and over the
-    ``tail`` longest, next to the promise; ``flag`` when memory exceeds it by > MEMORY_SLACK."""
+    """Per series (label, pass and point of the grid, whose axes are columns too, q_len as a
+    facet: ``grid.facet_values``): time and memory exponents over all measured lengths and over
+    the ``tail`` longest, next to the promise; ``flag`` when memory exceeds it by >
+    MEMORY_SLACK."""
     rows = []
-    for (label, pass_), g in measured(latest(df)).groupby(["label", "pass"], sort=False):
+    ok = measured(latest(df))
+    names = [k.name for k in series_keys(ok)]
+    for key, g in ok.groupby(series_keys(ok), sort=False):
+        series = dict(zip(names, key if isinstance(key, tuple) else (key,), strict=True))
         g = g.sort_values("seq_len")
         n = g["seq_len"].to_numpy()
         promise = Promise.parse(g["promise"].iloc[0])
@@ -88,9 +100,8 @@ def exponents(df: pd.DataFrame, tail: int = 3) -> pd.DataFrame:
         )
         rows.append(
             dict(
-                label=label,
+                **series,
                 family=g["family"].iloc[0],
-                pass_=pass_,
                 time=time,
                 time_tail=time_tail,
                 memory=memory,
@@ -100,7 +111,7 @@ def exponents(df: pd.DataFrame, tail: int = 3) -> pd.DataFrame:
                 flag=flag,
             )
         )
-    return pd.DataFrame(rows).rename(columns={"pass_": "pass"})
+    return pd.DataFrame(rows)
 
 
 @dataclass(frozen=True)
@@ -155,11 +166,13 @@ def crossover(lengths, ours, theirs, their_status) -> Crossover:
 
 
 def crossovers(df: pd.DataFrame) -> pd.DataFrame:
-    """For each sparse series against each full-attention series, per pass: where it becomes
-    faster and where it uses less memory."""
+    """For each sparse series against each full-attention series, per pass and point of the grid
+    (its axes are columns too): where it becomes faster and where it uses less memory."""
     df = latest(df)
     rows = []
-    for pass_, g in df.groupby("pass", sort=False):
+    names = [k.name for k in grid.keys(df, ("pass", *GRID_AXES))]
+    for key, g in df.groupby(grid.keys(df, ("pass", *GRID_AXES)), sort=False):
+        at = dict(zip(names, key if isinstance(key, tuple) else (key,), strict=True))
         full = [s for s in g["label"].unique() if not _sparse(g, s)]
         sparse = [s for s in g["label"].unique() if _sparse(g, s)]
         for s in sparse:
@@ -169,7 +182,7 @@ def crossovers(df: pd.DataFrame) -> pd.DataFrame:
                     dict(
                         label=s,
                         reference=f,
-                        pass_=pass_,
+                        **at,
                         time=crossover(
                             both.index, both["t_ours"], both["t_ref"], both["status_ref"]
                         ),
@@ -178,7 +191,7 @@ def crossovers(df: pd.DataFrame) -> pd.DataFrame:
                         ),
                     )
                 )
-    return pd.DataFrame(rows).rename(columns={"pass_": "pass"})
+    return pd.DataFrame(rows)
 
 
 def _sparse(g: pd.DataFrame, label: str) -> bool:
@@ -202,20 +215,33 @@ def _aligned(g: pd.DataFrame, ours: str, ref: str) -> pd.DataFrame:
 
 
 def relative_to(df: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Speedup (calibration time / time) and memory saving (reference memory / memory) of every
-    other series against the backend named ``reference``, at the lengths both measured."""
+    """Speedup (reference time / time) and memory saving (reference memory / memory) of every
+    other series against the backend named ``reference``, at the lengths both measured, at the
+    same pass and point of the grid (``yardstick_at`` matches them)."""
     df = measured(latest(df))
-    ref = df[df["backend"] == reference].set_index(["pass", "seq_len"])
-    if ref.empty:
-        return pd.DataFrame(columns=["label", "pass", "seq_len", "speedup", "memory_saving"])
-    ref = ref[~ref.index.duplicated()]
     others = df[df["backend"] != reference].copy()
-    at = pd.MultiIndex.from_frame(others[["pass", "seq_len"]])
-    others["speedup"] = ref["time_median_ms"].reindex(at).to_numpy() / others["time_median_ms"]
-    others["memory_saving"] = ref["peak_mem_bytes"].reindex(at).to_numpy() / others[
-        "peak_mem_bytes"
-    ].where(others["peak_mem_bytes"] > 0)
+    ref = yardstick_at(df, reference, others)
+    if others.empty or ref["time_median_ms"].isna().all():
+        return pd.DataFrame(columns=["label", "pass", "seq_len", "speedup", "memory_saving"])
+    others["speedup"] = ref["time_median_ms"].to_numpy() / others["time_median_ms"]
+    others["memory_saving"] = ref["peak_mem_bytes"].to_numpy() / others["peak_mem_bytes"].where(
+        others["peak_mem_bytes"] > 0
+    )
     return others.dropna(subset=["speedup"])
+
+
+def yardstick_at(df: pd.DataFrame, reference: str, rows: pd.DataFrame) -> pd.DataFrame:
+    """For each of ``rows``, the measured row of the backend ``reference`` in ``df`` at the same
+    pass, length and point of the grid (the last of each case; its first variant where it has
+    several), or a row of NaN: a frame aligned with ``rows``."""
+    match = present(df, ("pass", "seq_len", *GRID_AXES))
+    ref = measured(latest(df))
+    ref = ref[ref["backend"] == reference].set_index(match)
+    ref = ref[~ref.index.duplicated()]
+    if ref.empty:
+        return pd.DataFrame(np.nan, index=rows.index, columns=ref.columns)
+    at = pd.MultiIndex.from_frame(rows[match]) if len(match) > 1 else pd.Index(rows[match[0]])
+    return ref.reindex(at).set_axis(rows.index)
 
 
 def with_rates(df: pd.DataFrame, device_name: str = "") -> pd.DataFrame:
@@ -226,3 +252,27 @@ def with_rates(df: pd.DataFrame, device_name: str = "") -> pd.DataFrame:
     peak = flops.peak_tflops(device_name) if device_name else None
     df["peak_fraction"] = df["tflops"] / peak if peak else np.nan
     return df
+
+
+def best_backends(df: pd.DataFrame) -> pd.DataFrame:
+    """For each facet (``grid.facets``: mode and point of the varying grid axes, which are
+    columns too) and length: the fastest measured backend (``label``, ``time_median_ms``), the
+    runner-up (``runner_up``; NaN where one ran alone) and how many times slower it was
+    (``ratio``)."""
+    ok = measured(latest(df))
+    ok = ok[ok["time_median_ms"] > 0]
+    rows = []
+    for facet, g in grid.facets(ok):
+        for n, at in g.groupby("seq_len", sort=True):
+            ranked = at.sort_values("time_median_ms", kind="stable")
+            best, second = ranked.iloc[0], (ranked.iloc[1] if len(ranked) > 1 else None)
+            rows.append({
+                "pass": facet.pass_, **dict(facet.point), "seq_len": int(n),
+                "label": best["label"], "time_median_ms": float(best["time_median_ms"]),
+                "runner_up": second["label"] if second is not None else np.nan,
+                "ratio": (second["time_median_ms"] / best["time_median_ms"]
+                          if second is not None else np.nan),
+            })  # fmt: skip
+    axes = grid.varying_grid_axes(ok)
+    return pd.DataFrame(rows, columns=["pass", *axes, "seq_len", "label", "time_median_ms",
+                                       "runner_up", "ratio"])  # fmt: skip

@@ -141,7 +141,7 @@ def _sweep(config: SweepConfig, args, argv: list[str], against: Path | None) -> 
         return STORAGE_ERROR
     _budget_spent(config, meta)
     run_meta.finish(config, meta)
-    results = storage.read_results(config.out_dir)
+    results = with_derived(config.out_dir, meta)
     print(summary_tables(results, run_calibration_ms=runs.calibration_ms(meta)))
     print(f"\nresults: {config.out_dir / storage.RESULTS}  meta: {config.out_dir / storage.META}")
     if args.report:
@@ -150,6 +150,17 @@ def _sweep(config: SweepConfig, args, argv: list[str], against: Path | None) -> 
         return 0
     outcome = _compare_with_remeasures(against, config, compare_settings(args), args.remeasure)
     return exit_code(outcome, args.allow_inconclusive)
+
+
+def with_derived(out_dir: Path, meta: dict):
+    """The run's rows, every one of them (earlier rounds too), with the derived columns
+    (``harness.analyse.derived``) recomputed and stored in results.csv; returned as stored."""
+    from harness.analyse.derived import derived_columns
+    from harness.store import storage
+
+    results = derived_columns(storage.read_results(out_dir), str(meta.get("device_name", "")))
+    storage.rewrite_results(out_dir, results)
+    return results
 
 
 def _budget_spent(config: SweepConfig, meta: dict) -> None:
@@ -199,6 +210,7 @@ def _compare_with_remeasures(
     row of a case stands."""
     from harness.cli.commands import show_comparison, verdict_counts
     from harness.present import verdicts
+    from harness.store import storage
     from harness.sweep.runner import run_sweep
 
     result = verdicts.compare(against, config.out_dir, settings)
@@ -214,6 +226,7 @@ def _compare_with_remeasures(
             break
         again = dataclasses.replace(config, processes=processes, resume=False)
         run_sweep(again, progress=_progress, cases=todo, round_=round_)
+        with_derived(config.out_dir, storage.read_meta(config.out_dir))  # the new rows' too
         result = verdicts.compare(against, config.out_dir, settings)
     show_comparison(result, settings)
     return result.outcome

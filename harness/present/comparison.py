@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from harness.analyse import stability
+from harness.analyse import grid, stability
 from harness.analyse.significance import bootstrap_ratio_ci
 from harness.present import plots
+from harness.present.context import context_table
 from harness.present.document import (
     Block,
     Bullets,
@@ -30,9 +31,10 @@ from harness.present.document import (
     to_html,
     to_markdown,
 )
+from harness.present.facets import shape_column, with_shape
 from harness.present.plots import length_text
 from harness.present.report import STABILITY_NOTE, load_run, subtitle
-from harness.present.report_tables import context_table, fmt_ms
+from harness.present.report_tables import fmt_ms
 from harness.present.summary import fmt_bytes
 from harness.store import runs
 from harness.store.records import Status, parse_floats
@@ -101,7 +103,8 @@ def _ratio(x: float) -> str:
 
 
 def case_table(m: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
+    """One row per matched case; its point of the grid in a "shape" column where it varies."""
+    table = pd.DataFrame(
         {
             "backend": m["label"],
             "pass": m["pass"],
@@ -114,6 +117,7 @@ def case_table(m: pd.DataFrame) -> pd.DataFrame:
             "memory B/A": m["memory_ratio"].map(_ratio),
         }
     )
+    return with_shape(table, m, grid.varying_grid_axes(m), 2)
 
 
 def unstable_notes(m: pd.DataFrame) -> list[str]:
@@ -130,13 +134,16 @@ def unstable_notes(m: pd.DataFrame) -> list[str]:
 
 
 def geomean_table(m: pd.DataFrame) -> pd.DataFrame:
-    """Per backend and pass, the geometric mean of the ratios over the lengths both measured."""
+    """Per backend, pass and point of the grid (a "shape" column where it varies), the geometric
+    mean of the ratios over the lengths both measured."""
 
     def gm(x: pd.Series) -> float:
         x = x[(x > 0) & np.isfinite(x)]
         return float(np.exp(np.log(x).mean())) if len(x) else np.nan
 
-    g = m.groupby(["label", "pass"], sort=False)
+    axes = grid.varying_grid_axes(m)
+    m = m.assign(shape=shape_column(m, axes)) if axes else m
+    g = m.groupby(["label", "pass", *(["shape"] if axes else [])], sort=False)
     return (
         pd.DataFrame(
             {
@@ -162,10 +169,12 @@ def write(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Path:
         raise RunFolderError(f"{run_a} and {run_b} have no case in common")
     out = Path(out_dir) if out_dir else run_b / f"vs-{run_a.resolve().name}"
     name_a, name_b = run_a.resolve().name, run_b.resolve().name
-    only_a = len(a) - m.drop_duplicates(["label", "pass", "seq_len"]).shape[0]
-    only_b = len(b) - m.drop_duplicates(["label", "pass", "seq_len"]).shape[0]
+    common = m.drop_duplicates(grid.present(m, grid.CASE_COLUMNS)).shape[0]
+    only_a, only_b = len(a) - common, len(b) - common
     differences = [f"{c}: {a[c].iloc[0]} (A) vs {b[c].iloc[0]} (B)" for c in differ]
-    fig = plots.ratio_figure(m, f"B / A per case: {name_b} / {name_a}")
+    axes = grid.varying_grid_axes(m)  # a grid: a line per series and point, never mixed
+    lines = m.assign(label=m["label"] + " @ " + shape_column(m, axes)) if axes else m
+    fig = plots.ratio_figure(lines, f"B / A per case: {name_b} / {name_a}")
     notes = unstable_notes(m)
     with runs.writing(out):
         path = plots.save(fig, out / "ratios.png")

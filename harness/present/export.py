@@ -3,13 +3,15 @@ from its stored files alone.
 
 ``results.json`` is a list with one object per case (the last row of each), so that
 ``pandas.read_json("RUN_DIR/results.json")`` loads it in one line. Each object holds the case's
-stored columns, the figures a report derives from them, and the run's description:
+stored columns (its point of the grid among them: batch, heads, head_dim, dtype, seed, q_len,
+kv_heads, documents, causal), the figures derived from them (``harness.analyse.derived``, the
+same columns a finished sweep adds to results.csv), and the run's description:
 
 - ``tflops``: useful TFLOP/s (``harness.measure.flops``'s count over the median time);
   ``peak_fraction``: of the GPU's dense half-precision peak, where it is known;
 - ``speedup_vs_<yardstick>`` and ``memory_saving_vs_<yardstick>`` for each full-attention
-  yardstick of the run: its median time (peak memory) over this case's, at the same pass and
-  length;
+  yardstick of the run: its median time (peak memory) over this case's, at the same pass,
+  length and point of the grid (1 for the yardstick itself);
 - ``run_<key>``: the run's ``created``, ``command``, ``git_commit``, ``device``,
   ``device_name``, ``torch`` and ``python`` from meta.json (all of meta.json stays beside it).
 
@@ -26,23 +28,17 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analyse import analysis
+from harness.analyse.derived import derived_columns
 from harness.store import runs
 
 EXPORT = "results.json"
 RUN_FIELDS = ("created", "command", "git_commit", "device", "device_name", "torch", "python")
-CASE = ["label", "pass", "seq_len"]
 
 
 def table(run_dir: Path) -> pd.DataFrame:
     """The run's cases with the derived columns and the run's description."""
     df, meta = runs.load_run(run_dir)
-    df = analysis.with_rates(analysis.latest(df), str(meta.get("device_name", "")))
-    for yardstick in analysis.yardsticks(df):
-        relative = analysis.relative_to(df, yardstick)[[*CASE, "speedup", "memory_saving"]]
-        names = {"speedup": f"speedup_vs_{yardstick}",
-                 "memory_saving": f"memory_saving_vs_{yardstick}"}  # fmt: skip
-        relative = relative.rename(columns=names)
-        df = df.merge(relative, on=CASE, how="left")
+    df = derived_columns(analysis.latest(df), str(meta.get("device_name", "")))
     for key in RUN_FIELDS:
         df[f"run_{key}"] = meta.get(key)
     return df

@@ -16,7 +16,8 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocat
 
 from harness.store.records import Status
 
-PASS_TITLES = {"fwd": "forward", "fwdbwd": "forward + backward"}
+PASS_TITLES = {"fwd": "forward", "fwd-grad": "forward for autograd", "bwd": "backward",
+               "fwdbwd": "forward + backward"}  # fmt: skip
 FAILURE_MARKERS = {
     Status.OOM: ("X", "out of memory"),
     Status.TIMEOUT: ("v", "timed out"),

@@ -7,11 +7,19 @@ A time that may not be believed (``harness.analyse.stability``) carries ⚠ in i
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pandas as pd
 
-from harness.analyse import analysis, stability
-from harness.present.plots import PASS_TITLES, length_text
+from harness.analyse import analysis, grid, stability
+from harness.present.facets import (
+    facet_title,
+    point_title,
+    shape_column,
+    short_labels,
+    with_shape,
+)
+from harness.present.plots import length_text
 from harness.present.summary import fmt_bytes, fmt_ms
 from harness.store.records import CHECK_FAILED, FAILED, Status, check_failed, check_tolerance
 
@@ -22,11 +30,16 @@ def _cell_status(row: pd.Series) -> str | None:
     return "OOM" if row["status"] == Status.OOM else str(row["status"])
 
 
-def _pivot(df: pd.DataFrame, pass_: str, cell) -> pd.DataFrame:
+def _pivot(df: pd.DataFrame, pass_: str, cell, axes: Sequence[str] = ()) -> pd.DataFrame:
+    """Backend x length of ``cell`` of each row of ``pass_``; with ``axes`` (varying grid
+    axes) a row per point and backend, the point in a "shape" column first."""
     rows = df[df["pass"] == pass_]
     cells = rows.assign(cell=rows.apply(cell, axis=1))
+    index = ["label"]
+    if axes:
+        cells, index = cells.assign(shape=shape_column(cells, axes)), ["shape", "label"]
     table = cells.pivot_table(
-        index="label", columns="seq_len", values="cell", aggfunc="last", sort=False
+        index=index, columns="seq_len", values="cell", aggfunc="last", sort=False
     ).fillna("")
     table = table[sorted(table.columns)]
     table.columns = [length_text(c) for c in table.columns]
@@ -101,50 +114,12 @@ def setup_table(df: pd.DataFrame, pass_: str) -> pd.DataFrame:
     return _pivot(df, pass_, cell)
 
 
-def context_table(meta: dict) -> pd.DataFrame:
-    config = meta.get("config", {})
-    timing = config.get("timing", {})
-    items = [
-        ("device", f"{meta.get('device', '')}: {meta.get('device_name', '')}"),
-        (
-            "CPU",
-            f"{meta.get('cpu', '')} ({meta.get('cpu_count', '?')} cores, "
-            f"{meta.get('threads', '?')} threads used)",
-        ),
-        (
-            "versions",
-            ", ".join(
-                f"{k} {meta[k]}"
-                for k in ("python", "torch", "cuda", "xformers", "pandas")
-                if meta.get(k)
-            ),
-        ),
-        ("platform", meta.get("platform", "")),
-        ("commit", meta.get("git_commit", "")),
-        ("date", meta.get("created", "")),
-        ("command", f"`{meta.get('command', '')}`"),
-        (
-            "shape",
-            f"batch {config.get('batch')}, heads {config.get('heads')}, head_dim "
-            f"{config.get('head_dim')}, {config.get('dtype')}, seed {config.get('seed')}",
-        ),
-        (
-            "timing",
-            f"warm-up {timing.get('warmup_s')} s, then at least {timing.get('min_repeats')}"
-            f" samples and {timing.get('min_time_s')} s per case; case timeout "
-            f"{config.get('case_timeout_s')} s",
-        ),
-    ]
-    for resumed in meta.get("resumed", []):
-        items.append(("resumed", f"{resumed.get('created', '')}: `{resumed.get('command', '')}`"))
-    return pd.DataFrame(items, columns=["", "value"])
-
-
 def glance(df: pd.DataFrame, run_calibration_ms: float | None = None) -> list[str]:
-    """One line per pass: who is fastest and leanest at the longest length where at least two
-    backends finished (one alone is no comparison); an unstable time marked as in the tables."""
+    """One line per facet (pass, and point of the grid where it varies): who is fastest and
+    leanest at the longest length where at least two backends finished (one alone is no
+    comparison); an unstable time marked as in the tables."""
     lines = []
-    for pass_, g in df.groupby("pass", sort=False):
+    for facet, g in grid.facets(df):
         ok = analysis.measured(g)
         if ok.empty:
             continue
@@ -154,7 +129,7 @@ def glance(df: pd.DataFrame, run_calibration_ms: float | None = None) -> list[st
         fast = at.loc[at["time_median_ms"].idxmin()]
         lean = at.loc[at["peak_mem_bytes"].idxmin()] if at["peak_mem_bytes"].notna().any() else None
         text = (
-            f"{PASS_TITLES.get(pass_, pass_)} at n = {length_text(n)}: fastest **{fast['label']}**"
+            f"{facet_title(facet)} at n = {length_text(n)}: fastest **{fast['label']}**"
             f" ({fmt_ms(fast['time_median_ms'])}{_mark(fast, run_calibration_ms)})"
         )
         full = at[~at["sparse"].astype(bool)]
@@ -175,20 +150,21 @@ def glance(df: pd.DataFrame, run_calibration_ms: float | None = None) -> list[st
 
 
 def glance_crossovers(cross: pd.DataFrame) -> list[str]:
-    """One line per pass and full-attention reference: where each sparse backend pays off."""
+    """One line per pass, point of the grid and full-attention reference: where each sparse
+    backend pays off."""
     lines = []
-    for (pass_, ref), g in cross.groupby(["pass", "reference"], sort=False):
+    axes = grid.varying_grid_axes(cross)
+    names = short_labels(cross["label"])  # a backend's name, and its parameters that vary
+    for key, g in cross.groupby(["pass", *axes, "reference"], sort=False):
+        pass_, *point, ref = key
         parts = [
-            f"{backend_name(r['label'])} {_short(r['time'], 'faster')}, "
+            f"{names[r['label']]} {_short(r['time'], 'faster')}, "
             f"{_short(r['memory'], 'less memory')}"
             for _, r in g.iterrows()
         ]
-        lines.append(f"{PASS_TITLES.get(pass_, pass_)}, against {ref}: " + "; ".join(parts) + ".")
+        title = facet_title(grid.Facet(pass_, tuple(zip(axes, point, strict=True))))
+        lines.append(f"{title}, against {ref}: " + "; ".join(parts) + ".")
     return lines
-
-
-def backend_name(label: str) -> str:
-    return label.split("(")[0]
 
 
 def _short(c: analysis.Crossover, what: str) -> str:
@@ -208,6 +184,8 @@ def _span(fit: analysis.Fit | None) -> str:
 
 
 def exponent_table(exps: pd.DataFrame) -> pd.DataFrame:
+    """One row per series (``analysis.exponents``); its point of the grid in a "shape" column
+    where the grid has more than one."""
     rows = []
     for _, e in exps.iterrows():
         promised = "" if e["promised"] is None or pd.isna(e["promised"]) else e["promised"]
@@ -225,11 +203,11 @@ def exponent_table(exps: pd.DataFrame) -> pd.DataFrame:
                 "lengths": _span(e["time"]),
             }
         )
-    return pd.DataFrame(rows)
+    return with_shape(pd.DataFrame(rows), exps, grid.varying_grid_axes(exps), 2)
 
 
 def crossover_table(cross: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "backend": cross["label"],
             "pass": cross["pass"],
@@ -238,12 +216,18 @@ def crossover_table(cross: pd.DataFrame) -> pd.DataFrame:
             "less memory from n =": [c.text() for c in cross["memory"]],
         }
     )
+    return with_shape(table, cross, grid.varying_grid_axes(cross), 2)
 
 
 def accuracy_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The worst error against each backend's own mask per series (per point of the grid where
+    it varies: the tolerance depends on the dtype), and the error against full attention per
+    length, in the first pass."""
     ok = analysis.measured(df)
+    axes = grid.varying_grid_axes(df)
     rows = []
-    for (label, pass_), g in ok.groupby(["label", "pass"], sort=False):
+    for key, g in ok.groupby(["label", "pass", *grid.keys(ok, axes)], sort=False):
+        label, pass_, *point = key
         worst = g["max_err"].max()
         tol = check_tolerance(str(g["dtype"].iloc[0]))
         failed = g["reason"].map(check_failed).sum()
@@ -252,6 +236,7 @@ def accuracy_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             {
                 "backend": label,
                 "pass": pass_,
+                **({"shape": point_title(zip(axes, point, strict=True))} if axes else {}),
                 "max error vs own mask": "" if pd.isna(worst) else f"{worst:.2g}",
                 "tolerance": f"{tol:g}",
                 "verdict": verdict if not math.isnan(worst) else "",
@@ -265,13 +250,14 @@ def accuracy_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
             fwd,
             fwd["pass"].iloc[0],
             lambda r: "" if pd.isna(r["err_vs_full"]) else f"{r['err_vs_full']:.2g}",
+            axes,
         )
     return own, vs_full
 
 
 def failure_table(df: pd.DataFrame) -> pd.DataFrame:
     bad = df[df["status"] != Status.OK]
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "backend": bad["label"],
             "pass": bad["pass"],
@@ -280,3 +266,4 @@ def failure_table(df: pd.DataFrame) -> pd.DataFrame:
             "reason": bad["reason"].astype(str).str.slice(0, 160),
         }
     )
+    return with_shape(table, bad, grid.varying_grid_axes(df), 2)

@@ -1,4 +1,8 @@
-"""The compact table printed at the end of a sweep: backend x length, time and memory.
+"""The compact tables printed at the end of a sweep: backend x length, time and memory, one per
+facet (pass, and point of the grid where the run sweeps one: ``harness.analyse.grid``), no line
+longer than a terminal's 120 columns (cells wrap where needed, ``text_table``). Backends go by
+short labels there (``facets.short_labels``, of the table's backends), by their whole labels in
+the notes below.
 
 A case whose time may not be believed (``harness.analyse.stability``: wide samples, a busy or
 drifting machine) is marked ⚠ in its cell and listed with its reasons below the tables.
@@ -6,10 +10,16 @@ drifting machine) is marked ⚠ in its cell and listed with its reasons below th
 
 from __future__ import annotations
 
+import textwrap
+
 import pandas as pd
 
-from harness.analyse import stability
+from harness.analyse import grid, stability
+from harness.present import text_table
+from harness.present.facets import axis_text, short_labels
 from harness.store.records import CHECK_FAILED, Status, check_failed
+
+TERMINAL_WIDTH = 120
 
 
 def _cell(row: pd.Series, unstable: bool) -> str:
@@ -39,50 +49,77 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.0f} B"
 
 
-def _unstable_lines(df: pd.DataFrame, warnings: pd.Series) -> list[str]:
-    # the table shows a case's last row (a resumed sweep may repeat it): so does the list, in
-    # the tables' order (pass, then backend as first seen, then length)
-    last = df.assign(_w=warnings).drop_duplicates(["label", "pass", "seq_len"], keep="last")
-    first_seen = {c: {v: i for i, v in enumerate(dict.fromkeys(df[c]))} for c in ("pass", "label")}
-    last = last.assign(
-        _pass=last["pass"].map(first_seen["pass"]), _label=last["label"].map(first_seen["label"])
-    ).sort_values(["_pass", "_label", "seq_len"], kind="stable")
+def _title(facet: grid.Facet) -> str:
+    return ", ".join([*(axis_text(a, v) for a, v in facet.point), facet.pass_])
+
+
+def _where(row: pd.Series, axes: list[str]) -> str:
+    """A case in a note: label, length, pass, and its point where the grid varies."""
+    point = ", ".join(axis_text(a, grid.facet_value(row, a)) for a in axes)
+    return f"{row['label']} @ {row['seq_len']} {row['pass']}" + (f" ({point})" if point else "")
+
+
+def _lines(items: list[str], width: int) -> list[str]:
+    """Indented lines, each wrapped to ``width`` (continuations indented further)."""
     return [
-        f"  {r['label']} @ {r['seq_len']} {r['pass']}: {'; '.join(r['_w'])}"
-        for _, r in last.iterrows()
-        if r["_w"]
+        line
+        for item in items
+        for line in textwrap.wrap(item, width, initial_indent="  ", subsequent_indent="      ")
     ]
 
 
-def summary_tables(df: pd.DataFrame, run_calibration_ms: float | None = None) -> str:
-    """One table per pass: rows are backends (with parameters), columns sequence lengths; each
-    cell is median time ± IQR and peak memory beyond the inputs, or the case's status. A case
-    whose time may not be believed is marked ⚠ and listed below the tables with its reasons;
-    ``run_calibration_ms`` is the run's calibration time (``runs.calibration_ms``), None if unknown.
+def _unstable_lines(df: pd.DataFrame, warnings: pd.Series, axes: list[str]) -> list[str]:
+    # the tables show a case's last row (a resumed sweep may repeat it): so does the list, in
+    # the tables' order (facet, then backend as first seen, then length)
+    last = grid.present(df, grid.CASE_COLUMNS)
+    rows = df.assign(_w=warnings).drop_duplicates(last, keep="last")
+    order = {label: i for i, label in enumerate(dict.fromkeys(df["label"]))}
+    items = []
+    for _, g in grid.facets(rows):
+        g = g.assign(_label=g["label"].map(order)).sort_values(["_label", "seq_len"], kind="stable")
+        items += [f"{_where(r, axes)}: {'; '.join(r['_w'])}" for _, r in g.iterrows() if r["_w"]]
+    return items
+
+
+def summary_tables(
+    df: pd.DataFrame, run_calibration_ms: float | None = None, width: int = TERMINAL_WIDTH
+) -> str:
+    """One table per facet (pass, and point of the varying grid axes): rows are backends (short
+    labels), columns sequence lengths; each cell is median time ± IQR and peak memory beyond the
+    inputs, or the case's status. A case whose time may not be believed is marked ⚠ and listed
+    below the tables with its reasons; ``run_calibration_ms`` is the run's calibration time
+    (``runs.calibration_ms``), None if unknown. No line is longer than ``width``.
     """
     if df.empty:
         return "(no results)"
     df = df.reset_index(drop=True)  # one label per row: the marks are looked up by it
     warnings = stability.warnings_of(df, run_calibration_ms)
+    axes = grid.varying_grid_axes(df)
     parts = []
-    for pass_, group in df.groupby("pass", sort=False):
-        cells = group.assign(cell=[_cell(r, bool(warnings[i])) for i, r in group.iterrows()])
+    for facet, group in grid.facets(df):
+        names = short_labels(
+            group["label"]
+        )  # what varies within the table (the title has the rest)
+        cells = group.assign(
+            cell=[_cell(r, bool(warnings[i])) for i, r in group.iterrows()],
+            backend=group["label"].map(names),
+        )
         table = cells.pivot_table(
-            index="label", columns="seq_len", values="cell", aggfunc="last", sort=False
+            index="backend", columns="seq_len", values="cell", aggfunc="last", sort=False
         ).fillna("")
+        table = table[sorted(table.columns)]
         table.columns = [str(c) for c in table.columns]
-        table.index.name = None
-        parts.append(f"[{pass_}] median time ± IQR, peak memory beyond inputs\n{table.to_string()}")
-    unstable = _unstable_lines(df, warnings)
+        text = text_table.fit(table.reset_index(), width)
+        title = f"[{_title(facet)}] median time ± IQR, peak memory beyond inputs"
+        parts.append("\n".join([*textwrap.wrap(title, width), text]))
+    unstable = _unstable_lines(df, warnings, axes)
     if unstable:
-        parts.append("unstable (the time may not be believed):\n" + "\n".join(unstable))
+        parts.append(
+            "unstable (the time may not be believed):\n" + "\n".join(_lines(unstable, width))
+        )
     notes = df[(df["status"] != Status.OK) & (df["reason"].astype(str) != "")]
     if not notes.empty:
-        lines = notes.drop_duplicates(["backend", "status", "reason"]).apply(
-            lambda r: (
-                f"  {r['backend']} @ {r['seq_len']} {r['pass']}: {r['status']}: {r['reason']}"
-            ),
-            axis=1,
-        )
-        parts.append("not measured:\n" + "\n".join(lines))
+        notes = notes.drop_duplicates(["backend", "status", "reason"])
+        items = [f"{_where(r, axes)}: {r['status']}: {r['reason']}" for _, r in notes.iterrows()]
+        parts.append("not measured:\n" + "\n".join(_lines(items, width)))
     return "\n\n".join(parts)

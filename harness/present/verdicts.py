@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.analyse import regression
+from harness.analyse import grid, regression
 from harness.analyse.rules import CompareSettings, Outcome, Verdict
 from harness.present import text_table
+from harness.present.facets import point_title
 from harness.present.plots import length_text
 from harness.present.summary import fmt_bytes, fmt_ms
 from harness.store import runs, storage
@@ -101,7 +102,11 @@ def display_table(table: pd.DataFrame, settings: CompareSettings | None = None) 
     headers = {"backend": "backend", "pass": "pass", "n": "n", "base": f"baseline ({what})",
                "new": f"new ({what})", "ratio": ratio, "mem new": "memory new",
                "verdict": "verdict", "why": "why"}  # fmt: skip
-    return _cells(table)[list(headers)].rename(columns=headers).reset_index(drop=True)
+    shown = _cells(table)[list(headers)].rename(columns=headers).reset_index(drop=True)
+    axes = grid.varying_grid_axes(table)  # a grid run: each case's point, a column per axis
+    for i, axis in enumerate(axes):
+        shown.insert(3 + i, axis, grid.facet_values(table, axis).astype(str).to_numpy())
+    return shown
 
 
 # the order in which the terminal lists the cases: what needs attention first
@@ -123,8 +128,10 @@ def terminal_table(
 ) -> str:
     """The verdicts for a terminal: the same cells as ``display_table`` (compare.md), the verdict
     first, the cases that need attention first (``by_attention``), short headers explained in a
-    line above, no line longer than ``width``. Long labels wrap in their column; the reasons
-    (``why``) wrap in theirs, or, where that takes fewer lines (long reasons), under each case."""
+    line above, no line longer than ``width``; for a grid run, a table per point of the grid
+    (its title above it), the points in the order their first case needs attention. Long
+    labels wrap in their column; the reasons (``why``) wrap in theirs, or, where that takes
+    fewer lines (long reasons), under each case."""
     settings = settings or CompareSettings()
     what = METRIC_TEXT[settings.metric]
     normalised = ", normalised by the calibration" if settings.normalise else ""
@@ -132,13 +139,24 @@ def terminal_table(
         f"base, new: median {what} per call, as measured; ratio: new / base of the {what} "
         f"judged{normalised}; mem new: peak memory of the new run"
     )
-    cells = _cells(by_attention(table))
+    ordered = by_attention(table)
+    axes = grid.varying_grid_axes(table)
+    tables = []
+    for point, cases in grid.points(ordered, axes):  # a grid: a table per point, as first needed
+        title = point_title(zip(axes, point, strict=True))
+        tables.append(([f"{title}:"] if axes else []) + [_fit(_cells(cases), width)])
+    return (
+        "\n".join(textwrap.wrap(legend, width)) + "\n\n" + "\n\n".join("\n".join(t) for t in tables)
+    )
+
+
+def _fit(cells: pd.DataFrame, width: int) -> str:
+    """The cells in ``width`` columns: the reasons in their column, or, where that takes fewer
+    lines (long reasons), under each case."""
     right = ("n", "base", "new", "ratio", "mem new")
     beside = text_table.fit(cells, width, right, wrap=("backend", "why"))
     under = text_table.fit(cells, width, right, wrap=("backend",), below="why")
-    if under.count("\n") < beside.count("\n"):
-        beside = under
-    return "\n".join(textwrap.wrap(legend, width)) + "\n\n" + beside
+    return under if under.count("\n") < beside.count("\n") else beside
 
 
 @dataclass(frozen=True)
