@@ -25,6 +25,7 @@ from harness.cli.cli import build_config, parser_for
 from harness.cli.cli_args import PROG, UsageError, compare_settings, resolve_device, resolve_dtype
 from harness.cli.recorded import with_recorded_options
 from harness.store import errors, lock
+from harness.store.records import CASE_KEY, GRID_AXES, Status
 
 if TYPE_CHECKING:
     from harness.measure.case import Case
@@ -178,9 +179,28 @@ def _budget_spent(config: SweepConfig, meta: dict) -> None:
 
 
 def _cases_to_remeasure(config: SweepConfig, table) -> list[Case]:
+    """The cases of ``config`` at the rows of the compare table judged inconclusive or
+    regressed: matched on label, mode, length and every axis of the grid the table has."""
+    from harness.store.records import case_key
+
     wanted = table[table["verdict"].isin([Verdict.INCONCLUSIVE, Verdict.REGRESSED])]
-    keys = set(zip(wanted["backend"], wanted["pass"], wanted["seq_len"], strict=True))
-    return [c for c in config.cases() if (c.backend.label(), c.pass_, c.inputs.seq_len) in keys]
+    axes = [c for c in ("pass", "seq_len", *GRID_AXES) if c in table.columns and c != "seed"]
+    keys = {(r["backend"], *(_plain(r[c]) for c in axes)) for r in wanted.to_dict("records")}
+    found = []
+    for case in config.cases():
+        row = dict(zip(CASE_KEY, case_key(case.result({"status": Status.SKIPPED}).row()),
+                       strict=True))  # fmt: skip
+        if (case.backend.label(), *(_plain(row[c]) for c in axes)) in keys:
+            found.append(case)
+    return found
+
+
+def _plain(value) -> str:
+    """One spelling for a key's value read from a table or built by a case (1 and 1.0, True
+    and "True")."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).lower()
 
 
 def _quiet(device: str) -> bool:
