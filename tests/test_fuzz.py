@@ -195,7 +195,11 @@ BAD_COMMAND_LINES: list[list[str]] = [
     ["--backends", "reformer", "--lengths", "1024", "--hashes", "0"],
     ["--backends", "reformer", "--lengths", "1024", "--chunk-size", "2000000000"],
     ["--backends", "reformer", "--lengths", "1024", "--chunk-size", "1"],
-    ["--causal"],  # bigbird and reformer have no causal mode
+    ["--backends", "bigbird", "--causal"],  # none of them has a causal variant
+    ["--causal", "maybe"], ["--modes", "sideways"], ["--q-len", "0"], ["--documents", "0"],
+    ["--heads", "4", "6", "--kv-heads", "4"],  # 4 key/value heads cannot serve 6 query heads
+    ["--lengths", "64", "--q-len", "65"], ["--lengths", "64", "--documents", "65"],
+    ["--config", "/nonexistent/sweep.toml"],
     ["--backends", "full-sdpa", "--window", "64"],  # applies to none of them
     ["--backends", "full-sdpa", "--no-shared-qk"],
     # device, dtype, passes, unknown flags

@@ -22,10 +22,10 @@ def _setup(requires_grad: bool):
 
 
 def test_fwd_runs_without_autograd_and_fwd_grad_records_the_graph() -> None:
-    inputs, fn, q, k, v = _setup(False)
+    _, fn, q, k, v = _setup(False)
     out, grads = mode_call("fwd", fn, q, k, v, None)()
     assert grads is None and not out.requires_grad
-    inputs, fn, q, k, v = _setup(True)
+    _, fn, q, k, v = _setup(True)
     out, grads = mode_call("fwd-grad", fn, q, k, v, None)()
     assert grads is None and out.requires_grad and out.grad_fn is not None
 

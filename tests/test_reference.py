@@ -48,7 +48,9 @@ def test_grouped_query_reference_shares_each_kv_head() -> None:
     assert k.shape == (2, 2, 10, 4) and q.shape == (2, 6, 10, 4)
     grouped = masked_attention(q, k, v)
     for h in range(6):
-        alone = masked_attention(q[:, h : h + 1], k[:, h // 3 : h // 3 + 1], v[:, h // 3 : h // 3 + 1])
+        alone = masked_attention(
+            q[:, h : h + 1], k[:, h // 3 : h // 3 + 1], v[:, h // 3 : h // 3 + 1]
+        )
         torch.testing.assert_close(grouped[:, h : h + 1], alone)
 
 

@@ -49,3 +49,24 @@ def test_each_differing_option_is_named():
     timing = changed(timing={**FIRST["config"]["timing"], "min_time_s": 0.1})
     assert differences(FIRST, timing) == ["--min-time 0.1 (the run has 0.5)"]
     assert differences(FIRST, changed(lengths=[512])) == ["--lengths 512 (the run has 512 1024)"]
+
+
+def test_grids_are_compared_and_named():
+    grid = changed(dtype=["float32"], batch=[1], heads=[4], head_dim=[64], causal=[False],
+                   params={"window": [128, 256]})  # fmt: skip
+    # a run stored before grids held one value per axis: the same sweep as a grid of one
+    assert differences(FIRST, changed(dtype=["float32"], batch=[1], heads=[4])) == []
+    other = changed(causal=[True, False], kv_heads=[2], q_len=[1], documents=[1, 4],
+                    passes=["fwd", "bwd"], params={"window": [128]})  # fmt: skip
+    assert differences(grid, other) == [
+        "--causal on off (the run has off)",
+        "--documents 1 4 (the run has None)",
+        "--kv-heads 2 (the run has None)",
+        "backend parameter window 128 (the run has 128 256)",
+        "--modes fwd bwd (the run has fwd fwdbwd)",
+        "--q-len 1 (the run has None)",
+    ]
+    lists = changed(params={"global_tokens": [[0, 5]]})
+    assert differences(lists, changed(params={})) == [
+        "backend parameter global_tokens unset (the run has [0,5])"
+    ]

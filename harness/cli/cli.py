@@ -6,16 +6,16 @@ Bad input gets one line on stderr and exit code 2; nothing below this module see
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from argparse import SUPPRESS
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.cli import flags
+from harness.cli import flags, sweep_file
 from harness.cli.cli_args import (
     DAY,
     DTYPE_NAMES,
     HOUR,
+    MODE_NAMES,
     PASS_NAMES,
     PROG,
     Parser,
@@ -24,6 +24,7 @@ from harness.cli.cli_args import (
     baseline_name,
     bounded_int,
     length,
+    on_off,
     out_path,
     positive,
     resolve_device,
@@ -54,14 +55,20 @@ def parser_for(argv: list[str]) -> argparse.ArgumentParser:
     read from the built-in families' source (``flags.declared_flags``: no torch, so help
     answers at once), otherwise from the registry once ``argv``'s ``--import`` modules are
     imported (``flags.registry_flags``). Where installed packages declare backends (entry
-    points), help too takes the registry's, so that it lists their flags."""
+    points), help too takes the registry's, so that it lists their flags. A ``--config`` file's
+    values become the parser's defaults (``sweep_file``), its ``import`` modules imported first."""
     if HELP.intersection(argv) and "--import" not in argv and not flags.entry_points_installed():
         return build_parser(flags.declared_flags())
-    import_backends(imports_in(argv))
+    path = sweep_file.config_in(argv)
+    table = {} if path is None else sweep_file.read(path)
+    import_backends(list(dict.fromkeys([*imports_in(argv), *sweep_file.imports(table, path)])))
     try:
-        return build_parser(flags.registry_flags())
+        parser = build_parser(flags.registry_flags())
     except (TypeError, ValueError) as exc:  # an outside backend's declaration clashes
         raise UsageError(f"backend parameters: {exc}") from None
+    if path is not None:
+        sweep_file.apply(parser, table, path)
+    return parser
 
 
 def import_backends(modules: list[str]) -> None:
@@ -102,25 +109,59 @@ def build_parser(backend_flags: list[Flag]) -> argparse.ArgumentParser:
     )
     s.add_argument("--backends", nargs="+", metavar="NAME", help="backends to run (default: all)")
     s.add_argument(
-        "--passes",
+        "--modes", "--passes",
+        dest="passes",
         nargs="+",
-        choices=PASS_NAMES,
+        choices=MODE_NAMES,
         default=list(PASS_NAMES),
-        help="fwd: forward; fwdbwd: forward + backward (default: both)",
-    )
+        metavar="MODE",
+        help="fwd: forward (inference); fwd-grad: the forward of training (autograd records "
+        "it); bwd: the backward alone; fwdbwd: forward + backward (default: fwd fwdbwd)",
+    )  # fmt: skip
     s.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     s.add_argument(
-        "--dtype",
-        default="auto",
-        choices=["auto", *DTYPE_NAMES],
-        help="default: float32 on CPU, bfloat16 on CUDA",
-    )
+        "--config", type=Path, metavar="FILE",
+        help="read options from a TOML file, one key per long option (head_dim = [64, 128]); "
+        "those given here win. A run folder's sweep.toml replays its sweep",
+    )  # fmt: skip
+    a = p.add_argument_group("the problem's axes (several values: a grid, swept in full)")
+    a.add_argument(
+        "--dtype", nargs="+", default=["auto"], choices=["auto", *DTYPE_NAMES], metavar="DTYPE",
+        help=f"auto (float32 on CPU, bfloat16 on CUDA: the default), {', '.join(DTYPE_NAMES)}",
+    )  # fmt: skip
     grid = "CUDA's grid dimension, where kernels put it"
-    s.add_argument("--batch", type=positive(int, limits.MAX_BATCH, grid), default=1)
-    s.add_argument("--heads", type=positive(int, limits.MAX_HEADS, grid), default=4)
-    s.add_argument(
-        "--head-dim", type=positive(int, limits.MAX_HEAD_DIM, "16x the largest in use"),
-        default=64,
+    a.add_argument(
+        "--batch", nargs="+", type=positive(int, limits.MAX_BATCH, grid), default=[1],
+        metavar="B", help="sequences per call (1)",
+    )  # fmt: skip
+    a.add_argument(
+        "--heads", nargs="+", type=positive(int, limits.MAX_HEADS, grid), default=[4],
+        metavar="H", help="query heads (4)",
+    )  # fmt: skip
+    a.add_argument(
+        "--kv-heads", nargs="+", type=positive(int, limits.MAX_HEADS, grid), metavar="N",
+        help="key/value heads, each shared by heads/N query heads (grouped-query attention; "
+        "1: multi-query); each must divide every --heads (default: as many as heads)",
+    )  # fmt: skip
+    a.add_argument(
+        "--head-dim", nargs="+", type=positive(int, limits.MAX_HEAD_DIM, "16x the largest in use"),
+        default=[64], metavar="D", help="per head (64)",
+    )  # fmt: skip
+    a.add_argument(
+        "--q-len", nargs="+", type=length, metavar="M",
+        help="queries per sequence, the last M of the length's positions (decoding with a KV "
+        "cache; 1: one token); at most every length (default: the length)",
+    )  # fmt: skip
+    a.add_argument(
+        "--documents", nargs="+", type=positive(int, limits.MAX_LENGTH), default=[1],
+        metavar="K",
+        help="documents of random lengths packed in each sequence, attention within each only "
+        "(block-diagonal); at most every length (1)",
+    )  # fmt: skip
+    a.add_argument(
+        "--causal", nargs="*", type=on_off, metavar="on|off",
+        help="keys j <= i only, for the families that have a causal variant (the others skip "
+        "those cases, saying why); alone: on; 'on off': both (default: off)",
     )  # fmt: skip
     s.add_argument(
         "--seed", type=bounded_int(0, limits.MAX_SEED), default=0,
@@ -207,26 +248,8 @@ def build_parser(backend_flags: list[Flag]) -> argparse.ArgumentParser:
     return p  # fmt: skip
 
 
-def _validate_params_apply(config: SweepConfig, backend_flags: list[Flag]) -> None:
-    """A parameter no selected backend takes is a mistake; one that changes what attention
-    computes (``for_all``, such as causal) must apply to all of them, or results of two
-    problems would sit side by side as if comparable."""
-    from harness.measure.registry import get_backend_class
-
-    takes = {
-        name: {f.name for f in dataclasses.fields(get_backend_class(name).Params)}
-        for name in config.backends
-    }
-    by_field = {f.dest: f for f in backend_flags}
-    for field, value in [*config.param_overrides, ("causal", config.causal[-1])]:
-        if field not in by_field:
-            continue
-        flag = by_field[field]
-        without = [name for name, fields in takes.items() if field not in fields]
-        if len(without) == len(takes):
-            raise UsageError(f"{flag.flag} applies to none of the selected backends")
-        if flag.for_all and value and without:
-            raise UsageError(f"{flag.flag}: {', '.join(without)} do not take it")
+def _axis(values: list | None, default: tuple) -> tuple:
+    return tuple(dict.fromkeys(values)) if values else default
 
 
 def build_config(args: argparse.Namespace) -> SweepConfig:
@@ -246,26 +269,26 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
     if unknown:
         raise UsageError(f"unknown backend {unknown[0]!r}; known: {', '.join(known)}")
     device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    dtypes = tuple(dict.fromkeys(resolve_dtype(text, device) for text in args.dtype))
     backend_flags = flags.registry_flags()
-    overrides = flags.given(args, backend_flags)
     lengths = tuple(dict.fromkeys(args.lengths or DEFAULT_LENGTHS))
-    problem = validation.size_problem(lengths, args.batch, args.heads, args.head_dim, dtype, device)
-    if problem:
-        raise UsageError(problem)
     config = SweepConfig(
         lengths=lengths,
         backends=tuple(dict.fromkeys(names)),
         out_dir=Path("."),  # replaced below, once everything else is known to be valid
         passes=tuple(dict.fromkeys(args.passes)),
         device=device,
-        dtype=dtype,
-        batch=args.batch,
-        heads=args.heads,
-        head_dim=args.head_dim,
+        dtype=dtypes,
+        batch=_axis(args.batch, (1,)),
+        heads=_axis(args.heads, (4,)),
+        kv_heads=_axis(args.kv_heads, (None,)),
+        head_dim=_axis(args.head_dim, (64,)),
+        q_len=_axis(args.q_len, (None,)),
+        documents=_axis(args.documents, (1,)),
+        # --causal alone is [] (on); left out, None (off)
+        causal=(False,) if args.causal is None else _axis(args.causal, (True,)),
         seed=args.seed,
-        param_grid=tuple((k, (v,)) for k, v in overrides if k != "causal"),
-        causal=(bool(dict(overrides).get("causal", False)),),
+        param_grid=flags.grid(args, backend_flags),
         timing=TimingSettings(
             warmup_s=args.warmup, min_time_s=args.min_time, min_repeats=args.min_repeats,
             max_time_s=max(60.0, 4 * args.min_time),
@@ -279,14 +302,8 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         order=args.order,
         time_budget_s=args.time_budget,
     )  # fmt: skip
-    _validate_params_apply(config, backend_flags)
-    for name in config.backends:
-        try:
-            backend = config.make_backend(name)
-        except (TypeError, ValueError) as exc:
-            raise UsageError(f"{name}: bad parameters: {exc}") from None
-        for n in lengths:
-            errors = backend.param_errors(n)
-            if errors:
-                raise UsageError(f"{name} at length {n}: {errors[0]}")
+    problem = validation.grid_problem(config)
+    if problem:
+        raise UsageError(problem)
+    validation.check_params(config, backend_flags)
     return SweepConfig(**{**config.__dict__, "out_dir": resolve_out(args, device)})

@@ -20,9 +20,10 @@ if TYPE_CHECKING:
 
 # torch is imported only where a device or dtype is resolved, so that building the parsers
 # (``--help``) does not wait for it; tests/test_api.py checks that these match the names of
-# harness.measure.inputs.DTYPES and harness.sweep.config.PASSES
+# harness.measure.inputs.DTYPES, harness.sweep.config.PASSES (the default modes) and MODES
 DTYPE_NAMES = ("float32", "float16", "bfloat16", "float64")
 PASS_NAMES = ("fwd", "fwdbwd")
+MODE_NAMES = ("fwd", "fwd-grad", "bwd", "fwdbwd")
 
 PROG = "run_bench.py"
 
@@ -74,6 +75,18 @@ def bounded_int(low: int, high: int):
         return value
 
     return parse
+
+
+_SWITCH = {"on": True, "true": True, "yes": True, "1": True,
+           "off": False, "false": False, "no": False, "0": False}  # fmt: skip
+
+
+def on_off(text: str) -> bool:
+    """An argparse type: a switch, on/off (true/false, yes/no, 1/0 too)."""
+    try:
+        return _SWITCH[text.strip().lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"not on or off: {text!r}") from None
 
 
 def out_path(text: str) -> Path:
@@ -169,11 +182,16 @@ def resolve_device(text: str) -> str:
     return text
 
 
-def resolve_dtype(text: str, device: str) -> torch.dtype:
+def resolve_dtype(text: str | list[str], device: str) -> torch.dtype:
+    """``text``: a name, or ``--dtype``'s values where one dtype is meant (``--list-backends``)."""
     import torch
 
     from harness.measure.inputs import DTYPES
 
+    if isinstance(text, list):
+        if len(set(text)) != 1:
+            raise UsageError(f"one --dtype here, not {len(text)}: {' '.join(text)}")
+        text = text[0]
     if text == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     dtype = DTYPES[text]

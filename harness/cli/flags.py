@@ -25,6 +25,9 @@ from harness.cli.cli_args import positive
 from harness.measure.params import Flag, fields_of, merged
 
 PACKAGE = "attention_impls"
+# Params fields set from an axis of the problem (``SweepConfig.causal``), not from a flag of their
+# own: a family with a causal variant computes the causal problem where the axis says so
+AXIS_PARAMS = ("causal",)
 _INT64 = 2**63 - 1
 
 
@@ -115,9 +118,15 @@ def _value_type(flag: Flag):
 
 def add_flags(parser: argparse.ArgumentParser, flags: Iterable[Flag]) -> None:
     """The backend-parameter group of the sweep's parser. A flag left out stays None: the
-    backend's own default."""
-    group = parser.add_argument_group("backend parameters (each backend takes those it has)")
+    backend's own default. A number flag takes several values, a grid the backends are swept
+    over; a list flag (``--global-tokens``) takes one list; ``causal`` is no flag of this group
+    but an axis of the problem (``harness.cli.cli``)."""
+    group = parser.add_argument_group(
+        "backend parameters (each backend takes those it has; several values: a grid)"
+    )
     for f in flags:
+        if f.dest in AXIS_PARAMS:
+            continue
         text = f.help.replace("%", "%%")
         if f.kind == "bool":
             action = "store_false" if f.flag.startswith("--no-") else "store_true"
@@ -127,28 +136,24 @@ def add_flags(parser: argparse.ArgumentParser, flags: Iterable[Flag]) -> None:
             f.flag,
             dest=f.dest,
             type=_value_type(f),
-            nargs="+" if f.kind == "ints" else None,
+            nargs="+",
             metavar=f.metavar or ("X" if f.kind == "float" else "N"),
             help=text,
         )
 
 
-def given(args: argparse.Namespace, flags: Iterable[Flag]) -> tuple[tuple[str, Any], ...]:
-    """(field, value) of every flag given, lists as tuples."""
+def grid(args: argparse.Namespace, flags: Iterable[Flag]) -> tuple[tuple[str, tuple], ...]:
+    """(field, values) of every flag given, duplicates dropped; a list flag's list is one
+    value (a tuple)."""
     out = []
     for f in flags:
         value = getattr(args, f.dest, None)
-        if value is not None:
-            out.append((f.dest, tuple(value) if isinstance(value, list) else value))
+        if value is None or f.dest in AXIS_PARAMS:
+            continue
+        if f.kind == "ints":
+            out.append((f.dest, (tuple(value),)))
+        elif isinstance(value, list):
+            out.append((f.dest, tuple(dict.fromkeys(value))))
+        else:
+            out.append((f.dest, (value,)))
     return tuple(out)
-
-
-def words(field: str, value: Any, flags: Iterable[Flag]) -> list[str]:
-    """The command-line words that set ``field`` to ``value`` (for a recorded command line)."""
-    flag = next(f for f in flags if f.dest == field)
-    if flag.kind == "bool":  # --causal sets True; --no-shared-qk sets False
-        sets = not flag.flag.startswith("--no-")
-        return [flag.flag] if value == sets else []
-    if isinstance(value, (list, tuple)):
-        return [flag.flag, *map(str, value)]
-    return [flag.flag, str(value)]

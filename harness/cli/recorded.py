@@ -8,7 +8,6 @@ import argparse
 import shlex
 from typing import TYPE_CHECKING
 
-from harness.cli import flags
 from harness.cli.cli import HELP, parser_for
 from harness.cli.cli_args import PROG, UsageError
 
@@ -45,22 +44,9 @@ def with_recorded_options(argv: list[str], source: str, command: object) -> argp
 
 def command_line(config: SweepConfig) -> list[str]:
     """The command line that sweeps what ``config`` describes (for the meta.json of a sweep
-    started from Python, so that ``--resume`` and ``--compare-to`` can repeat it)."""
-    from harness.measure.inputs import dtype_name
+    started from Python, so that ``--resume`` and ``--compare-to`` can repeat it): the words of
+    its ``sweep.toml`` (``harness.sweep.resolved``), every axis and parameter grid included."""
+    from harness.sweep import resolved
 
-    t = config.timing
-    line = [PROG, "--lengths", *map(str, config.lengths), "--backends", *config.backends,
-            "--passes", *config.passes, "--device", config.device, "--dtype",
-            dtype_name(config.dtype), "--batch", str(config.batch), "--heads", str(config.heads),
-            "--head-dim", str(config.head_dim), "--seed", str(config.seed), "--min-time",
-            f"{t.min_time_s!r}", "--min-repeats", str(t.min_repeats), "--warmup",
-            f"{t.warmup_s!r}", "--processes", str(config.processes), "--case-timeout",
-            f"{config.case_timeout_s!r}", "--check-rows", str(config.check_rows)]  # fmt: skip
-    if config.threads:
-        line += ["--threads", str(config.threads)]
-    backend_flags = flags.registry_flags()
-    for field, value in config.param_overrides:
-        line += flags.words(field, value, backend_flags)
-    if config.imports:
-        line += ["--import", *config.imports]
-    return [*line, "--out", str(config.out_dir)]
+    words = resolved.command_words(resolved.table(config))
+    return [PROG, *words, "--out", str(config.out_dir)]

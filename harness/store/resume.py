@@ -3,8 +3,8 @@ measure the same cases the same way as the part before it.
 
 The comparison is between two descriptions written to meta.json (``config``, ``device`` and
 ``threads``): the run's first and the resumption's. Every entry of ``config`` counts, since
-each is either part of a case's identity (backends and their parameters, lengths, passes,
-dtype, shape, seed) or of how it is measured (timing, processes, timeout, check rows).
+each is either part of a case's identity (backends and their parameter grid, lengths, modes,
+the problem's axes, seed) or of how it is measured (timing, processes, timeout, check rows).
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ from typing import Any
 FLAGS = {
     "lengths": "--lengths",
     "backends": "--backends",
-    "passes": "--passes",
+    "passes": "--modes",
     "dtype": "--dtype",
     "batch": "--batch",
     "heads": "--heads",
+    "kv_heads": "--kv-heads",
     "head_dim": "--head-dim",
+    "q_len": "--q-len",
+    "documents": "--documents",
+    "causal": "--causal",
     "seed": "--seed",
     "case_timeout_s": "--case-timeout",
     "processes": "--processes",
@@ -29,13 +33,19 @@ FLAGS = {
     "threads": "--threads",
 }
 TIMING_FLAGS = {"warmup_s": "--warmup", "min_time_s": "--min-time", "min_repeats": "--min-repeats"}
+# the problem's axes, stored as lists of values (one value each in runs before grids)
+AXES = ("dtype", "batch", "heads", "kv_heads", "head_dim", "q_len", "documents", "causal")
 
 
 def identity(meta: dict[str, Any]) -> dict[str, Any]:
     """The entries of a meta.json description that a resumption must repeat."""
     config = meta.get("config") if isinstance(meta.get("config"), dict) else {}
     described = {**config, "device": meta.get("device"), "threads": meta.get("threads")}
-    return json.loads(json.dumps(described, default=str))  # as stored: tuples become lists
+    described = json.loads(json.dumps(described, default=str))  # as stored: tuples become lists
+    for axis in AXES:
+        if axis in described and not isinstance(described[axis], list):
+            described[axis] = [described[axis]]
+    return described
 
 
 def differences(first: dict[str, Any], now: dict[str, Any]) -> list[str]:
@@ -50,6 +60,8 @@ def differences(first: dict[str, Any], now: dict[str, Any]) -> list[str]:
             found += _timing(a.get(key) or {}, b.get(key) or {})
         elif key == "backends":
             found += _backends(a.get(key) or {}, b.get(key) or {})
+        elif key == "params":
+            found += _params(a.get(key) or {}, b.get(key) or {})
         else:
             flag = FLAGS.get(key, key)
             found.append(f"{flag} {_show(b.get(key))} (the run has {_show(a.get(key))})")
@@ -73,9 +85,21 @@ def _backends(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     ]
 
 
+def _params(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return [
+        f"backend parameter {k} {_show(b.get(k, 'unset'))} (the run has {_show(a.get(k, 'unset'))})"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
+
+
 def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
     if isinstance(value, list):
-        return " ".join(str(v) for v in value)
+        if any(isinstance(v, list) for v in value):  # a list parameter's values
+            return " ".join(json.dumps(v, separators=(",", ":")) for v in value)
+        return " ".join(_show(v) for v in value)
     if isinstance(value, dict):
         return json.dumps(value, separators=(",", ":"))
     return str(value)

@@ -28,10 +28,10 @@ from harness.store.records import (
     RENAMED_COLUMNS,
     RENAMED_META,
     RUN_AXES,
-    is_derived,
-    upgrade_axes,
     CaseResult,
     case_key,
+    is_derived,
+    upgrade_axes,
 )
 
 RESULTS = "results.csv"

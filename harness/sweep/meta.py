@@ -1,6 +1,7 @@
 """meta.json of a sweep, written the same way by the command line and the Python API: the
 machine and versions, the command, the configuration, the modules that brought outside
-backends, and the calibration and machine conditions before and after the sweep.
+backends, and the calibration and machine conditions before and after the sweep. Beside it
+``sweep.toml``, the resolved sweep (``harness.sweep.resolved``), which ``--config`` replays.
 
 A resumption's description is appended to the run's first one (``"resumed"``), which must
 describe the same sweep (``harness.store.resume``)."""
@@ -14,7 +15,7 @@ import torch
 from harness.measure import calibration, conditions, registry
 from harness.measure.inputs import dtype_name
 from harness.store import resume, storage
-from harness.sweep import machine
+from harness.sweep import machine, resolved
 from harness.sweep.config import AXES, SweepConfig
 
 
@@ -60,7 +61,7 @@ def describe(config: SweepConfig, command: list[str]) -> dict[str, Any]:
     """meta.json of the run; for a resumption, the run's first description with this one
     appended (``storage.RunFolderError`` when it is another sweep)."""
     threads = config.threads or torch.get_num_threads()
-    meta = machine.describe(config.device, threads, command)
+    meta = machine.describe(config.device, threads, recordable(config, command))
     meta["config"] = describe_config(config)
     # where the backends outside attention_impls came from, for --resume and replays
     meta["imports"] = list(config.imports)
@@ -79,10 +80,21 @@ def describe(config: SweepConfig, command: list[str]) -> dict[str, Any]:
     return first
 
 
+def recordable(config: SweepConfig, command: list[str]) -> list[str]:
+    """``command`` as meta.json keeps it, for ``--resume`` and ``--compare-to`` to repeat: one
+    that read its options from a ``--config`` file (which may change or go) is written out
+    whole, the resolved sweep's options followed by its ``--out``."""
+    if not any(w == "--config" or w.startswith("--config=") for w in command[1:]):
+        return command
+    words = resolved.command_words(resolved.table(config))
+    return [command[0], *words, "--out", str(config.out_dir)]
+
+
 def start(config: SweepConfig, command: list[str]) -> dict[str, Any]:
     """Describe the run, measure the calibration and the machine's conditions before
-    it, write meta.json; returns the description for ``finish``."""
+    it, write meta.json and sweep.toml; returns the description for ``finish``."""
     meta = describe(config, command)
+    resolved.write(config)
     meta.setdefault("conditions", {}).setdefault("before", conditions.snapshot(config.device))
     reference = calibration.time_calibration(config.device, config.timing, config.threads)
     meta.setdefault("calibration", {}).setdefault("before", reference)
