@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from attention_impls.flex import FlexMaskBackend
 from attention_impls.footprint import fused_attention_bytes, mask_bytes, rows_bytes
 from attention_impls.xformers_ops import XformersKernel
 from harness.measure.backend import AttentionBackend, AttentionFn, Kernel
@@ -132,6 +133,12 @@ class FullNaive(AttentionBackend):
             return causal_mask(inputs, rows, q.device)
         return super().mask(inputs, q, k, rows)
 
+    def mask_mod(self, inputs: Inputs):
+        """The pattern for FlexAttention: every pair, or ``j <= i`` when causal."""
+        if self.params.causal:
+            return lambda b, h, i, j: j <= i
+        return lambda b, h, i, j: j >= 0  # a tensor that is always True
+
     def prepare(self, inputs: Inputs) -> AttentionFn:
         scale, groups = inputs.scale, inputs.heads // inputs.kv_heads_count
         allowed = allowed_pairs(inputs, self.params.causal, inputs.device)  # [M, N] or None
@@ -182,6 +189,18 @@ class FullSdpa(Kernel):
         mask is turned into an additive ``[M, N]`` mask of the inputs' dtype on every call
         (``sdpa_mask_bytes``)."""
         return fused_attention_bytes(inputs) + sdpa_mask_bytes(inputs, self.params.causal)
+
+
+@register
+class FlexFull(FlexMaskBackend):
+    """Full attention as compiled FlexAttention: with packed documents its BlockMask skips the
+    tiles between documents (FlexAttention's document masking), the sparse-aware counterpart of
+    ``full-sdpa`` with a dense boolean mask; decoding and grouped-query heads as in every Flex
+    kernel (``FlexMaskBackend``)."""
+
+    name = "flex-full"
+    description = "full attention as compiled FlexAttention (skips tiles between documents)"
+    pattern = FullNaive
 
 
 @register

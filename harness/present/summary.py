@@ -17,6 +17,7 @@ import pandas as pd
 from harness.analyse import grid, stability
 from harness.present import text_table
 from harness.present.facets import axis_text, short_labels
+from harness.present.figure_parts import length_text
 from harness.store.records import CHECK_FAILED, Status, check_failed
 
 TERMINAL_WIDTH = 120
@@ -57,6 +58,15 @@ def _where(row: pd.Series, axes: list[str]) -> str:
     """A case in a note: label, length, pass, and its point where the grid varies."""
     point = ", ".join(axis_text(a, grid.facet_value(row, a)) for a in axes)
     return f"{row['label']} @ {row['seq_len']} {row['pass']}" + (f" ({point})" if point else "")
+
+
+def _span(rows: pd.DataFrame) -> str:
+    """Several cases of one backend with one reason: the backend, how many, and the lengths and
+    modes they span (the reason says the rest)."""
+    lengths = sorted(rows["seq_len"].unique())
+    span = length_text(lengths[0]) + (f" to {length_text(lengths[-1])}" if len(lengths) > 1 else "")
+    modes = " ".join(dict.fromkeys(rows["pass"]))
+    return f"{rows.iloc[0]['backend']} ({len(rows)} cases, n {span}, {modes})"
 
 
 def _lines(items: list[str], width: int) -> list[str]:
@@ -119,7 +129,10 @@ def summary_tables(
         )
     notes = df[(df["status"] != Status.OK) & (df["reason"].astype(str) != "")]
     if not notes.empty:
-        notes = notes.drop_duplicates(["backend", "status", "reason"])
-        items = [f"{_where(r, axes)}: {r['status']}: {r['reason']}" for _, r in notes.iterrows()]
+        items = []
+        for _, same in notes.groupby(["backend", "status", "reason"], sort=False):
+            first = same.iloc[0]
+            where = _where(first, axes) if len(same) == 1 else _span(same)
+            items.append(f"{where}: {first['status']}: {first['reason']}")
         parts.append("not measured:\n" + "\n".join(_lines(items, width)))
     return "\n\n".join(parts)
