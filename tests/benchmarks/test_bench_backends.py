@@ -25,7 +25,7 @@ from harness.measure.case import Case
 from harness.measure.inputs import dtype_name
 from harness.measure.memory import available_bytes, malloc_for_timing, peak_bytes
 from harness.measure.timing import synchronize, timed_call, warm_up
-from harness.measure.worker import _forward_backward, check_output
+from harness.measure.worker import check_output, mode_call
 from harness.store.records import Status, check_tolerance
 from harness.sweep.config import SweepConfig
 
@@ -62,12 +62,7 @@ def test_backend(
 
     q, k, v = inputs.make_qkv()  # [B, H, N, D] each
     prepare_s, fn = timed_call(lambda: backend.prepare(inputs), device)  # per shape, paid once
-    if pass_ == "fwdbwd":
-        step = _forward_backward(fn, q, k, v, inputs.make_grad_out())
-    else:
-
-        def step():
-            return fn(q, k, v), None
+    step = mode_call(pass_, fn, q, k, v, inputs.make_grad_out())  # the sweep's call per mode
 
     def call():
         # CUDA launches are asynchronous: without the synchronisation pytest-benchmark's wall
