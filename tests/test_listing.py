@@ -28,3 +28,24 @@ def test_a_fake_cuda_only_backend_says_why(fake_backends):
     table = backend_table("cpu", torch.float32).set_index("backend")
     assert table.loc["test-cuda-only", "runs here (cpu, float32)"] == "no"
     assert "device cpu not supported" in table.loc["test-cuda-only", "why not"]
+
+
+def test_the_listing_fits_120_columns_and_names_the_shapes_each_backend_computes():
+    from harness.cli.listing import format_json, format_table, supported_axes
+
+    table = backend_table("cpu", torch.float32)
+    text = format_table(table)
+    assert max(len(line) for line in text.splitlines()) <= 120
+    for name in backend_names():  # nothing cut: every backend and reason is there
+        assert name in text
+    shapes = table.set_index("backend")["shapes"]
+    assert "docs" in shapes["full-sdpa"] and "decode" in shapes["longformer"]
+    assert shapes["bigbird"] == "gqa"  # no causal variant, no decoding, no documents
+    import json
+
+    listed = {b["backend"]: b for b in json.loads(format_json(table, "cpu", torch.float32))}
+    for name in backend_names():
+        from harness.measure.registry import get_backend_class
+
+        axes = supported_axes(get_backend_class(name))
+        assert {k: listed[name][f"supports_{k}"] for k in axes} == axes

@@ -45,8 +45,8 @@ def backend_table(device: str, dtype: torch.dtype, seq_len: int = 1024) -> pd.Da
             {
                 "backend": name,
                 "family": cls.family,
-                "devices": ",".join(sorted(cls.devices)),
-                "dtypes": ",".join(sorted(dtype_name(d) for d in cls.dtypes)),
+                "devices": " ".join(sorted(cls.devices)),
+                "dtypes": " ".join(sorted(dtype_name(d) for d in cls.dtypes)),
                 "backward": "yes" if cls.supports_backward else "no",
                 "shapes": " ".join(k for k, v in supported_axes(cls).items() if v) or "-",
                 "parameters (defaults)": backend.label().removeprefix(name).strip("()") or "-",
@@ -57,8 +57,12 @@ def backend_table(device: str, dtype: torch.dtype, seq_len: int = 1024) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def format_table(df: pd.DataFrame) -> str:
-    return df.to_markdown(index=False)
+def format_table(df: pd.DataFrame, width: int = 120) -> str:
+    """The table within ``width`` columns: long cells wrap, each reason under its backend."""
+    from harness.present.text_table import fit
+
+    wrap = ["dtypes", "parameters (defaults)", "shapes", "devices"]
+    return fit(df.astype(str), width, wrap=wrap, below="why not")
 
 
 def format_json(df: pd.DataFrame, device: str, dtype: torch.dtype) -> str:
