@@ -151,7 +151,7 @@ def test_the_dry_run_does_every_stage_and_writes_one_folder(tmp_path, capsys):
     assert re.match(r"\d+ skipped, \d+ deselected in ", said), said
     sweep = pd.read_csv(out / "sweep" / RESULTS)
     sweep_meta = json.loads((out / "sweep" / "meta.json").read_text())
-    assert sweep_meta["config"]["case_timeout_s"] == 90.0 and sweep_meta["config"]["heads"] == 16
+    assert sweep_meta["config"]["case_timeout_s"] == 90.0 and sweep_meta["config"]["heads"] == [16]
     assert len(sweep) == 8 and set(sweep["seq_len"]) == {128}
     assert (out / "sweep" / "report.md").is_file()
     summary = (out / gpu_check_summary.SUMMARY).read_text()

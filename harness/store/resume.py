@@ -45,6 +45,11 @@ def identity(meta: dict[str, Any]) -> dict[str, Any]:
     for axis in AXES:
         if axis in described and not isinstance(described[axis], list):
             described[axis] = [described[axis]]
+    if config and "params" not in config:  # a run before grids: its one point, spelt out
+        causal = any(p.get("causal") for p in (config.get("backends") or {}).values()
+                     if isinstance(p, dict))  # fmt: skip
+        defaults = {"kv_heads": [None], "q_len": [None], "documents": [1], "causal": [causal]}
+        described = {**defaults, **described}
     return described
 
 
@@ -52,6 +57,8 @@ def differences(first: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """``"--dtype float64 (the run has float32)"`` for each option that differs between the
     run's first description and this resumption's."""
     a, b = identity(first), identity(now)
+    if "params" not in a:  # before grids each backend's parameters were all there was of them
+        b.pop("params", None)
     found = []
     for key in sorted(set(a) | set(b)):
         if a.get(key) == b.get(key):

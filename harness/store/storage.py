@@ -233,8 +233,9 @@ def _with_axes(df: pd.DataFrame) -> pd.DataFrame:
     """A run before format 4 as a grid of one point (``records.upgrade_axes``)."""
     if "q_len" in df.columns or not {"seq_len", "heads", "params"} <= set(df.columns):
         return df
+    axes = ["q_len", "kv_heads", "documents", "causal"]
     rows = [upgrade_axes(row) for row in df.to_dict("records")]
-    added = pd.DataFrame(rows, index=df.index)[["q_len", "kv_heads", "documents", "causal"]]
+    added = pd.DataFrame(rows, index=df.index, columns=[*df.columns, *axes])[axes]
     at = list(df.columns).index("seed") + 1 if "seed" in df.columns else len(df.columns)
     for offset, column in enumerate(added.columns):
         df.insert(at + offset, column, added[column])
