@@ -12,6 +12,11 @@ index tensors) and returns a closure ``fn(q, k, v) -> out``; the harness times o
 ``mask(inputs, q, k, rows)`` is the contract for correctness: the boolean matrix of the
 (query, key) pairs the backend attends. Its output must equal dense softmax attention restricted
 to that mask (see ``harness.measure.reference``), with the keys given by ``reference_keys``.
+Families that approximate softmax attention by another formula (low-rank projections, random
+features, kernel feature maps, landmarks) are no mask: they override ``reference`` with a dense
+computation of their own formula, with the same random features or projections, so that the
+check is still to rounding; ``err_vs_full`` then says how far the formula is from exact
+attention. They count their FLOPs themselves (``forward_flops``).
 
 A family's plain backend defines its pattern; a ``Kernel`` computes that pattern another way (a
 fused library kernel) and holds an instance of the plain backend, to which it leaves the pattern.
@@ -27,7 +32,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from harness.measure.flops import useful_flops
+from harness.measure.flops import MODE_FACTORS, useful_flops
 from harness.measure.inputs import Inputs, dtype_name
 from harness.store.facts import Promise
 
@@ -55,6 +60,9 @@ class AttentionBackend:
     promise: ClassVar[Promise | None] = None
     # A full-attention backend every report measures the others against (speedup, savings).
     yardstick: ClassVar[bool] = False
+    # Whose implementation this is: "ours", or for a peer the package it drives (e.g.
+    # "transformers"), so that reports can set ours beside the implementations people run.
+    implementation: ClassVar[str] = "ours"
     # Modules the case processes should import before forking (once per sweep), so that one-off
     # imports such as torch.compile's do not land in the first case's prepare time.
     preload: ClassVar[tuple[str, ...]] = ()
@@ -132,6 +140,25 @@ class AttentionBackend:
         """The keys the backend really uses (shared-QK schemes derive them from ``q``)."""
         return k
 
+    def reference(
+        self,
+        inputs: Inputs,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        rows: torch.Tensor,
+        compute_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """What the backend must output for query rows ``rows`` (of q's M), ``[B, H, rows, D]``,
+        computed densely in ``compute_dtype`` (``masked_attention``'s default when None), and
+        differentiable: softmax attention under the case's mask (``reference_mask``) with the
+        keys of ``reference_keys``. An approximation overrides it with its own formula."""
+        from harness.measure.reference import masked_attention, reference_mask
+
+        mask = reference_mask(self, inputs, q.detach(), k.detach(), rows)
+        keys = self.reference_keys(q, k)
+        return masked_attention(q, keys, v, mask, rows, compute_dtype)
+
     def estimate_bytes(self, inputs: Inputs) -> int:
         """Predicted peak memory of one call beyond its inputs (what ``peak_mem_bytes`` measures,
         the output and gradients included), so that a case that cannot fit is skipped before it
@@ -157,12 +184,19 @@ class AttentionBackend:
 
         return counted_pairs(self, inputs)
 
+    def forward_flops(self, inputs: Inputs) -> float | None:
+        """Useful FLOPs of one forward call: ``4 B H D`` per attended pair
+        (``harness.measure.flops``). A family that is not a pattern of pairs (an approximation)
+        counts the matmuls of its own formula instead; None where unknown."""
+        pairs = self.case_pairs(inputs)
+        return useful_flops(pairs, inputs.batch, inputs.heads, inputs.head_dim, "fwd")
+
     def row_facts(self, inputs: Inputs, pass_: str) -> dict[str, Any]:
         """The family's facts a results row stores (``records.FACT_COLUMNS``), so that analysis
         needs no backend: useful FLOPs of one call, promise, sparse, yardstick."""
-        pairs = self.case_pairs(inputs)
+        forward = self.forward_flops(inputs)
         return {
-            "flops": useful_flops(pairs, inputs.batch, inputs.heads, inputs.head_dim, pass_),
+            "flops": None if forward is None else forward * MODE_FACTORS[pass_],
             "promise": self.promise.text if self.promise else "",
             "sparse": self.is_sparse,
             "yardstick": self.yardstick,
@@ -226,6 +260,20 @@ class Kernel(AttentionBackend):
 
     def reference_keys(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return self.plain.reference_keys(q, k)
+
+    def reference(
+        self,
+        inputs: Inputs,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        rows: torch.Tensor,
+        compute_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        return self.plain.reference(inputs, q, k, v, rows, compute_dtype)
+
+    def forward_flops(self, inputs: Inputs) -> float | None:
+        return self.plain.forward_flops(inputs)
 
     def attended_pairs(self, seq_len: int, seed: int = 0) -> float | None:
         return self.plain.attended_pairs(seq_len, seed)
