@@ -18,3 +18,4 @@ from attention_impls import bigbird
 from attention_impls import reformer
 from attention_impls import flex_reformer
 from attention_impls import strided
+from attention_impls import peers
