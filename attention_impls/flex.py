@@ -62,12 +62,13 @@ RECOMPILE_LIMIT = 256
 
 def _compiled(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` compiled once per process (compilation happens at its first call, per shape)."""
+    # Each shape and each pattern's mask_mod is a recompilation, and dynamo stops at 8 per code
+    # object (an error under fullgraph): a sweep's case process compiles once, but one process
+    # measuring many (the tests, the pytest-benchmark suite, the Python API) more. Raised at
+    # every fetch, not only the first: a caller's config.patch may have restored the default.
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
     if fn.__name__ not in _COMPILED:
-        # Each shape and each pattern's mask_mod is a recompilation, and dynamo stops at 8 per
-        # code object (an error under fullgraph): a sweep's case process compiles once, but one
-        # process measuring many (the tests, the pytest-benchmark suite, the Python API) more.
-        config = torch._dynamo.config
-        config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
         _COMPILED[fn.__name__] = torch.compile(fn, dynamic=False, fullgraph=True)
     return _COMPILED[fn.__name__]
 
