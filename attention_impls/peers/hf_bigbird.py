@@ -20,14 +20,15 @@ Deviations, and how they are handled or stated:
   state is restored after), as ``bigbird_block_sparse_attention`` would, and the module's two plan
   functions are replaced by that plan; the module then runs in eval mode, which only skips HF's
   re-seeding, so the random draw is not timed. The plan is per head and differs from ours
-  (``attention_impls.bigbird``): at N = 1024, 3072 or 4096 HF uses the "old plans used in
-  paper" (random blocks among the first 1024 positions, from ``max_position_embeddings`` 4096
-  rows), otherwise ``_bigbird_block_rand_mask_with_head``, which also forbids block 1 to draw
-  block ``nb - 2`` and the converse. ``mask`` and ``reference`` are rebuilt from HF's plan.
-- The old plans may draw a window block as a random block (rows ``nb - 3`` and ``nb - 2``,
-  marked "Missing -3" in HF's code): that key is scored twice in the row's softmax, so the
-  reference is softmax attention with keys counted with multiplicity (``common.counted_
-  attention``), and ``mask`` the pairs with a non-zero count.
+  (``attention_impls.bigbird``): where the padded length is 1024, 3072 or 4096, HF uses the
+  "old plans used in paper", drawn for ``max_position_embeddings`` (4096) positions, cut to the
+  first rows, with random blocks among the first 1024 positions only (blocks ``1 .. 1024/b - 1``,
+  not uniform over the sequence); otherwise ``_bigbird_block_rand_mask_with_head`` (the paper's
+  rule, and block 1 may not draw block ``nb - 2``, nor the converse). ``mask`` and ``reference``
+  are rebuilt from HF's plan (``hf_plan``, ``block_counts``).
+- At length 1024 the old plans' range includes the last block, a global block: a row that draws
+  it scores its keys twice in one softmax. So the reference is softmax attention with keys counted
+  with multiplicity (``common.counted_attention``), and ``mask`` the pairs with a non-zero count.
 - HF needs ``N`` a multiple of b: q, k, v are padded with zeros, as ``BigBirdModel._pad_to_block_
   size`` pads, and masked by its attention mask (HF's ``-10000`` penalty; exp underflows to 0).
 - HF switches to full attention at ``N <= (5 + 2r) b`` and fails with ``r = 0``: refused.

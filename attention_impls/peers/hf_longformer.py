@@ -8,8 +8,9 @@ Parameter mapping:
   ``one_sided_attn_window_size``; HF's config ``attention_window`` is the two-sided ``2w``.
 - ``global_tokens`` (ours: positions, negative from the end) are the positions HF's
   ``global_attention_mask`` marks, the same in every batch row.
-- Not in HF's kernel: dilation (the original TVM kernel had it, HF's does not), causal masking,
-  grouped-query attention, decoding, packed documents: refused with reasons.
+- Refused with reasons: ``w = 1`` (HF's band kernel fails at ``attention_window = 2``, a slice of
+  its first chunk has the wrong size), and what HF's kernel lacks: dilation (the original TVM
+  kernel had it), causal masking, grouped-query attention, decoding, packed documents.
 
 What runs in the closure: the steps of ``LongformerSelfAttention.forward`` after its projections
 (q, k, v are ours; the module's projections are never called), with its own methods:
@@ -93,8 +94,10 @@ class HFLongformer(AttentionBackend):
 
     def param_errors(self, seq_len: int) -> list[str]:
         p, errors = self.params, []
-        if p.window < 1:
-            errors.append(f"window {p.window} must be at least 1")
+        if p.window < 2:  # at w = 1 its band's first chunk is cut to a slice of the wrong size
+            errors.append(
+                f"HF's band kernel needs window >= 2 (attention_window 4), got {p.window}"
+            )
         elif p.window >= seq_len:
             errors.append(f"window {p.window} must be smaller than the length {seq_len}")
         bad = [g for g in p.global_tokens if not -seq_len <= g < seq_len]
