@@ -148,24 +148,37 @@ class HFBigBird(AttentionBackend):
         reason = optional.missing(MODULE, "transformers")
         if reason or reasons:
             return reasons + ([reason] if reason else [])
-        try:
-            self.plan(inputs)
-        except ValueError as exc:  # HF's plan cannot place r blocks in some row
-            reasons.append(f"HF's random plan fails at this length ({exc})")
-        return reasons
+        return self.hf_limits(inputs)
 
-    def param_errors(self, seq_len: int) -> list[str]:
+    def hf_limits(self, inputs: Inputs) -> list[str]:
+        """What HF's kernel cannot take of the family's parameters (with valid ones)."""
         b, r = self.params.block_size, self.params.random_blocks
-        if b < 1:
-            return [f"block_size must be >= 1, got {b}"]
-        if r < 1:
-            return [f"HF's block-sparse kernel needs random_blocks >= 1, got {r}"]
-        if seq_len <= (5 + 2 * r) * b:
+        if r == 0:  # its reshape of the gathered random blocks fails
+            return ["HF's block-sparse kernel fails with random_blocks 0"]
+        if inputs.seq_len <= (5 + 2 * r) * b:
             return [
                 f"HF switches to full attention at N <= (5 + 2r) b = {(5 + 2 * r) * b} "
                 f"(block_size {b}, random_blocks {r})"
             ]
+        try:
+            self.plan(inputs)
+        except ValueError as exc:  # HF's plan cannot place r blocks in some row
+            return [f"HF's random plan fails at this length ({exc})"]
         return []
+
+    def param_errors(self, seq_len: int) -> list[str]:
+        """The family's rules (``attention_impls.bigbird``); HF's own limits are reasons."""
+        b, r = self.params.block_size, self.params.random_blocks
+        errors = []
+        if b < 1:
+            return [f"block_size must be >= 1, got {b}"]
+        if b > seq_len:
+            errors.append(f"block_size {b} exceeds the sequence length {seq_len}")
+        if r < 0:
+            errors.append(f"random_blocks must be >= 0, got {r}")
+        elif r > -(-seq_len // b):
+            errors.append(f"random_blocks {r} is more than the {-(-seq_len // b)} blocks")
+        return errors
 
     def padded_length(self, seq_len: int) -> int:
         return -(-seq_len // self.params.block_size) * self.params.block_size
@@ -193,8 +206,11 @@ class HFBigBird(AttentionBackend):
         counts = self.counts(inputs, q.device, rows.to(q.device) + inputs.query_offset)
         return counted_attention(q[:, :, rows], k, v, counts, compute_dtype)
 
-    def case_pairs(self, inputs: Inputs) -> float:
-        """Distinct attended pairs of HF's plan, the mean over the case's heads."""
+    def case_pairs(self, inputs: Inputs) -> float | None:
+        """Distinct attended pairs of HF's plan, the mean over the case's heads; None where the
+        case is refused (HF may have no plan there)."""
+        if self.not_supported_reasons(inputs):
+            return None
         n, b = inputs.seq_len, self.params.block_size
         nb = self.padded_length(n) // b
         sizes = torch.full((nb,), b)
@@ -202,7 +218,7 @@ class HFBigBird(AttentionBackend):
         seen = (block_counts(self.plan(inputs), nb) > 0).double()  # [H, nb, nb]
         return float((sizes[:, None] * seen * sizes[None, :]).sum() / inputs.heads)
 
-    def attended_pairs(self, seq_len: int, seed: int = 0) -> float:
+    def attended_pairs(self, seq_len: int, seed: int = 0) -> float | None:
         """``case_pairs`` for one head (HF's plan depends on the number of heads)."""
         return self.case_pairs(Inputs(1, 1, seq_len, 1, seed=seed))
 

@@ -86,18 +86,19 @@ class HFLongformer(AttentionBackend):
     }
 
     def not_supported_reasons(self, inputs: Inputs) -> list[str]:
-        reasons = super().not_supported_reasons(inputs)
+        reasons = super().not_supported_reasons(inputs) + self.param_errors(inputs.seq_len)
         if inputs.dtype == torch.float64:
             reasons.append("HF's Longformer computes its softmax in float32")
+        if self.params.window == 1:  # its band's first chunk is cut to a slice of the wrong size
+            reasons.append("HF's band kernel fails at window 1 (attention_window 2)")
         reason = optional.missing(MODULE, "transformers")
-        return reasons + ([reason] if reason else []) + self.param_errors(inputs.seq_len)
+        return reasons + ([reason] if reason else [])
 
     def param_errors(self, seq_len: int) -> list[str]:
+        """The family's rules (``attention_impls.longformer``); HF's own limits are reasons."""
         p, errors = self.params, []
-        if p.window < 2:  # at w = 1 its band's first chunk is cut to a slice of the wrong size
-            errors.append(
-                f"HF's band kernel needs window >= 2 (attention_window 4), got {p.window}"
-            )
+        if p.window < 1:
+            errors.append(f"window {p.window} must be at least 1")
         elif p.window >= seq_len:
             errors.append(f"window {p.window} must be smaller than the length {seq_len}")
         bad = [g for g in p.global_tokens if not -seq_len <= g < seq_len]

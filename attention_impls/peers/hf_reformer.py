@@ -93,19 +93,23 @@ class HFReformer(AttentionBackend):
 
     def not_supported_reasons(self, inputs: Inputs) -> list[str]:
         reasons = super().not_supported_reasons(inputs) + self.param_errors(inputs.seq_len)
+        if inputs.seq_len <= self.params.chunk_size:
+            reasons.append(
+                f"HF computes plain attention without hashing at N <= chunk_size "
+                f"{self.params.chunk_size}"
+            )
         reason = optional.missing(MODULE, "transformers")
         return reasons + ([reason] if reason else [])
 
     def param_errors(self, seq_len: int) -> list[str]:
+        """The family's rules (``attention_impls.reformer``); HF's own limits are reasons."""
         p, errors = self.params, []
         if not 1 <= p.n_hashes <= MAX_HASHES:
             errors.append(f"n_hashes must be from 1 to {MAX_HASHES}, got {p.n_hashes}")
         if p.chunk_size < 2:
             errors.append(f"chunk_size must be >= 2, got {p.chunk_size}")
-        elif seq_len <= p.chunk_size:
-            errors.append(
-                f"HF computes plain attention without hashing at N <= chunk_size {p.chunk_size}"
-            )
+        elif p.chunk_size > seq_len:
+            errors.append(f"chunk_size {p.chunk_size} exceeds the sequence length {seq_len}")
         if p.n_buckets is not None and (p.n_buckets < 2 or p.n_buckets % 2):
             errors.append(f"n_buckets must be even and >= 2, got {p.n_buckets}")
         elif p.n_buckets is not None and p.n_buckets > seq_len:

@@ -11,7 +11,7 @@ keys of buckets ``I - look_backward .. I + look_forward``. Two backends, one per
   (0 when causal): the buckets' keys are masked to ``|i - j| <= W`` (and ``j <= i``), exactly the
   Longformer family's sliding window. Family ``longformer``, parameters ``window`` (W, one-sided:
   ``2W + 1`` keys, as ours) and ``causal``; no dilation, no global tokens.
-- ``lucidrains-local-blocks``: the library's default ``exact_windowsize=False``, non-causal: a
+- ``lucidrains-blocks``: the library's default ``exact_windowsize=False``, non-causal: a
   query attends the whole buckets ``I - 1, I, I + 1``. That is the BigBird family's window with
   no global and no random blocks; family ``bigbird``, parameter ``block_size`` (W). Its causal
   mode (buckets ``I - 1, I``, ``j <= i``) is no family's pattern here: refused.
@@ -72,10 +72,13 @@ class _LocalAttention(AttentionBackend):
         return reasons + ([reason] if reason else [])
 
     def param_errors(self, seq_len: int) -> list[str]:
+        """The family's rules on the window: at least 1, and shorter than the sequence (a
+        bucket as long as the sequence for whole buckets, as BigBird's blocks)."""
+        longest = seq_len if self.family == "bigbird" else seq_len - 1
         if self.size() < 1:
             return [f"window size {self.size()} must be at least 1"]
-        if self.size() >= seq_len:
-            return [f"window size {self.size()} must be smaller than the length {seq_len}"]
+        if self.size() > longest:
+            return [f"window size {self.size()} must be at most {longest} at length {seq_len}"]
         return []
 
     def prepare(self, inputs: Inputs) -> AttentionFn:
@@ -132,7 +135,7 @@ class LucidrainsLocal(_LocalAttention):
 
 @register
 class LucidrainsLocalBlocks(_LocalAttention):
-    name = "lucidrains-local-blocks"
+    name = "lucidrains-blocks"
     family = "bigbird"
     description = "lucidrains' LocalAttention, whole buckets I-1, I, I+1 (the library's default)"
     Params = narrowed(BigBirdParams, "block_size", qualname="LucidrainsLocalBlocks.Params")
