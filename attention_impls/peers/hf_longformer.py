@@ -195,18 +195,17 @@ class HFLongformer(AttentionBackend):
         return fn
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        """Peak of ``fn``, from the tensors HF's band methods allocate (``B H`` rows of ``Np``):
-        the chunked scores ``[BH, Np / w - 1, 2w, 2w]`` and their padded transpose (4w per row
-        each), the band ``[B, Np, H, 2w + 1]`` as scores, float32 probabilities and their copy,
-        the padded, diagonalised probabilities (3w per row) and v's chunks (3D per row); with a
-        backward pass about twice the forward's band tensors. Global tokens add their columns
-        and dense rows ``[B, H, G, Np]``."""
+        """Peak of ``fn`` (``B H`` rows of ``Np``), fitted to measured peaks (CPU, float32, w 256,
+        D 64: within 15%): the forward's is where ``_sliding_chunks_query_key_matmul`` pads the
+        chunked scores ``[B H, Np / w - 1, 2w, 2w]`` into a copy, 8w numbers per row, beside a few
+        vectors; with a backward pass about 11w and eight vectors per row. Global tokens add
+        their columns (a few copies of ``[B, Np, H, G]``) and their dense rows ``[B, H, G, Np]``
+        with q, k, v side by side."""
         b, h, n, d = inputs.shape
         w = self.params.window
         n_pad = padded_length(n, w)
         g = len(global_positions(self.params.global_tokens, n))
-        size, rows = inputs.element_size, b * h * n_pad
-        band = rows * (2 * w + 1 + g)
-        forward = (8 * w * rows + 2 * band + 3 * w * rows + 3 * d * rows) * size + band * 4
-        forward += (3 * rows * d + 2 * b * h * g * n_pad) * size if g else 0
-        return int(forward * (2 if inputs.requires_grad else 1))
+        rows = b * h * n_pad
+        per_row = (11 * w + 8 * d) if inputs.requires_grad else (8 * w + 4 * d)
+        glob = (4 * g + 3 * d) * rows + 2 * b * h * g * n_pad if g else 0
+        return int((per_row * rows + glob) * inputs.element_size)
