@@ -114,3 +114,10 @@ def test_a_missing_package_is_a_reason(backend, monkeypatch):
     reason = "local-attention is not installed or does not import (...); pip install ..."
     monkeypatch.setattr(optional, "missing", lambda module, distribution, extra="peers": reason)
     assert backend.not_supported_reasons(inputs) == [reason]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("backend", [exact(8, causal=True), blocks(8)], ids=["exact", "blocks"])
+def test_matches_reference_cuda(backend):
+    # Looser: GPU kernels reduce in other orders than the dense reference's matmul.
+    assert_matches_reference(backend, Inputs(2, 2, 100, 16, device="cuda"), 1e-4, 1e-4)

@@ -357,3 +357,12 @@ def test_a_missing_transformers_is_a_reason(backend, monkeypatch):
     reason = "transformers is not installed or does not import (No module named 'x'); pip ..."
     monkeypatch.setattr(optional, "missing", lambda module, distribution, extra="peers": reason)
     assert backend.not_supported_reasons(inputs) == [reason]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize(
+    "backend", [longformer(8, (0, -1)), bigbird(8, 2), reformer(8, 2)], ids=lambda b: b.name
+)
+def test_matches_reference_cuda(backend):
+    # Looser: GPU kernels reduce in other orders than the dense reference's matmul.
+    assert_matches_reference(backend, Inputs(2, 2, 100, 16, device="cuda"), 1e-4, 1e-4)
