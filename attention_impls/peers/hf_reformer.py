@@ -7,7 +7,7 @@ Parameter mapping: ``n_hashes`` is HF's ``num_hashes``, ``chunk_size`` c its
 ``lsh_attn_chunk_length`` (with ``lsh_num_chunks_before = 1``, ``..._after = 0``: a chunk attends
 itself and the chunk before it, as ours), ``n_buckets`` its ``num_buckets``. Unset, our default
 ``max(2, 2 round(N / 2c))`` is passed (HF's own, were it left unset, is ``2^floor(log2(2N / c))``,
-factorised when large: about twice as many buckets). HF's ``hash_seed`` is ``inputs.seed``.
+factorised when large: between one and two times ours). HF's ``hash_seed`` is ``inputs.seed``.
 
 What runs in the closure: the module's ``forward`` (hashing, sort, chunked attention, reverse
 sort, merge of the rounds), which cannot be bypassed piecewise without rewriting it. Its two
