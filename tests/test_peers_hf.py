@@ -262,29 +262,12 @@ def test_reformer_first_chunk_looks_back_into_the_previous_round(monkeypatch):
     out = backend.prepare(inputs)(q, k, v)
     rows = torch.arange(64)
     torch.testing.assert_close(out, backend.reference(inputs, q, k, v, rows, q.dtype))
+    per_round = 64 // 8
 
-    true_counts = backend.round_counts
-
-    def within_rounds(inputs_, q_, rows_):
-        counts = true_counts(inputs_, q_, rows_)  # [B, H, R, M, N]: rebuilt per round below
-        chunk_per_round = 64 // 8
-        own = torch.zeros_like(counts)
-        for r in range(counts.shape[2]):
-            # the same round's windows, wrapping inside it: keys of chunk C and C - 1 mod 8
-            c = round_chunks(inputs_, q_)[:, :, r]  # [B, H, N]
-            cq, ck = c[..., rows_, None], c[..., None, :]
-            own[:, :, r] = ((ck == cq) | (ck == (cq - 1) % chunk_per_round)).long()
-        return own
-
-    def round_chunks(inputs_, q_):
-        attn = backend.module(inputs_)
-        from attention_impls.peers.hf_reformer import side_by_side
-
-        hidden = side_by_side(64, q_.detach(), torch.zeros_like(q_))
-        qk = attn._split_hidden_size_dim(attn.query_key(hidden), 2, 8)
-        buckets = attn._hash_vectors(qk, 3, None)
-        _, undo = attn._get_sorted_bucket_idx_and_undo_sorted_bucket_idx(64, buckets, 3)
-        return (undo.view(1, 2, 3, 64) % 64) // 8  # chunk within its own round
+    def within_rounds(chunks, r, rows_, n):
+        local = chunks[:, :, r] - r * per_round  # [B, H, N] chunk within round r
+        own, keys = local[..., rows_, None], local[..., None, :n]
+        return ((keys == own) | (keys == (own - 1) % per_round)).to(torch.uint8)
 
     monkeypatch.setattr(backend, "round_counts", within_rounds)
     assert (out - backend.reference(inputs, q, k, v, rows, q.dtype)).abs().max() > 1e-3

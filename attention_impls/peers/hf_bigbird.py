@@ -190,7 +190,8 @@ class HFBigBird(AttentionBackend):
     def counts(self, inputs: Inputs, device: torch.device, rows: torch.Tensor | None):
         """``[1, H, M, N]``: how many times query ``rows`` score each key in HF's kernel."""
         n, b = inputs.seq_len, self.params.block_size
-        blocks = block_counts(self.plan(inputs), self.padded_length(n) // b).to(device)
+        blocks = block_counts(self.plan(inputs), self.padded_length(n) // b)
+        blocks = blocks.to(device=device, dtype=torch.uint8)  # a few per pair: small at N x M
         keys = torch.arange(n, device=device)
         queries = keys if rows is None else rows.to(device)
         return blocks[:, queries // b][:, :, keys // b][None]  # [1, H, M, N]

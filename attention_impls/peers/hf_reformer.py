@@ -167,26 +167,32 @@ class HFReformer(AttentionBackend):
 
         return fn
 
-    def round_counts(self, inputs: Inputs, q: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """``[B, H, R, M, N]``: how many times query ``rows`` score each real key in round r,
-        from HF's own hashing and sort of ``q``."""
-        n, c, rounds = inputs.seq_len, self.params.chunk_size, self.params.n_hashes
-        n_pad, attn = self.padded_length(n), self.module(inputs)
+    def hf_chunks(self, inputs: Inputs, q: torch.Tensor) -> torch.Tensor:
+        """``[B, H, R, Np]``: the chunk of every token in every round, numbered along the one
+        sorted sequence of all rounds, from HF's own hashing and sort of ``q``."""
+        n_pad, rounds = self.padded_length(inputs.seq_len), self.params.n_hashes
+        attn = self.module(inputs)
         with torch.no_grad():
             q = q.detach().to(device=inputs.device, dtype=inputs.dtype)
             hidden = side_by_side(n_pad, q, torch.zeros_like(q))  # as the closure lays out q
             qk = attn._split_hidden_size_dim(attn.query_key(hidden), inputs.heads, inputs.head_dim)
             buckets = attn._hash_vectors(qk, rounds, self.padding_mask(inputs))
             _, undo = attn._get_sorted_bucket_idx_and_undo_sorted_bucket_idx(n_pad, buckets, rounds)
-        chunk = (undo // c).view(*undo.shape[:2], rounds, n_pad).to(q.device)  # [B, H, R, Np]
-        total = rounds * n_pad // c  # chunks of all rounds, one sequence
-        own = chunk[..., rows.to(q.device)][..., None]  # [B, H, R, M, 1] the queries' chunks
-        keys = chunk[..., :n]  # [B, H, R, N]
-        counts = torch.zeros(*own.shape[:-1], n, dtype=torch.long, device=q.device)
-        for r_key in range(rounds):  # a key sits once in every round's sorted sequence
-            slot = keys[:, :, r_key, None, None, :]  # [B, H, 1, 1, N]
-            counts += (slot == own).long() + (slot == (own - 1) % total).long()
-        return counts  # [B, H, R, M, N]
+        slots = undo.view(*undo.shape[:2], rounds, n_pad)  # [B, H, R, Np] place in the sequence
+        return (slots // self.params.chunk_size).to(q.device)
+
+    def round_counts(self, chunks: torch.Tensor, r: int, rows: torch.Tensor, n: int):
+        """``[B, H, M, N]`` uint8: how many times query ``rows`` score each real key in round
+        ``r``: the keys of the query's chunk and of the chunk before it in the one sequence of
+        all rounds (``chunks`` from ``hf_chunks``), where a key sits once per round."""
+        total = chunks.shape[2] * chunks.shape[3] // self.params.chunk_size
+        own = chunks[:, :, r, rows.to(chunks.device), None]  # [B, H, M, 1]
+        counts = torch.zeros(*own.shape[:-1], n, dtype=torch.uint8, device=chunks.device)
+        for r_key in range(chunks.shape[2]):
+            slot = chunks[:, :, r_key, None, :n]  # [B, H, 1, N]
+            counts += slot == own
+            counts += slot == (own - 1) % total
+        return counts  # [B, H, M, N]
 
     def reference_keys(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """HF's keys in our convention (scores ``q . key / sqrt(D)``): ``q / rms(q)``."""
@@ -194,27 +200,40 @@ class HFReformer(AttentionBackend):
 
     def reference(self, inputs, q, k, v, rows, compute_dtype=None) -> torch.Tensor:
         """HF's formula, densely: per round, softmax under that round's counts, self at HF's
-        constant; the rounds merged by the softmax of their log-sum-exps."""
+        constant; the rounds merged by the softmax of their log-sum-exps (a running merge, so
+        that one round's ``[B, H, M, N]`` is held at a time)."""
         if compute_dtype is None:
             compute_dtype = torch.float64 if q.device.type == "cpu" else torch.float32
-        counts = self.round_counts(inputs, q, rows)  # [B, H, R, M, N]
+        chunks = self.hf_chunks(inputs, q)
         qc, vc = q.to(compute_dtype), v.to(compute_dtype)
         keys = self.reference_keys(qc, None)
         scores = (qc[:, :, rows] @ keys.transpose(-1, -2)) * inputs.head_dim**-0.5  # [B, H, M, N]
         is_self = rows.to(q.device)[:, None] == torch.arange(inputs.seq_len, device=q.device)
         self_value = -1e3 if inputs.dtype == torch.float16 else -1e5
-        scores = scores.masked_fill(is_self, self_value)[:, :, None]  # [B, H, 1, M, N]
-        logits = scores + counts.to(compute_dtype).log()  # [B, H, R, M, N]
-        lse = logits.logsumexp(dim=-1, keepdim=True)  # [B, H, R, M, 1]
-        per_round = (logits - lse).exp() @ vc[:, :, None]  # [B, H, R, M, D]
-        return (per_round * lse.softmax(dim=2)).sum(dim=2)  # [B, H, M, D]
+        scores = scores.masked_fill(is_self, self_value)
+        out = total = None
+        for r in range(self.params.n_hashes):
+            counts = self.round_counts(chunks, r, rows, inputs.seq_len)
+            logits = scores + counts.to(compute_dtype).log()  # [B, H, M, N]
+            lse = logits.logsumexp(dim=-1, keepdim=True)  # [B, H, M, 1]
+            round_out = (logits - lse).exp() @ vc  # [B, H, M, D]
+            if out is None:
+                out, total = round_out, lse
+                continue
+            merged = torch.logaddexp(total, lse)
+            out = out * (total - merged).exp() + round_out * (lse - merged).exp()
+            total = merged
+        return out  # [B, H, M, D]
 
     def mask(
         self, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
         n = inputs.seq_len
         rows = torch.arange(n) if rows is None else rows
-        attend = (self.round_counts(inputs, q, rows) > 0).any(dim=2)  # [B, H, M, N]
+        chunks = self.hf_chunks(inputs, q)
+        attend = self.round_counts(chunks, 0, rows, n) > 0  # [B, H, M, N]
+        for r in range(1, self.params.n_hashes):
+            attend |= self.round_counts(chunks, r, rows, n) > 0
         is_self = rows.to(q.device)[:, None] == torch.arange(n, device=q.device)  # [M, N]
         alone = ~(attend & ~is_self).any(dim=-1, keepdim=True)  # no key but itself
         return attend & (~is_self | alone)
