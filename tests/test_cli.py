@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from harness.cli.app import main
-from harness.measure.registry import backend_names
+from harness.measure.registry import backend_names, get_backend_class
 from harness.store.records import COLUMNS, Status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,10 +65,12 @@ def test_sweep_end_to_end_then_resume(tmp_path):
     df = pd.read_csv(out / "results.csv")
     assert list(df.columns)[: len(COLUMNS)] == COLUMNS  # derived columns may follow
     assert len(df) == len(backend_names()) * 2 * 2
-    # every backend ran, except kernels this machine lacks, which say why
+    # every backend ran, except kernels this machine lacks and peers whose own limits (or
+    # missing package) refuse these small cases, which say why
     ran = df.status == Status.OK
-    lacking = (df.status == Status.SKIPPED) & df.backend.str.startswith(
-        ("sdpa-", "xformers-", "flex-")
+    peer = df.backend.map(lambda name: get_backend_class(name).implementation != "ours")
+    lacking = (df.status == Status.SKIPPED) & (
+        df.backend.str.startswith(("sdpa-", "xformers-", "flex-")) | peer
     )
     assert (ran | lacking).all(), df[["backend", "status", "reason"]]
     assert (df.reason[lacking].str.len() > 20).all()

@@ -163,7 +163,9 @@ def test_every_backend_shares_its_family_count() -> None:
     for name in backend_names():
         cls = get_backend_class(name)
         backend = cls()
-        if cls.family in plain:
+        # a peer counts the pattern it really computes (HF BigBird's own random plan, whole
+        # buckets without globals): against its own mask in its tests (tests/test_peer*.py)
+        if cls.family in plain and cls.implementation == "ours":
             reference = get_backend_class(plain[cls.family])()
             assert backend.attended_pairs(1000, 0) == reference.attended_pairs(1000, 0), name
         assert backend.promise is not None, name
