@@ -22,9 +22,10 @@ state per position:
   before the block, an exclusive cumulative sum over the blocks' own sums ``phi(K_J)^T [V_J, 1]``.
 - Packed documents: prefix sums restart at document starts. A block's state holds the keys
   before it in the document of its first position, so a block's sum counts only its keys in
-  the document of the next block's first position, and the cumulative sum subtracts what came
-  before the last restart (in float64: no cancellation from earlier documents). A query in a
-  document that starts within its block reads no state. Not causal, each query sees its whole
+  the document of the next block's first position, and the cumulative sum starts afresh at
+  each block whose first position's document began in the block before (one ``cumsum`` per
+  run of blocks: nothing of earlier documents is subtracted, so no cancellation). A query in
+  a document that starts within its block reads no state. Not causal, each query sees its whole
   document: a second state, of the keys after the block, by the same sums in reverse order.
 - Decoding (``M < N``, the queries the last M positions): the keys before the first query are
   one initial state (those of its document); the blocks run over the last M keys.
@@ -43,7 +44,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from attention_impls.footprint import kv_bytes, rows_bytes
+from attention_impls.footprint import rows_bytes
 from attention_impls.full import causal_mask
 from attention_impls.grouped import fold_groups, fold_mask, unfold_groups
 from harness.measure.backend import AttentionBackend, AttentionFn
@@ -71,33 +72,31 @@ def accumulator(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-def scan_layout(doc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def scan_layout(doc: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     """For blocks of slots ``doc`` ``[nb, c]`` (document ids, -1 for padding), in scan order:
-    ``keep [nb, c]``, the keys of block J that belong to the document of block J + 1's first
-    slot (those its state carries on), and ``restart [nb]``, for each block I, 1 + the last
-    block L < I whose first slot's document does not reach block L + 1 (0: none), i.e. where
-    I's state starts: ``S_I = C_I - C_{restart - 1}``, ``C`` the exclusive cumulative sum."""
-    nb = doc.shape[0]
+    ``keep [nb, c]``, the keys of block J in the document of block J + 1's first slot (those
+    its state carries on), and the blocks where a state starts afresh (``carried``): 0 and
+    each block I whose previous block's first slot is in another document than I's."""
     first = doc[:, 0]  # [nb]
     after = torch.cat([first[1:], first.new_full((1,), -2)])  # [nb] next block's first slot
     keep = doc == after[:, None]  # [nb, c]
-    cut = torch.where(first != after, torch.arange(nb, device=doc.device), -1)  # [nb]
-    restart = torch.cat([cut.new_zeros(1), cut[:-1].cummax(0).values + 1])  # [nb]
-    return keep, restart
+    starts = (first[1:] != first[:-1]).nonzero().flatten() + 1
+    return keep, [0, *starts.tolist()]
 
 
-def carried(
-    u: torch.Tensor, restart: torch.Tensor | None, init: torch.Tensor | None
-) -> torch.Tensor:
+def carried(u: torch.Tensor, starts: list[int], init: torch.Tensor | None) -> torch.Tensor:
     """The state before each block ``[.., nb, D, D+1]`` from the blocks' sums ``u`` (same
-    shape): ``init`` plus the sums of the blocks before, since the last restart."""
+    shape): ``init`` plus the sums of the blocks before, the sum restarting at ``starts``.
+
+    With ``steps = init, u_0 .. u_{nb-2}``, the state of block I is the sum of ``steps`` from
+    the last start ``<= I`` to I: block I - 1 holds the keys of I's first slot's document from
+    where it starts on (``keep``), and the blocks before it none. Cumulative sums run from
+    start to start, so no sum of earlier documents is ever subtracted (no cancellation)."""
     steps = [u.new_zeros(u[:, :, :1].shape) if init is None else init[:, :, None], u[:, :, :-1]]
     steps = torch.cat(steps, dim=2)  # [.., nb, D, D+1]: init, u_0 .. u_{nb-2}
-    if restart is None:
+    if len(starts) == 1:
         return steps.cumsum(dim=2)
-    total = steps.double().cumsum(dim=2)
-    before = torch.cat([torch.zeros_like(total[:, :, :1]), total], dim=2)[:, :, restart]
-    return (total - before).to(u.dtype)
+    return torch.cat([s.cumsum(dim=2) for s in steps.tensor_split(starts[1:], dim=2)], dim=2)
 
 
 def block_layout(inputs: Inputs, chunk: int, causal: bool, device: torch.device) -> dict:
@@ -116,15 +115,15 @@ def block_layout(inputs: Inputs, chunk: int, causal: bool, device: torch.device)
     if causal:
         within &= pos[:, None, :] <= pos[:, :, None]
     layout = {"c": c, "nb": nb, "within": within, "start": int((doc[:off] != doc[off]).sum())}
-    keep, restart = scan_layout(slot_doc)
+    keep, starts = scan_layout(slot_doc)
     docs = inputs.documents > 1
     # [nb, c]: the query rows in the document of the first slot, whose keys the state holds
     reads = slot_doc == slot_doc[:, :1] if docs else None
-    layout["fwd"] = (keep if docs else None, restart if bool(restart.any()) else None, reads)
+    layout["fwd"] = (keep if docs else None, starts, reads)
     if not causal and docs:  # the keys after each block: the same scan in reverse order
-        keep, restart = scan_layout(slot_doc.flip(0, 1))
+        keep, starts = scan_layout(slot_doc.flip(0, 1))
         reads = slot_doc == slot_doc[:, -1:]  # the last slot's document
-        layout["bwd"] = (keep.flip(0, 1), restart if bool(restart.any()) else None, reads)
+        layout["bwd"] = (keep.flip(0, 1), starts, reads)
     return layout
 
 
@@ -168,8 +167,8 @@ class LinearAttention(AttentionBackend):
         scans = [lay["fwd"]] + ([lay["bwd"]] if "bwd" in lay else [])
         # the query rows that read each scan's state, folded as the rows: [nb, G*c, 1]
         scans = [
-            (keep, restart, None if reads is None else fold_mask(reads[..., None], groups).to(acc))
-            for keep, restart, reads in scans
+            (keep, starts, None if reads is None else fold_mask(reads[..., None], groups).to(acc))
+            for keep, starts, reads in scans
         ]
 
         def block_sums(pk: torch.Tensor, v1: torch.Tensor, keep: torch.Tensor | None):
@@ -196,12 +195,12 @@ class LinearAttention(AttentionBackend):
             y = (pq @ pk.transpose(-1, -2)).mul_(within) @ v1  # [B, Hkv, nb, G*c, D+1]
             # across blocks: the state of the keys before the block (and, not causal with
             # documents, of those after it: the same scan over the blocks in reverse order)
-            for scan, (keep, restart, reads) in enumerate(scans):
+            for scan, (keep, starts, reads) in enumerate(scans):
                 u = block_sums(pk, v1, keep)  # [B, Hkv, nb, D, D+1]
                 if scan == 0:
-                    s = carried(u, restart, init)
+                    s = carried(u, starts, init)
                 else:
-                    s = carried(u.flip(2), restart, None).flip(2)
+                    s = carried(u.flip(2), starts, None).flip(2)
                 y = y.add_((pq if reads is None else pq * reads) @ s)  # [B, Hkv, nb, G*c, D+1]
             y = unfold_groups(y, groups).reshape(b, h, nb * c, d + 1)[:, :, :m]  # [B, H, M, D+1]
             return (y[..., :d] / y[..., d:]).to(q.dtype)  # [B, H, M, D]
@@ -241,31 +240,53 @@ class LinearAttention(AttentionBackend):
         return float(2 * d * (d + 1) * b * (inputs.kv_heads_count * n + h * m))
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        """Counted from ``fn``'s tensors, in the accumulator dtype (float32 for half inputs).
+        """Counted from the tensors ``fn`` holds at its largest moment, in the accumulator dtype
+        (float32, with copies of q, k, v, for half inputs); ``[V, 1]`` and ``y`` have D + 1
+        columns.
 
-        Not causal, one document: ``phi(k)``, ``[V, 1]``, ``phi(q)``, ``y`` ``[.., D+1]`` and the
-        output. Chunked: besides those (padded), the block scores ``[B, H, nb, c, c]`` and their
-        masked copy, the states and their cumulative sum ``[B, Hkv, nb, D, D+1]`` (float64
-        with documents; twice with the backward scan). A backward pass keeps them all and adds
-        their gradients, dq, dk, dv."""
+        Not causal, one document: ``[V, 1]`` and ``phi(k)`` (``elu``'s result beside it), then
+        ``phi(q)``, ``y`` and the output. Chunked: the same three first; then ``[V, 1]`` and
+        ``phi(k)`` (their blocks of the last M positions), ``phi(q)`` in blocks and the largest
+        of: the block scores
+        ``[B, H, nb, c, c]`` with ``y``; ``y`` with the states ``[B, Hkv, nb, D, D+1]`` in the
+        scan (the blocks' sums, the shifted sums, their cumulative sums; with documents the
+        runs' sums joined, and in the reverse scan the forward one's state); ``y`` with two
+        states and the state's product (with documents, the rows that read it); the two
+        states, ``y`` unfolded (grouped query heads) and the output.
+
+        A backward pass keeps ``[V, 1]``, ``phi(k)`` (full and in blocks), ``phi(q)``, the
+        masked scores, each scan's state, ``y`` and the output, and adds the gradients of ``y``
+        (two), ``phi(q)`` and the scores; or, on the key side, keeps ``[V, 1]`` and ``phi(k)``
+        beside their gradients (and, chunked, the blocks' gradients padded back to N), dq and
+        the output."""
         acc = accumulator(inputs.dtype)
         ratio = torch.empty((), dtype=acc).element_size() / inputs.element_size
-        d, m, n = inputs.head_dim, inputs.query_len, inputs.seq_len
+        b, h, m, d = inputs.shape
+        n, hkv = inputs.seq_len, inputs.kv_heads_count
 
-        def size(x: int) -> int:
-            return int(x * ratio)
+        def size(heads: int, rows: int, width: int) -> int:
+            return int(b * heads * rows * width * inputs.element_size * ratio)
 
-        keys = size(kv_bytes(inputs) * (2 * d + 1) // d)  # phi(k) and [V, 1]
-        queries = size(rows_bytes(inputs, m, 2 * d + 1))  # phi(q) and y
-        fixed = keys + queries + rows_bytes(inputs, m)
+        out = rows_bytes(inputs, m)
+        casts = size(h, m, d) + size(hkv, 2 * n, d) if acc != inputs.dtype else 0
+        keys = size(hkv, n, 2 * d + 1)  # [V, 1] and phi(k)
         if not self.params.causal and inputs.documents == 1:
-            return 2 * fixed if inputs.requires_grad else fixed
+            qv, qv1 = size(h, m, d), size(h, m, d + 1)
+            if not inputs.requires_grad:
+                return casts + size(hkv, n, d + 1) + max(size(hkv, 2 * n, d), 2 * qv, qv1 + out)
+            return casts + max(keys + 4 * qv + 2 * qv1 + out, 2 * keys + qv + out)
         c = min(self.params.query_chunk, m)
         nb = math.ceil(m / c)
-        scores = size(rows_bytes(inputs, nb * c, c))
-        states = size(kv_bytes(inputs) * nb * (d + 1) // n)  # [B, Hkv, nb, D, D+1]
-        if inputs.documents > 1:
-            states *= 3 if acc != torch.float64 else 2
-        scans = 2 if not self.params.causal and inputs.documents > 1 else 1
-        chunked = 2 * fixed + 2 * scores + 2 * scans * states
-        return 2 * chunked if inputs.requires_grad else chunked
+        blocked = size(hkv, nb * c, 2 * d + 1)  # [V, 1] and phi(k) of the last M, in blocks
+        qv, qv1 = size(h, nb * c, d), size(h, nb * c, d + 1)
+        scores, state = size(h, nb * c, c), size(hkv, nb * d, d + 1)
+        docs, reverse = inputs.documents > 1, not self.params.causal and inputs.documents > 1
+        scan = (4 + reverse if docs else 3) * state
+        read = 2 * state + 2 * qv1 + (qv if docs else 0)
+        end = 2 * state + qv1 + max(out, qv1 if inputs.grouped else 0)
+        if not inputs.requires_grad:
+            during = max(scores + qv1, scan + qv1, read, end)
+            return casts + max(keys + size(hkv, n, d), max(keys, blocked) + qv + during)
+        saved = keys + (blocked if nb * c != n else 0) + qv + qv1 + scores + state * (1 + reverse)
+        extra = size(hkv, nb * c, d + 1) + qv + state if docs else 0
+        return casts + max(saved + 2 * qv1 + qv + scores + out + extra, 3 * keys + qv + out)

@@ -147,14 +147,15 @@ class Linformer(AttentionBackend):
         return float(b * inputs.kv_heads_count * 4 * k * n * d + b * h * 4 * m * k * d)
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        """Forward: the permuted copies of k and v ``[N, B Hkv D]`` (one alive at a time), E K
-        and F V ``[B, Hkv, k, D]``, the scaled q, the scores and their softmax ``[B, H, M, k]``
-        and the output. Backward: the saved softmax, its gradient and the scores' gradient,
-        the gradients of E K and F V, of the scaled q, dq, dk, dv and the output."""
+        """Forward: E K and F V ``[B, Hkv, k, D]``, the scaled q, then the scores and their
+        softmax ``[B, H, M, k]`` together, or the softmax and the output. Backward: in the
+        softmax's gradient the saved softmax, its gradient and the scores' gradient, beside the
+        scaled q, the output and E K, F V with their gradients; or, once those are freed, dq
+        and the output beside the key side: the permuted copy of k or v, its gradient, dk,
+        dv."""
         m, k = inputs.query_len, proj_len_at(self.params, inputs.seq_len)
         projected = kv_bytes(inputs) * k // inputs.seq_len  # [B, Hkv, k, D]
         scores, vec = rows_bytes(inputs, m, k), rows_bytes(inputs, m)
-        forward = kv_bytes(inputs) + 2 * projected + 2 * vec + 2 * scores
         if not inputs.requires_grad:
-            return forward
-        return 3 * scores + 4 * projected + 3 * vec + 3 * kv_bytes(inputs)
+            return 2 * projected + vec + max(2 * scores, scores + vec)
+        return max(3 * scores + 2 * vec + 4 * projected, 2 * vec + 4 * kv_bytes(inputs))

@@ -141,25 +141,29 @@ class LocalBlocks(AttentionBackend):
         return fn
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        """The padded copies of q, k, v (where there is padding), the folded copy of q (grouped
-        query heads), the output and its unpadded slice; where a mask is needed, SDPA's additive
-        copy of it ``[nb, G*b, b]``; the CPU flash kernel's per-thread tiles. With a backward
-        pass the gradients of the padded q, k, v and of the output, dq, dk, dv."""
-        b = self.params.block_size
-        _, lead, nb = _layout(inputs, b)
-        slots = nb * b
-        padded = slots != inputs.query_len + lead or lead > 0
-        vec = rows_bytes(inputs, slots)
-        kv = kv_bytes(inputs) * slots // inputs.seq_len
-        copies = (vec + 2 * kv) * padded + vec * inputs.grouped
-        masked = inputs.documents > 1 or padded or (self.params.causal and inputs.grouped)
-        mask = inputs.heads // inputs.kv_heads_count * slots * b * inputs.element_size * masked
+        """One fused SDPA call over ``nb * b`` slots (as ``fused_attention_bytes``: the output,
+        with a backward pass dq, dk, dv and the CPU flash kernel's copy of the output's
+        gradient; its per-thread tiles, of one block), plus what the blocks add: the padded
+        copies of q, k, v where there is padding or the keys start later (decoding), the folded
+        copy of q and the unfolded output (grouped query heads), a boolean mask ``[nb, G*b,
+        b]`` (SDPA's copy); with a backward pass the output's gradient padded back to the
+        slots (padding), the unfolded one folded (grouped query heads), and full-length dk, dv
+        where only the last keys were used."""
+        b, groups = self.params.block_size, inputs.heads // inputs.kv_heads_count
+        s0, _, nb = _layout(inputs, b)
+        m, slots = inputs.query_len, nb * b
+        padded, sliced = slots != m, s0 > 0
+        vec, kv = rows_bytes(inputs, slots), kv_bytes(inputs) * slots // inputs.seq_len
         cpu = torch.device(inputs.device).type == "cpu"
-        tiles = cpu_flash_buffers_bytes(b, b, inputs.head_dim, inputs.requires_grad) * cpu
-        forward = copies + mask + 2 * vec + tiles
+        tiles = cpu_flash_buffers_bytes(groups * b, b, inputs.head_dim, inputs.requires_grad)
+        copies = vec * padded + 2 * kv * (padded or sliced) + 2 * vec * inputs.grouped
+        masked = inputs.documents > 1 or padded or (self.params.causal and inputs.grouped)
+        mask = nb * groups * b * b * masked
+        forward = copies + mask + vec + tiles * cpu
         if not inputs.requires_grad:
             return forward
-        return forward + 2 * vec + 2 * kv + copies + rows_bytes(inputs, inputs.query_len)
+        grads = 2 * vec + 2 * kv + vec * (padded + inputs.grouped)
+        return forward + grads + 2 * kv_bytes(inputs) * sliced
 
 
 @register
