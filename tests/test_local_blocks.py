@@ -17,6 +17,7 @@ from attention_impls.longformer import Longformer, LongformerParams
 from attention_impls.strided import Strided, StridedParams
 from harness.measure.inputs import Inputs
 from harness.measure.registry import get_backend_class
+from harness.store.facts import Promise
 from tests.backend_checks import assert_matches_reference, largest_intermediate
 from tests.test_memory_estimates import assert_within, ratios, sweep
 
@@ -158,7 +159,7 @@ def test_flex_compiled_forward():
 def test_flex_holds_the_pattern():
     flex = FlexLocalBlocks(LocalBlocksParams(block_size=64))
     assert isinstance(flex.plain, LocalBlocks) and flex.plain.params == flex.params
-    assert (flex.family, flex.promise, flex.is_sparse) == ("local_blocks", LocalBlocks.promise, True)
+    assert (flex.family, flex.promise, flex.is_sparse) == ("local_blocks", Promise(1), True)
     assert flex.attended_pairs(100) == flex.plain.attended_pairs(100) == 64 * 64 + 36 * 36
     assert flex.tile(Inputs(1, 1, 256, 8)) == 64  # whole tiles are whole blocks on CPU
     assert FlexLocalBlocks(LocalBlocksParams(16)).tile(Inputs(1, 1, 256, 8)) == 128
