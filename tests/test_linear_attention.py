@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attention_impls.linear_attention import LinearAttention, LinearAttentionParams, phi
+from attention_impls.linear import LinearAttention, LinearAttentionParams, phi
 from harness.measure.inputs import Inputs
 from harness.measure.registry import get_backend_class
 from tests.backend_checks import assert_matches_reference, largest_intermediate
@@ -179,7 +179,7 @@ def test_param_errors_and_registration():
     assert make(0).param_errors(64) == ["query_chunk 0 must be at least 1"]
     assert make(1000).param_errors(64) == []  # a chunk longer than the queries is one block
     cls = get_backend_class("linear-attention")
-    assert cls is LinearAttention and cls.family == "linear_attention" and not cls.is_sparse
+    assert cls is LinearAttention and cls.family == "linear" and not cls.is_sparse
     assert make(32, causal=True).label() == "linear-attention(query_chunk=32, causal)"
 
 

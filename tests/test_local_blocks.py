@@ -12,7 +12,7 @@ from torch.nn.attention.flex_attention import flex_attention
 
 import attention_impls.flex as fx
 from attention_impls.bigbird import BigBird, BigBirdParams
-from attention_impls.local_blocks import FlexLocalBlocks, LocalBlocks, LocalBlocksParams
+from attention_impls.local import FlexLocalBlocks, LocalBlocks, LocalBlocksParams
 from attention_impls.longformer import Longformer, LongformerParams
 from attention_impls.strided import Strided, StridedParams
 from harness.measure.inputs import Inputs
@@ -159,7 +159,7 @@ def test_flex_compiled_forward():
 def test_flex_holds_the_pattern():
     flex = FlexLocalBlocks(LocalBlocksParams(block_size=64))
     assert isinstance(flex.plain, LocalBlocks) and flex.plain.params == flex.params
-    assert (flex.family, flex.promise, flex.is_sparse) == ("local_blocks", Promise(1), True)
+    assert (flex.family, flex.promise, flex.is_sparse) == ("local", Promise(1), True)
     assert flex.attended_pairs(100) == flex.plain.attended_pairs(100) == 64 * 64 + 36 * 36
     assert flex.tile(Inputs(1, 1, 256, 8)) == 64  # whole tiles are whole blocks on CPU
     assert FlexLocalBlocks(LocalBlocksParams(16)).tile(Inputs(1, 1, 256, 8)) == 128

@@ -130,7 +130,7 @@ def block_layout(inputs: Inputs, chunk: int, causal: bool, device: torch.device)
 @register
 class LinearAttention(AttentionBackend):
     name = "linear-attention"
-    family = "linear_attention"
+    family = "linear"
     description = "elu+1 feature maps, phi(q)^T sum phi(k) v^T; causal by chunked prefix sums"
     Params = LinearAttentionParams
     promise = Promise(1)

@@ -74,7 +74,7 @@ def _layout(inputs: Inputs, b: int) -> tuple[int, int, int]:
 @register
 class LocalBlocks(AttentionBackend):
     name = "local-blocks"
-    family = "local_blocks"
+    family = "local"
     description = "LRA's local attention: each query attends the keys of its own block of b"
     is_sparse = True
     Params = LocalBlocksParams
