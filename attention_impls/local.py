@@ -9,9 +9,9 @@ Pattern, with block size ``b``: the positions are cut into blocks ``0 .. b-1, b 
 No other family expresses it: BigBird's window blocks (zero global and random blocks) still
 attend the neighbouring blocks ``I - 1`` and ``I + 1``, Longformer's and the strided pattern's
 windows slide. ``allowed`` is the rule, which ``mask`` and the Flex kernel's ``mask_mod``
-evaluate. LRA's JAX code reshapes ``[N]`` into ``[b, N / b]`` and attends along the first axis,
-which groups positions congruent modulo ``N / b`` rather than consecutive ones; the paper's
-contiguous blocks are what is computed here.
+evaluate. LRA's JAX code (``lra_benchmarks/models/local/local_attention.py``) reshapes ``[N]``
+into ``[b, N / b]`` and attends along the first axis, which groups positions congruent modulo
+``N / b`` rather than consecutive ones; the paper's contiguous blocks are computed here.
 
 Implementation, O(N b) time and memory (never an N x N tensor): q, k, v cut into blocks
 ``[B, H, nb, b, D]`` (padded with zeros to ``nb * b`` positions), and one fused
