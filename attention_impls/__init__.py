@@ -18,4 +18,7 @@ from attention_impls import bigbird
 from attention_impls import reformer
 from attention_impls import flex_reformer
 from attention_impls import strided
+from attention_impls import local
+from attention_impls import linformer
+from attention_impls import linear
 from attention_impls import peers
