@@ -70,3 +70,24 @@ def test_reference_mask_places_decoding_queries_last_and_keeps_documents() -> No
         p = n - m + r
         expected = (torch.arange(n) <= p) & (doc == doc[p])
         assert torch.equal(mask[r], expected)
+
+
+def test_err_vs_full_compares_with_exact_attention_of_the_same_problem():
+    """A causal full-attention backend is exact: its err_vs_full is rounding, not the distance
+    to attention over the future keys; the same within packed documents."""
+    from attention_impls.full import FullNaive, FullParams
+    from harness.measure.case import Case
+    from harness.measure.timing import TimingSettings
+    from harness.measure.worker import check_output
+
+    for inputs in (
+        Inputs(1, 2, 96, 16, causal=True, seed=3),
+        Inputs(1, 2, 96, 16, documents=3, seed=3),
+        Inputs(1, 2, 96, 16, q_len=8, causal=True, seed=3),
+    ):
+        backend = FullNaive(FullParams(causal=inputs.causal))
+        q, k, v = inputs.make_qkv()
+        out = backend.prepare(inputs)(q, k, v)
+        case = Case(backend, inputs, "fwd", TimingSettings(), check_rows=200)
+        check = check_output(case, out, q, k, v)
+        assert check["check_ok"] and check["err_vs_full"] < 1e-5, (inputs, check)

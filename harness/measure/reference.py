@@ -51,6 +51,19 @@ def same_document(inputs: Inputs, positions: torch.Tensor) -> torch.Tensor | Non
     return (doc[positions][:, None] == doc[None, :])[None, None]
 
 
+def exact_mask(inputs: Inputs, rows: torch.Tensor) -> torch.Tensor | None:
+    """``[1, 1, M, N]``: the pairs exact attention of the problem attends for query ``rows`` (of
+    the M queries), what ``err_vs_full`` measures against: every key, or with ``causal`` the keys
+    up to each query's position, within its document. None where that is every key."""
+    positions = rows + inputs.query_offset
+    mask = same_document(inputs, positions)
+    if inputs.causal:
+        keys = torch.arange(inputs.seq_len, device=rows.device)
+        causal = (keys[None, :] <= positions[:, None])[None, None]  # [1, 1, M, N]
+        mask = causal if mask is None else mask & causal
+    return mask
+
+
 def reference_mask(
     backend: AttentionBackend, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor
 ) -> torch.Tensor:

@@ -30,7 +30,7 @@ from harness.measure.memory import (
     malloc_for_timing,
     peak_bytes,
 )
-from harness.measure.reference import check_rows, masked_attention
+from harness.measure.reference import check_rows, exact_mask, masked_attention
 from harness.measure.timing import WarmUp, measure, median_iqr, timed_call
 from harness.store.records import (
     CHECK_FAILED,
@@ -87,7 +87,8 @@ def check_output(case: Case, out, q, k, v) -> dict[str, Any]:
         q, k, v = q.detach(), k.detach(), v.detach()
         out = out.detach()[:, :, rows].double()  # [B, H, rows, D]
         ref = backend.reference(inputs, q, k, v, rows).double()
-        full = masked_attention(q, k, v, None, rows).double()
+        # exact attention of the same problem: causal and within documents where the case is
+        full = masked_attention(q, k, v, exact_mask(inputs, rows), rows).double()
     max_err = (out - ref).abs().max().item()
     return {
         "max_err": max_err,
