@@ -18,4 +18,6 @@ from attention_impls import bigbird
 from attention_impls import reformer
 from attention_impls import flex_reformer
 from attention_impls import strided
+from attention_impls import performer
+from attention_impls import nystromformer
 from attention_impls import peers

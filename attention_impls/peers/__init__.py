@@ -9,3 +9,6 @@ One import line per module, in listing order.
 """
 
 # The modules, once written: from attention_impls.peers import <module>
+# ruff: noqa: F401, I001
+from attention_impls.peers import lucidrains_performer
+from attention_impls.peers import lucidrains_nystrom
