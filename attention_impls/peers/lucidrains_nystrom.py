@@ -38,7 +38,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from attention_impls.footprint import kv_bytes, rows_bytes
+from attention_impls.footprint import rows_bytes
 from attention_impls.nystromformer import Nystromformer, causal_said
 from attention_impls.peers.optional import missing
 from harness.measure.backend import AttentionFn, Kernel
@@ -167,15 +167,16 @@ class LucidrainsNystrom(Kernel):
         return nystrom_reference(q, k, v, rows.to(q.device), p.landmarks, p.pinv_iterations)
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        """Its padded length ``m l``: the packed q, k, v (and their masked copies when padded),
-        F and B with their scores, ``F Z`` and the output; a backward pass adds their
-        gradients, dq, dk, dv."""
+        """At its padded length ``m l``: the packed q, k, v (twice when padded: the padded copy,
+        the masked one), the scaled q, F and B with their scores, ``F Z``, its output and its
+        ``[B, N, H D]`` copy; a backward pass adds one more of each size. Measured at 2K tokens
+        (no padding)."""
         p, n = self.params, inputs.seq_len
         padded = p.landmarks * -(-n // p.landmarks)
         packed = 3 * rows_bytes(inputs, padded) * (2 if padded > n else 1)
         big = rows_bytes(inputs, padded, p.landmarks)
         out = rows_bytes(inputs, padded)
-        forward = packed + 4 * big + out
+        forward = packed + 4 * big + 3 * out
         if not inputs.requires_grad:
             return forward
-        return forward + 3 * big + 2 * out + 2 * kv_bytes(inputs)
+        return forward + big + out

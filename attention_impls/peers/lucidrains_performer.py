@@ -44,7 +44,7 @@ from typing import ClassVar
 
 import torch
 
-from attention_impls.footprint import kv_bytes, rows_bytes
+from attention_impls.footprint import rows_bytes
 from attention_impls.peers.optional import missing
 from attention_impls.performer import Performer, PerformerParams, feature_seed
 from harness.measure.backend import AttentionFn, Kernel
@@ -154,18 +154,21 @@ class LucidrainsPerformer(Kernel):
         return performer_reference(w, q, k, v, mask)
 
     def estimate_bytes(self, inputs: Inputs) -> int:
-        """Its features of q and of the (repeated) keys, a few temporaries of each in the
-        feature map (three alive at once), the output; causal adds a chunk's ``[N / 128, m,
-        D]`` prefix sums and their cumulative sum. A backward pass keeps the features' chain
-        and adds their gradients, dq, dk, dv."""
+        """Its features of q and of the keys repeated to H heads, three feature-sized
+        temporaries alive at once in its feature map of the keys (the exponent, its stabilised
+        copy, the exponential), the output; causal forward: one chunk's ``[N / 128, m, D]``
+        prefix sums, three alive. A backward pass keeps the features and their exponentials,
+        adds their gradients, the output and dq, dk, dv; causal, every chunk's prefix sums:
+        ``[B, H, N, m, D]`` in all (the "memory inefficient" path). Measured at 2K tokens."""
         m, n = self.params.random_features, inputs.seq_len
-        feats = rows_bytes(inputs, inputs.query_len, m) + rows_bytes(inputs, n, m)
+        fq, fk = rows_bytes(inputs, inputs.query_len, m), rows_bytes(inputs, n, m)
         repeated = 2 * rows_bytes(inputs, n) if inputs.grouped else 0
-        prefix = 0
+        out = rows_bytes(inputs, inputs.query_len)
+        forward = fq + 3 * fk + repeated + out
         if self.params.causal:
-            chunk = math.ceil(n / 128)
-            prefix = 2 * rows_bytes(inputs, chunk * m)
-        forward = 3 * feats + prefix + repeated + rows_bytes(inputs, inputs.query_len)
+            chunk = rows_bytes(inputs, math.ceil(n / 128) * m)  # [B, H, N / 128, m, D]
+            forward = max(forward, fq + fk + 3 * chunk + repeated + out)
         if not inputs.requires_grad:
             return forward
-        return forward + 3 * feats + rows_bytes(inputs, inputs.query_len) + 2 * kv_bytes(inputs)
+        prefix = rows_bytes(inputs, n * m) if self.params.causal else 0  # [B, H, N, m, D]
+        return 3 * (fq + fk) + repeated + 4 * out + prefix
