@@ -122,19 +122,26 @@ class LucidrainsNystrom(Kernel):
     def shape_reasons(self, inputs: Inputs) -> list[str]:
         return causal_said(super().shape_reasons(inputs))
 
-    def prepare(self, inputs: Inputs) -> AttentionFn:
+    def module(self, inputs: Inputs) -> torch.nn.Module:
+        """A ``NystromAttention`` for the inputs' heads, its ``to_qkv`` a ``Given`` and its
+        ``to_out`` the identity, on the inputs' device."""
         from nystrom_attention import NystromAttention
 
-        p, (b, h, n, d) = self.params, inputs.shape
-        groups = h // inputs.kv_heads_count
-        attn = NystromAttention(dim=1, dim_head=d, heads=h, num_landmarks=p.landmarks,
-                                pinv_iterations=p.pinv_iterations, residual=False)  # fmt: skip
-        given = Given()
-        attn.to_qkv, attn.to_out = given, torch.nn.Identity()
-        attn = attn.to(inputs.device)
+        p = self.params
+        attn = NystromAttention(dim=1, dim_head=inputs.head_dim, heads=inputs.heads,
+                                num_landmarks=p.landmarks, pinv_iterations=p.pinv_iterations,
+                                residual=False)  # fmt: skip
+        attn.to_qkv, attn.to_out = Given(), torch.nn.Identity()
+        return attn.to(inputs.device)
+
+    def prepare(self, inputs: Inputs) -> AttentionFn:
+        (b, h, n, d), groups = inputs.shape, inputs.heads // inputs.kv_heads_count
+        attn = self.module(inputs)
+        given = attn.to_qkv
         x = torch.empty(b, n, 0, dtype=inputs.dtype, device=inputs.device)  # only its shape is read
         # its padding is masked only through a mask; without padding it takes none
-        mask = torch.ones(b, n, dtype=torch.bool, device=inputs.device) if n % p.landmarks else None
+        padded = n % self.params.landmarks != 0
+        mask = torch.ones(b, n, dtype=torch.bool, device=inputs.device) if padded else None
 
         def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
             if groups > 1:  # [B, Hkv, N, D] -> [B, H, N, D]: it has one head count
