@@ -133,10 +133,12 @@ def linear_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor) -> tor
 
 
 def causal_linear_attention(
-    qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, chunk: int
+    qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor, later: torch.Tensor
 ) -> torch.Tensor:
     """Causal by blocked prefix sums: the M queries of ``qf [B, H, M, m]`` are the last M of the
-    N positions of ``kf [B, Hkv, N, m]``, ``v [B, Hkv, N, D]``; query r sees keys 0 .. N-M+r."""
+    N positions of ``kf [B, Hkv, N, m]``, ``v [B, Hkv, N, D]``; query r sees keys 0 .. N-M+r.
+    ``later [c, c]``: within a block of c query positions, the keys after each query."""
+    chunk = later.shape[0]
     b, h, rows, _ = qf.shape
     hkv, n = kf.shape[1], kf.shape[2]
     start, groups = n - rows, h // hkv
@@ -161,8 +163,8 @@ def causal_linear_attention(
     total = kb.sum(dim=-2)  # [B, Hkv, nb, m]
     total = total.cumsum(dim=2).sub_(total).add_(head_total.unsqueeze(2)).unsqueeze(-1)
     # the block's own keys: slot j of a block is seen by slots i >= j
-    later = torch.ones(c, c, dtype=torch.bool, device=qf.device).triu(1)
-    scores = (qb @ kb.transpose(-1, -2)).masked_fill_(fold_mask(later, groups), 0)  # [., G*c, c]
+    later = fold_mask(later[:c, :c], groups)  # [G*c, c]
+    scores = (qb @ kb.transpose(-1, -2)).masked_fill_(later, 0)  # [B, Hkv, nb, G*c, c]
     num = unfold_groups(qb @ state + scores @ vb, groups)  # [B, H, nb, c, D]
     den = unfold_groups(qb @ total + scores.sum(dim=-1, keepdim=True), groups)  # [.., c, 1]
     # padded query slots are cut before dividing: their 0 / 0 would reach the gradients
@@ -210,7 +212,9 @@ class Performer(AttentionBackend):
         return w.to(device=inputs.device, dtype=dtype or inputs.dtype)
 
     def prepare(self, inputs: Inputs) -> AttentionFn:
-        w, causal, chunk = self.features(inputs), self.params.causal, self.params.causal_chunk
+        w, causal = self.features(inputs), self.params.causal
+        c = min(self.params.causal_chunk, inputs.query_len)
+        later = torch.ones(c, c, dtype=torch.bool, device=inputs.device).triu(1)  # [c, c]
         start = inputs.query_offset
         # each document's key slice and the query rows in it, (a, b, first row, last row + 1)
         bounds, a = [], 0
@@ -224,7 +228,7 @@ class Performer(AttentionBackend):
 
         def attend(qf, kf, v):
             if causal:
-                return causal_linear_attention(qf, kf, v, chunk)
+                return causal_linear_attention(qf, kf, v, later)
             return linear_attention(qf, kf, v)
 
         def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
