@@ -101,6 +101,19 @@ def test_performer_deviations_are_the_named_ones(monkeypatch, causal):
 
 
 @needs_performer
+def test_performer_causal_outputs_depend_on_later_keys():
+    """Its epsilon after a key maximum over all keys: later keys reach earlier causal outputs
+    (ours: ``test_performer.test_causal_outputs_ignore_later_keys``)."""
+    inputs = shape(64, 2, batch=1, heads=2, head_dim=16, causal=True)
+    q, k, v = inputs.make_qkv()
+    fn = performer(random_features=64, causal=True).prepare(inputs)
+    before = fn(q, k, v)
+    k2 = k.clone()
+    k2[:, :, 40:] *= 3
+    assert (fn(q, k2, v)[:, :, :40] - before[:, :, :40]).abs().max() > 0.1
+
+
+@needs_performer
 def test_performer_reasons():
     documents = performer().not_supported_reasons(shape(64, 0, documents=2))
     assert any("2 documents" in r and "takes no mask" in r for r in documents)

@@ -23,8 +23,10 @@ Deviations from ``attention_impls.performer``, each in ``reference`` (``performe
   that weighs most where the features are small;
 - stabilisers: the query's maximum over its features and the keys' over all keys and features
   of the head are those of ``w^T x`` alone (ours include ``-|x|^2 / 2``); with the epsilon they
-  no longer cancel, so the key maximum, taken over all keys, lets later keys change earlier
-  causal outputs (by the epsilon's share);
+  no longer cancel, and the key maximum, taken over all keys, makes causal outputs depend on
+  later keys: a later key with a larger exponent shrinks every earlier key's features toward
+  the epsilon floor (keys 40 to 63 of 64 scaled by 3 change outputs 0 to 39 by up to 1.6 in
+  float64, D = 16, m = 64; ``tests/test_peers_lucidrains.py``);
 - causal: without fast_transformers' CUDA extension (not installed here; on CPU there is none)
   it prints a notice (silenced here) and runs ``causal_linear_attention_noncuda``: ``chunk(128)``
   cuts the sequence into 128 chunks (not chunks of 128), each holding ``[N / 128, m, D]`` prefix
