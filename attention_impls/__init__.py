@@ -21,4 +21,6 @@ from attention_impls import strided
 from attention_impls import local
 from attention_impls import linformer
 from attention_impls import linear
+from attention_impls import performer
+from attention_impls import nystromformer
 from attention_impls import peers

@@ -8,9 +8,10 @@ implements; each module says how our parameters map onto the peer's and what dev
 One import line per module, in listing order.
 """
 
-# The modules, once written: from attention_impls.peers import <module>
 # ruff: noqa: F401, I001
 from attention_impls.peers import hf_longformer
 from attention_impls.peers import hf_bigbird
 from attention_impls.peers import hf_reformer
 from attention_impls.peers import lucidrains_local
+from attention_impls.peers import lucidrains_performer
+from attention_impls.peers import lucidrains_nystrom

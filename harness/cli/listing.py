@@ -61,7 +61,9 @@ def format_table(df: pd.DataFrame, width: int = 120) -> str:
     """The table within ``width`` columns: long cells wrap, each reason under its backend."""
     from harness.present.text_table import fit
 
-    wrap = ["dtypes", "parameters (defaults)", "shapes", "devices"]
+    # the "runs here (device, dtype)" header wraps too: long family and backend names need room
+    runs = [c for c in df.columns if c.startswith("runs here")]
+    wrap = ["dtypes", "parameters (defaults)", "shapes", "devices", *runs]
     return fit(df.astype(str), width, wrap=wrap, below="why not")
 
 
