@@ -29,7 +29,8 @@ def result(seq_len: int, status: str = Status.OK, **kw) -> CaseResult:
     base = dict(
         backend="full-sdpa", family="full", label="full-sdpa", params='{"causal":false}',
         seq_len=seq_len, pass_="fwd", batch=1, heads=2, head_dim=16, dtype="float32",
-        device="cpu", seed=0, q_len=seq_len, kv_heads=2, documents=1, causal=False, status=status,
+        device="cpu", seed=0, q_len=seq_len, kv_heads=2, documents=1, causal=False,
+        inputs="gaussian", status=status,
     )  # fmt: skip
     measured = {"time_median_ms": 1.0} if status == Status.OK else {}
     return CaseResult(**{**base, **measured, **kw})
@@ -45,9 +46,9 @@ def test_rows_round_trip(tmp_path):
     assert df.reason.tolist() == ["", "out of memory, at x"]  # empty text stays text
     keys = finished_keys(df)
     # backend, params, length, mode, then the grid's axes (batch, heads, head_dim, dtype, seed,
-    # q_len, kv_heads, documents, causal) and the device
+    # q_len, kv_heads, documents, causal, inputs) and the device
     key = ("full-sdpa", '{"causal":false}', 256, "fwd", 1, 2, 16, "float32", 0, 256, 2, 1, False,
-           "cpu")  # fmt: skip
+           "gaussian", "cpu")  # fmt: skip
     assert key in keys
     assert len(keys) == 2
 
