@@ -92,8 +92,10 @@ class Series:
                 threads=2,
                 wall_s=1.0,
                 **(self.conditions.get(n, {}) if ok else {}),
-                **{**facts(self.backend, self.params, n, pass_, shape),
-                   **({"implementation": self.implementation} if self.implementation else {})},
+                **{
+                    **facts(self.backend, self.params, n, pass_, shape),
+                    **({"implementation": self.implementation} if self.implementation else {}),
+                },
             )
 
     def error(self, inputs: str) -> float:

@@ -5,8 +5,9 @@ self-contained ``report.html`` into the run folder. Sections: at a glance (the f
 per pass, the fastest implementation of each family against the peers), context, results per
 pass (tables and figures), the families (ours beside the peers: time, memory, error), scaling
 exponents, crossover lengths, achieved FLOP rates, accuracy (the error against full attention
-per family and input distribution), and the cases that did not run or finish. A time that may not be believed (``harness.analyse.stability``) is
-marked ⚠ and its reasons are listed under its table.
+per family and input distribution), and the cases that did not run or finish. A time that may
+not be believed (``harness.analyse.stability``) is marked ⚠ and its reasons are listed under
+its table.
 
 A grid run (``harness.analyse.grid``: axes besides the length that take several values) adds
 the fastest backend per point and length, and gives each pass's results a subsection per point
