@@ -156,9 +156,9 @@ def ar1(noise: torch.Tensor, rho: float) -> torch.Tensor:
     """A stationary AR(1) process along dim -2 from i.i.d. standard normal ``noise [..., N, D]``:
     ``x[0] = e[0]``, ``x[t] = rho x[t-1] + sqrt(1 - rho^2) e[t]``, so every ``x[t]`` has unit
     variance and ``corr(x[t], x[t + d]) = rho^d``. Computed as the sum ``x[t] = sum_i rho^i
-    e'[t - i]`` by doubling (log2 N steps of whole-tensor work, no loop over positions): after
-    the step of shift ``s`` each ``x[t]`` holds the terms ``i < 2s``; terms below ``1e-12`` of
-    the first are left out."""
+    e'[t - i]`` (``e'[0] = e[0]``, ``e'[t] = sqrt(1 - rho^2) e[t]``) by doubling: log2 N steps
+    of whole-tensor work, no loop over positions; after the step of shift ``s`` each ``x[t]``
+    holds the terms ``i < 2s``. Terms weighted below ``1e-12`` are left out."""
     x = noise * math.sqrt(1 - rho**2)
     x[..., :1, :] = noise[..., :1, :]  # the stationary start
     n, shift, decay = x.shape[-2], 1, rho
@@ -185,14 +185,17 @@ def structured_qkv(
     1. per batch element and key/value head, ``s [B, Hkv, N, D]``: an AR(1) process along the N
        positions (``ar1``, ``rho = exp(-1 / CORRELATION_LENGTH)``), then ``w``, another, for
        the values;
-    2. i.i.d. standard normal noise for k, v ``[B, Hkv, N, D]`` and q ``[B, H, M, D]``;
+    2. i.i.d. standard normal noise for k and v ``[B, Hkv, N, D]``;
     3. ``u [B, Hkv, D]``, a random unit direction per key/value head;
-    4. the heavy-hitter positions (``heavy_hitters``), the same in every head.
+    4. the heavy-hitter positions (``heavy_hitters``), the same in every head;
+    5. i.i.d. standard normal noise for the queries of all N positions ``[B, H, N, D]``.
+
+    Decoding queries are the last ``M`` rows of what the same inputs with ``q_len = N`` draw:
+    the sequence is generated whole and cut.
 
     With ``a = SMOOTH_SHARE``: ``k = sqrt(a) s + sqrt(1 - a) noise``, plus ``HITTER_NORM sqrt(D)
     u`` at the heavy hitters; ``v = sqrt(a) w + sqrt(1 - a) noise``; query head ``h`` of group
-    ``g = h // (H / Hkv)`` at position ``N - M + r`` (decoding queries are the last ``M``
-    positions of the same sequence): ``sqrt(a) s[g, N - M + r] + sqrt(1 - a) noise + QUERY_PULL
+    ``g = h // (H / Hkv)`` at position ``t``: ``sqrt(a) s[g, t] + sqrt(1 - a) noise + QUERY_PULL
     u[g]``. Every element has about unit variance (the heavy hitters' rows excepted), so the
     ``1/sqrt(D)`` scaling keeps its meaning; a query's score for a key ``d`` positions away gains
     about ``a sqrt(D) rho^d``, for a heavy hitter ``QUERY_PULL * HITTER_NORM``. Document
@@ -205,10 +208,11 @@ def structured_qkv(
         return torch.randn(shape, generator=gen, device=dev, dtype=torch.float32)
 
     s, w = ar1(normal(b, hkv, n, d), rho), ar1(normal(b, hkv, n, d), rho)  # [B, Hkv, N, D]
-    noise_k, noise_v, noise_q = normal(b, hkv, n, d), normal(b, hkv, n, d), normal(b, h, m, d)
+    noise_k, noise_v = normal(b, hkv, n, d), normal(b, hkv, n, d)
     u = normal(b, hkv, d)
     u = u / u.norm(dim=-1, keepdim=True)  # [B, Hkv, D], unit
     hitters = heavy_hitters(n, gen)
+    noise_q = normal(b, h, n, d)[:, :, n - m :, :]  # [B, H, M, D]: the last M positions
     k = math.sqrt(a) * s + math.sqrt(1 - a) * noise_k
     k[:, :, hitters, :] += dist.HITTER_NORM * math.sqrt(d) * u[:, :, None, :]
     v = math.sqrt(a) * w + math.sqrt(1 - a) * noise_v
