@@ -137,7 +137,9 @@ def test_a_run_without_peers_or_before_format_5(tmp_path):
         "longformer(window=256)",
         "ours",
     )
-    assert longformer["against"] == ""  # alone in its family
+    assert longformer["against"] == ""  # alone in its family, but full attention is not
+    alone = glance_table(df[df["family"] == "longformer"])
+    assert "against" not in alone.columns and alone["fastest"].nunique() == 1
     errors = error_table(df)
     assert set(errors["inputs"]) == {"gaussian"}
     assert main(["report", str(run)]) == 0

@@ -31,11 +31,11 @@ def _times(ratio: float) -> str:
 
 def glance_table(df: pd.DataFrame) -> pd.DataFrame:
     """``families.fastest`` as display strings: a pass column where the run has several, a
-    column per varying grid axis."""
+    column per varying grid axis; no "against" columns where no family has two backends."""
     best = fastest(df)
     axes = grid.varying_grid_axes(analysis.measured(analysis.latest(df)))
     several = best["pass"].nunique() > 1
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             **({"pass": best["pass"].map(lambda p: axis_text("pass", p))} if several else {}),
             **{a: best[a].map(lambda v, a=a: axis_value(a, v)) for a in axes},
@@ -53,6 +53,9 @@ def glance_table(df: pd.DataFrame) -> pd.DataFrame:
             "its memory": best["memory_ratio"].map(_times),
         }
     )
+    if best["against"].isna().all():
+        return table.drop(columns=["against", "its time", "its memory"])
+    return table
 
 
 def _cell(r: pd.Series) -> str:
