@@ -39,7 +39,10 @@ def family_order(df: pd.DataFrame) -> list[str]:
 
 def ordered(df: pd.DataFrame) -> pd.DataFrame:
     """``df``'s rows grouped by family (``family_order``), ours before the peers within each,
-    otherwise in their order (stable)."""
+    otherwise in their order (stable); as they are in a frame without families (a hand-made
+    one)."""
+    if "family" not in df.columns:
+        return df
     rank = {f: i for i, f in enumerate(family_order(df))}
     key = df["family"].astype(str).map(rank) * 2 + (~is_ours(df)).astype(int)
     return df.iloc[np.argsort(key.to_numpy(), kind="stable")]
