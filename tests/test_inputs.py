@@ -91,20 +91,33 @@ def test_the_heavy_hitters_have_the_largest_key_norms_position_0_among_them():
 
 def test_full_attention_on_them_is_local_and_drawn_to_the_heavy_hitters():
     """What makes them structured: the share of each query's weight that full attention gives
-    the heavy hitters and the keys within two correlation lengths, against Gaussian inputs."""
+    the heavy hitters and the keys within two correlation lengths, against Gaussian inputs; and
+    so a window that keeps the heavy hitters is close to full attention, one without them not."""
 
-    def shares(inputs: Inputs) -> tuple[float, float]:
-        q, k, _ = inputs.make_qkv()
-        p = (q @ k.transpose(-1, -2) * inputs.scale).softmax(-1)  # [B, H, N, N]
+    def shares(inputs: Inputs) -> tuple[float, float, float, float]:
+        q, k, v = inputs.make_qkv()
+        scores = q @ k.transpose(-1, -2) * inputs.scale  # [B, H, N, N]
         hitters = k.norm(dim=-1)[0, 0].topk(dist.HEAVY_HITTERS).indices
         pos = torch.arange(inputs.seq_len)
         near = (pos[:, None] - pos[None, :]).abs() <= 2 * CORR_LENGTH
-        return p[..., hitters].sum(-1).mean().item(), (p * near).sum(-1).mean().item()
+        p = scores.softmax(-1)
+        full = p @ v
 
-    hitters, near = shares(structured(batch=1))
-    hitters_g, near_g = shares(Inputs(1, 4, 1024, 64, seed=3))
-    assert hitters > 0.15 and hitters > 20 * hitters_g
-    assert near > 0.3 and near > 2 * near_g
+        def error(allowed: torch.Tensor) -> float:
+            out = scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ v
+            return ((out - full).norm() / full.norm()).item()
+
+        with_hitters = near.clone()
+        with_hitters[:, hitters] = True
+        return (p[..., hitters].sum(-1).mean().item(), (p * near).sum(-1).mean().item(),
+                error(near), error(with_hitters))  # fmt: skip
+
+    hitters, near, window, window_hitters = shares(structured(batch=1))
+    hitters_g, near_g, window_g, window_hitters_g = shares(Inputs(1, 4, 1024, 64, seed=3))
+    assert hitters > 0.5 and hitters > 100 * hitters_g
+    assert near > 0.35 and near > 2.5 * near_g
+    assert window_hitters < 0.2 < 0.5 < window  # the heavy hitters are what a window misses
+    assert window_hitters_g > 1 and window_g > 1  # on Gaussian inputs any window misses most
 
 
 def test_grouped_query_heads_share_their_key_value_head_s_sequence():

@@ -23,10 +23,10 @@ DEFAULT = GAUSSIAN  # what runs before format 5 drew, and what a sweep draws unl
 
 # The structured distribution's constants (a change to any is a new distribution: rename it)
 CORRELATION_LENGTH = 32.0  # tokens: rho = exp(-1 / 32), the AR(1)'s lag-one correlation
-SMOOTH_SHARE = 0.5  # of each element's variance, in the smooth component; the rest i.i.d. noise
+SMOOTH_SHARE = 0.75  # of each element's variance, in the smooth component; the rest i.i.d. noise
 HEAVY_HITTERS = 4  # key positions: 0 and 3 drawn uniformly from 1 .. N - 1 (fewer if N < 4)
-HITTER_NORM = 3.0  # a heavy hitter's added component along u: HITTER_NORM * sqrt(D)
-QUERY_PULL = 1.5  # every query's component along u: a heavy hitter's score gains 1.5 * 3 = 4.5
+HITTER_NORM = 4.0  # a heavy hitter's added component along u: HITTER_NORM * sqrt(D)
+QUERY_PULL = 2.0  # every query's component along u: a heavy hitter's score gains 2 * 4 = 8
 
 
 def rho() -> float:
