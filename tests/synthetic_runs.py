@@ -14,7 +14,7 @@ from harness.store.records import CaseResult, Status
 
 # The grid point of a row where a test names none: one shape, queries as many as keys
 SHAPE = {"batch": 1, "heads": 4, "head_dim": 64, "q_len": None, "kv_heads": 4, "documents": 1,
-         "causal": False}  # fmt: skip
+         "causal": False, "inputs": "gaussian"}  # fmt: skip
 
 
 def facts(backend: str, params: dict, n: int, pass_: str, shape: dict = SHAPE) -> dict:
@@ -22,14 +22,15 @@ def facts(backend: str, params: dict, n: int, pass_: str, shape: dict = SHAPE) -
     try:
         cls = get_backend_class(backend)
     except KeyError:
-        return {"sparse": True, "yardstick": False}
+        return {"sparse": True, "yardstick": False, "implementation": "ours"}
     inputs = Inputs(shape["batch"], shape["heads"], n, shape["head_dim"], q_len=shape["q_len"],
                     kv_heads=shape["kv_heads"], documents=shape["documents"],
-                    causal=shape["causal"])  # fmt: skip
+                    causal=shape["causal"], distribution=shape["inputs"])  # fmt: skip
     return cls(cls.Params(**params)).row_facts(inputs, pass_)
 
 
 LENGTHS = (512, 1024, 2048, 4096, 8192, 16384)
+ERRORS = {"gaussian": 0.6, "structured": 0.25}
 # samples of a case that cannot be believed: quartiles 0.5 and 2.5 of the median, IQR 2x it
 WIDE = (0.4, 0.5, 1, 2.5, 3)
 
@@ -47,6 +48,10 @@ class Series:
     label: str = ""
     wide: tuple[int, ...] = ()  # lengths whose samples spread wider than their median
     conditions: dict[int, dict] = field(default_factory=dict)  # length -> e.g. {"other_cpu": 0.5}
+    # a peer's package (a made-up backend of a registered family); None: the backend's own
+    implementation: str | None = None
+    # err_vs_full of a sparse series per input distribution (full attention's is 0)
+    errors: dict[str, float] = field(default_factory=lambda: dict(ERRORS))
 
     def rows(self, lengths=LENGTHS, pass_="fwd", device="cpu", dtype="float32", scale=1.0,
              shape: dict = SHAPE):  # fmt: skip
@@ -73,6 +78,7 @@ class Series:
                 kv_heads=shape["kv_heads"],
                 documents=shape["documents"],
                 causal=shape["causal"],
+                inputs=shape["inputs"],
                 status=status,
                 reason="" if ok else f"{status} at {n}",
                 time_median_ms=t if ok else None,
@@ -81,13 +87,19 @@ class Series:
                 time_samples_ms=" ".join(f"{t * f:.4f}" for f in factors) if ok else "",
                 peak_mem_bytes=int(self.mem_at_1k * (n / 1024) ** self.mem_exp) if ok else None,
                 max_err=2e-7 if ok else None,
-                err_vs_full=(0.0 if self.family == "full" else 0.6) if ok else None,
+                err_vs_full=self.error(shape["inputs"]) if ok else None,
                 check_rows=128 if ok else None,
                 threads=2,
                 wall_s=1.0,
                 **(self.conditions.get(n, {}) if ok else {}),
-                **facts(self.backend, self.params, n, pass_, shape),
+                **{
+                    **facts(self.backend, self.params, n, pass_, shape),
+                    **({"implementation": self.implementation} if self.implementation else {}),
+                },
             )
+
+    def error(self, inputs: str) -> float:
+        return 0.0 if self.family == "full" else self.errors[inputs]
 
 
 NAIVE = Series(
@@ -222,5 +234,40 @@ def write_grid_run(
                         storage.append_result(folder, result)
     run_meta = meta(device, name)
     run_meta["config"].update(head_dim=list(head_dims), causal=list(causal))
+    storage.write_meta(folder, run_meta)
+    return folder
+
+
+# A zoo run (issue 16): our backends and a peer's (a made-up backend of the longformer family,
+# implementation "transformers": faster than ours at 8K only, with twice its memory), on Gaussian
+# and on structured inputs, where the sparse backends' errors differ (``ERRORS``)
+PEER_LONGFORMER = Series(
+    "hf-longformer",
+    "longformer",
+    {"window": 256},
+    0.75,
+    45.0,
+    1.0,
+    56 * 2**20,
+    label="hf-longformer(window=256)",
+    implementation="transformers",
+    errors={"gaussian": 0.61, "structured": 0.27},
+)
+ZOO_SERIES = (NAIVE, SDPA, PEER_LONGFORMER, LONGFORMER, LEAKY)
+ZOO_LENGTHS = (1024, 2048, 4096, 8192)
+
+
+def write_zoo_run(folder: Path, series=ZOO_SERIES, inputs=("gaussian", "structured"),
+                  passes=("fwd",), lengths=ZOO_LENGTHS) -> Path:  # fmt: skip
+    """Every series on each input distribution, shape by shape as a sweep writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in inputs:
+        for s in series:
+            for pass_ in passes:
+                scale = 3.0 if pass_ == "fwdbwd" else 1.0
+                for result in s.rows(lengths, pass_, scale=scale, shape={"inputs": name}):
+                    storage.append_result(folder, result)
+    run_meta = meta()
+    run_meta["config"]["distribution"] = list(inputs)
     storage.write_meta(folder, run_meta)
     return folder

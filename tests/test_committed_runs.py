@@ -43,3 +43,19 @@ def test_upgrade_rewrites_a_format_2_run_in_this_format(tmp_path: Path):
     after = storage.read_results(run)
     assert after[before.columns].equals(before)
     assert main(["upgrade", str(run)]) == 0  # already this format: nothing to do
+
+
+def test_upgrade_rewrites_a_format_4_run_with_gaussian_inputs_and_our_backends(tmp_path: Path):
+    run = tmp_path / "run"
+    shutil.copytree(ROOT / "results" / "gqa-cpu-8q2kv-1k-4k", run)
+    assert json.loads((run / storage.META).read_text())["format_version"] == 4
+    header = (run / storage.RESULTS).read_text().splitlines()[0].split(",")
+    assert "inputs" not in header and "implementation" not in header
+    before = storage.read_results(run)  # read as format 5, without torch
+    assert set(before["inputs"]) == {"gaussian"} and set(before["implementation"]) == {"ours"}
+    assert main(["upgrade", str(run)]) == 0
+    assert json.loads((run / storage.META).read_text())["format_version"] == FORMAT_VERSION
+    header = (run / storage.RESULTS).read_text().splitlines()[0].split(",")
+    assert header[: len(COLUMNS)] == COLUMNS  # then the derived columns it had
+    assert storage.read_results(run)[before.columns].equals(before)
+    storage.validate_appendable(run)  # a resumption can append to it now

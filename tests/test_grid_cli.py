@@ -14,6 +14,7 @@ import torch
 from harness.cli.app import main
 from harness.cli.cli import build_config, parser_for
 from harness.cli.recorded import command_line, with_recorded_options
+from harness.store import storage
 from harness.store.records import Status
 from harness.sweep.config import MODES, SweepConfig
 
@@ -156,3 +157,57 @@ def test_a_grid_sweeps_and_resumes(tmp_path, capsys):
     assert "backend parameter window 2 8 (the run has 2 4)" in err and err.count("\n") == 1
     assert main(["--resume", "--out", str(out), "--causal"]) == 2
     assert "--causal on (the run has on off)" in capsys.readouterr().err
+
+
+def test_the_input_distribution_is_an_axis(tmp_path):
+    c = config_of(tmp_path, "--lengths", "64", "--backends", "full-naive", "--inputs",
+                  "structured", "gaussian", "structured")  # fmt: skip
+    assert c.distribution == ("structured", "gaussian")
+    assert [case.inputs.distribution for case in c.cases()] == ["structured"] * 2 + ["gaussian"] * 2
+    assert config_of(tmp_path, "--lengths", "64", "--backends", "full-naive").distribution == (
+        "gaussian",
+    )
+    toml = tmp_path / "s.toml"
+    toml.write_text('lengths = [64]\nbackends = ["full-naive"]\ninputs = "structured"\n')
+    assert config_of(tmp_path, "--config", str(toml)).distribution == ("structured",)
+    toml.write_text('lengths = [64]\ninputs = ["gaussian", 3]\n')
+    assert main(["--config", str(toml), "--device", "cpu", "--out", str(tmp_path / "r")]) == 2
+    assert main(["--lengths", "64", "--inputs", "uniform", "--out", str(tmp_path / "r")]) == 2
+
+
+def test_a_sweep_on_two_input_distributions_resumes_and_reports(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--lengths", "48", "--backends", "longformer", "full-naive", "--window", "4",
+            "--inputs", "gaussian", "structured", "--out", str(out), *QUICK]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    summary = capsys.readouterr().out
+    assert "gaussian inputs" in summary and "structured inputs" in summary
+    assert max(len(line) for line in summary.splitlines() if str(out) not in line) <= 120
+    df = pd.read_csv(out / "results.csv")
+    assert df["inputs"].tolist() == ["gaussian"] * 2 + ["structured"] * 2
+    assert set(df["implementation"]) == {"ours"} and (df.status == Status.OK).all()
+    err = df.set_index(["backend", "inputs"])["err_vs_full"]
+    assert err["full-naive"].max() < 1e-5  # exact on either
+    assert err["longformer", "structured"] != err["longformer", "gaussian"]
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["format_version"] == 5
+    assert meta["config"]["distribution"] == ["gaussian", "structured"]
+    assert "AR(1)" in meta["input_distributions"]["structured"]
+    assert 'inputs = ["gaussian", "structured"]' in (out / "sweep.toml").read_text()
+    replay = config_of(tmp_path, "--config", str(out / "sweep.toml"))
+    assert {c.key() for c in replay.cases()} == storage.finished_keys(storage.read_results(out))
+    # cut short, then resumed: the missing structured case runs again, nothing twice
+    lines = (out / "results.csv").read_text().splitlines(keepends=True)
+    (out / "results.csv").write_text("".join(lines[:-1]))
+    assert main(["--resume", "--out", str(out)]) == 0, capsys.readouterr().err
+    again = pd.read_csv(out / "results.csv")
+    assert len(again) == 4 and not again.duplicated(["label", "inputs"]).any()
+    capsys.readouterr()
+    assert main(["--resume", "--out", str(out), "--inputs", "structured"]) == 2
+    assert "--inputs structured (the run has gaussian structured)" in capsys.readouterr().err
+    assert main(["report", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "| family " in md and "**structured**: q, k and v drawn from the seed" in md
+    assert main(["export", str(out)]) == 0
+    cases = json.loads((out / "results.json").read_text())
+    assert sorted(c["inputs"] for c in cases) == ["gaussian"] * 2 + ["structured"] * 2

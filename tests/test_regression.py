@@ -156,7 +156,7 @@ def _case(label: str, time: float = 10.0, seed: int = 0, n: int = 1024, status: 
     return CaseResult(
         backend=label, family="full", label=label, params="{}", seq_len=n, pass_="fwd", batch=1,
         heads=4, head_dim=64, dtype="float32", device=device, seed=0, q_len=n, kv_heads=4,
-        documents=1, causal=False, status=status,
+        documents=1, causal=False, inputs="gaussian", status=status,
         reason=reason or ("" if ok else f"{status} at {n}"),
         time_median_ms=float(np.median(samples)) if ok else None,
         time_samples_ms=" ".join(f"{s:.4f}" for s in samples) if ok else "",

@@ -70,3 +70,18 @@ def test_grids_are_compared_and_named():
     assert differences(lists, changed(params={})) == [
         "backend parameter global_tokens unset (the run has [0,5])"
     ]
+
+
+def test_the_input_distributions_are_an_axis_and_older_runs_drew_gaussian():
+    assert differences(FIRST, changed(distribution=["gaussian"])) == []
+    both = changed(distribution=["gaussian", "structured"])
+    assert differences(FIRST, both) == ["--inputs gaussian structured (the run has gaussian)"]
+    assert differences(both, changed(distribution=["structured"])) == [
+        "--inputs structured (the run has gaussian structured)"
+    ]
+    # a run of format 4 (a grid, before the inputs axis) resumes as Gaussian inputs
+    grid = changed(params={}, causal=[False], documents=[1])
+    assert (
+        differences(grid, {**grid, "config": {**grid["config"], "distribution": ["gaussian"]}})
+        == []
+    )

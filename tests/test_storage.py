@@ -29,7 +29,8 @@ def result(seq_len: int, status: str = Status.OK, **kw) -> CaseResult:
     base = dict(
         backend="full-sdpa", family="full", label="full-sdpa", params='{"causal":false}',
         seq_len=seq_len, pass_="fwd", batch=1, heads=2, head_dim=16, dtype="float32",
-        device="cpu", seed=0, q_len=seq_len, kv_heads=2, documents=1, causal=False, status=status,
+        device="cpu", seed=0, q_len=seq_len, kv_heads=2, documents=1, causal=False,
+        inputs="gaussian", status=status,
     )  # fmt: skip
     measured = {"time_median_ms": 1.0} if status == Status.OK else {}
     return CaseResult(**{**base, **measured, **kw})
@@ -45,9 +46,9 @@ def test_rows_round_trip(tmp_path):
     assert df.reason.tolist() == ["", "out of memory, at x"]  # empty text stays text
     keys = finished_keys(df)
     # backend, params, length, mode, then the grid's axes (batch, heads, head_dim, dtype, seed,
-    # q_len, kv_heads, documents, causal) and the device
+    # q_len, kv_heads, documents, causal, inputs) and the device
     key = ("full-sdpa", '{"causal":false}', 256, "fwd", 1, 2, 16, "float32", 0, 256, 2, 1, False,
-           "cpu")  # fmt: skip
+           "gaussian", "cpu")  # fmt: skip
     assert key in keys
     assert len(keys) == 2
 
@@ -213,3 +214,29 @@ def test_a_run_before_format_4_reads_as_a_grid_of_one_point(tmp_path):
     df = read_results(tmp_path)
     row = df.iloc[0]
     assert (row.q_len, row.kv_heads, row.documents) == (128, 2, 1) and bool(row.causal)
+
+
+def test_a_run_before_format_5_reads_as_gaussian_inputs_and_our_backends(tmp_path):
+    append_result(tmp_path, result(128))
+    old = read_results(tmp_path).drop(columns=["inputs", "implementation"])
+    old.to_csv(tmp_path / "results.csv", index=False)
+    df = read_results(tmp_path)
+    assert list(df.columns) == COLUMNS  # in their places: after causal, after yardstick
+    assert (df.inputs.tolist(), df.implementation.tolist()) == (["gaussian"], ["ours"])
+    assert next(iter(finished_keys(df)))[-2:] == ("gaussian", "cpu")
+
+
+def test_rows_of_a_peer_on_structured_inputs_round_trip(tmp_path):
+    append_result(tmp_path, result(128, inputs="structured", implementation="transformers"))
+    append_result(tmp_path, result(128))  # the same case on other inputs: another case
+    df = read_results(tmp_path)
+    assert df.inputs.tolist() == ["structured", "gaussian"]
+    assert df.implementation.tolist() == ["transformers", "ours"]
+    assert len(finished_keys(df)) == 2
+
+
+@pytest.mark.parametrize("value", ["", "Gaussian!", "x" * 41])
+def test_an_inputs_value_that_names_no_distribution_is_refused(tmp_path, value):
+    append_result(tmp_path, result(128, inputs=value))
+    with pytest.raises(RunFolderError, match=r"line 2: inputs .* is not the name of an input"):
+        read_results(tmp_path)

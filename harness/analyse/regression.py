@@ -206,7 +206,7 @@ COLUMNS = ["backend", "pass", "seq_len", "status_base", "status_new", "time_base
            "time_new_ms", "time_ratio", "time_ci_low", "time_ci_high", "time_p", "memory_base",
            "memory_new", "memory_ratio", "verdict", "why",
            "batch", "heads", "head_dim", "dtype", "seed", "q_len", "kv_heads", "documents",
-           "causal", "device"]  # fmt: skip
+           "causal", "inputs", "device"]  # fmt: skip
 RENAMED = {"label": "backend", "time_median_ms_base": "time_base_ms",
            "time_median_ms_new": "time_new_ms", "peak_mem_bytes_base": "memory_base",
            "peak_mem_bytes_new": "memory_new"}  # fmt: skip

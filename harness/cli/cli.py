@@ -31,7 +31,7 @@ from harness.cli.cli_args import (
     resolve_dtype,
     resolve_out,
 )
-from harness.store import limits
+from harness.store import distributions, limits
 from harness.sweep.order import ORDERS
 
 if TYPE_CHECKING:  # the rest imports torch: only once real arguments are parsed, not for --help
@@ -163,6 +163,13 @@ def build_parser(backend_flags: list[Flag]) -> argparse.ArgumentParser:
         help="keys j <= i only, for the families that have a causal variant (the others skip "
         "those cases, saying why); alone: on; 'on off': both (default: off)",
     )  # fmt: skip
+    a.add_argument(
+        "--inputs", nargs="+", choices=distributions.NAMES, default=[distributions.DEFAULT],
+        metavar="DIST",
+        help="what q, k and v are drawn from: gaussian (i.i.d. standard normal, the default), "
+        "structured (smooth along the sequence, with heavy-hitter keys every query attends, as "
+        "in trained models; the README says exactly); both: a grid",
+    )  # fmt: skip
     s.add_argument(
         "--seed", type=bounded_int(0, limits.MAX_SEED), default=0,
         help="seeds inputs and random patterns (0 to 2^63 - 1)",
@@ -287,6 +294,7 @@ def build_config(args: argparse.Namespace) -> SweepConfig:
         documents=_axis(args.documents, (1,)),
         # --causal alone is [] (on); left out, None (off)
         causal=(False,) if args.causal is None else _axis(args.causal, (True,)),
+        distribution=_axis(args.inputs, (distributions.DEFAULT,)),
         seed=args.seed,
         param_grid=flags.grid(args, backend_flags),
         timing=TimingSettings(

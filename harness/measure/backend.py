@@ -193,13 +193,15 @@ class AttentionBackend:
 
     def row_facts(self, inputs: Inputs, pass_: str) -> dict[str, Any]:
         """The family's facts a results row stores (``records.FACT_COLUMNS``), so that analysis
-        needs no backend: useful FLOPs of one call, promise, sparse, yardstick."""
+        needs no backend: useful FLOPs of one call, promise, sparse, yardstick, and whose
+        implementation it is."""
         forward = self.forward_flops(inputs)
         return {
             "flops": None if forward is None else forward * MODE_FACTORS[pass_],
             "promise": self.promise.text if self.promise else "",
             "sparse": self.is_sparse,
             "yardstick": self.yardstick,
+            "implementation": self.implementation,
         }
 
     # -- description ------------------------------------------------------------------------

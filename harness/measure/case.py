@@ -41,6 +41,7 @@ class Case:
             kv_heads=i.kv_heads_count,
             documents=i.documents,
             causal=i.causal,
+            inputs=i.distribution,
             **b.row_facts(i, self.pass_),
             **{k: v for k, v in fields.items() if k in known},
         )

@@ -13,14 +13,21 @@ axes of the problem every backend either computes or refuses with a reason
 - packed documents: ``documents`` documents of random lengths laid end to end in the ``N``
   positions, attention within each document only (block-diagonal, as xformers'
   ``BlockDiagonalMask`` and FlexAttention's document masking).
+
+The values of ``q, k, v`` come from one of the input distributions of
+``harness.store.distributions`` (``distribution``): i.i.d. standard normal, or ``structured``
+(``structured_qkv``), with the locality and heavy hitters of real attention inputs.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 
 import torch
+
+from harness.store import distributions as dist
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -62,8 +69,11 @@ class Inputs:
     q_len: int | None = None  # None: ``seq_len``
     documents: int = 1
     causal: bool = False  # the problem's; a family with a causal variant takes it as a parameter
+    distribution: str = dist.GAUSSIAN  # what q, k, v are drawn from (``dist.NAMES``)
 
     def __post_init__(self) -> None:
+        if self.distribution not in dist.NAMES:
+            raise ValueError(f"unknown input distribution {self.distribution!r}: {dist.NAMES}")
         if self.heads % self.kv_heads_count:
             raise ValueError(f"heads {self.heads} is not a multiple of kv_heads {self.kv_heads}")
         if not 1 <= self.query_len <= self.seq_len:
@@ -122,15 +132,17 @@ class Inputs:
         return torch.repeat_interleave(torch.arange(self.documents, device=lengths.device), lengths)
 
     def make_qkv(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Fresh standard-normal ``q [B, H, M, D]``, ``k, v [B, Hkv, N, D]``, reproducible from
-        ``seed``."""
+        """Fresh ``q [B, H, M, D]``, ``k, v [B, Hkv, N, D]`` of the inputs' ``distribution``
+        (standard normal, or ``structured_qkv``), reproducible from ``seed``."""
         gen = torch.Generator(device=self.device).manual_seed(self.seed)
-        q, k, v = (
-            torch.randn(shape, generator=gen, device=self.device, dtype=torch.float32)
-            .to(self.dtype)
-            .requires_grad_(self.requires_grad)
-            for shape in (self.shape, self.kv_shape, self.kv_shape)
-        )
+        if self.distribution == dist.STRUCTURED:
+            drawn = structured_qkv(self, gen)
+        else:
+            drawn = tuple(
+                torch.randn(shape, generator=gen, device=self.device, dtype=torch.float32)
+                for shape in (self.shape, self.kv_shape, self.kv_shape)
+            )
+        q, k, v = (x.to(self.dtype).requires_grad_(self.requires_grad) for x in drawn)
         return q, k, v
 
     def make_grad_out(self) -> torch.Tensor:
@@ -138,3 +150,75 @@ class Inputs:
         gen = torch.Generator(device=self.device).manual_seed(self.seed + 1)
         g = torch.randn(self.shape, generator=gen, device=self.device, dtype=torch.float32)
         return g.to(self.dtype)
+
+
+def ar1(noise: torch.Tensor, rho: float) -> torch.Tensor:
+    """A stationary AR(1) process along dim -2 from i.i.d. standard normal ``noise [..., N, D]``:
+    ``x[0] = e[0]``, ``x[t] = rho x[t-1] + sqrt(1 - rho^2) e[t]``, so every ``x[t]`` has unit
+    variance and ``corr(x[t], x[t + d]) = rho^d``. Computed as the sum ``x[t] = sum_i rho^i
+    e'[t - i]`` (``e'[0] = e[0]``, ``e'[t] = sqrt(1 - rho^2) e[t]``) by doubling: log2 N steps
+    of whole-tensor work, no loop over positions; after the step of shift ``s`` each ``x[t]``
+    holds the terms ``i < 2s``. Terms weighted below ``1e-12`` are left out."""
+    x = noise * math.sqrt(1 - rho**2)
+    x[..., :1, :] = noise[..., :1, :]  # the stationary start
+    n, shift, decay = x.shape[-2], 1, rho
+    while shift < n and decay > 1e-12:
+        # [..., N, D]: rows from ``shift`` on gain the (decayed) sum ending ``shift`` earlier
+        x = torch.cat([x[..., :shift, :], x[..., shift:, :] + decay * x[..., :-shift, :]], -2)
+        shift, decay = 2 * shift, decay * decay
+    return x
+
+
+def heavy_hitters(seq_len: int, gen: torch.Generator) -> torch.Tensor:
+    """The heavy-hitter key positions: 0 (the attention sink) and ``HEAVY_HITTERS - 1`` drawn
+    uniformly without replacement from ``1 .. seq_len - 1`` (fewer where there are fewer)."""
+    others = torch.randperm(seq_len - 1, generator=gen, device=gen.device)[: dist.HEAVY_HITTERS - 1]
+    return torch.cat([torch.zeros(1, dtype=torch.long, device=gen.device), others + 1])
+
+
+def structured_qkv(
+    inputs: Inputs, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``q, k, v`` (float32) of the ``structured`` distribution (``harness.store.distributions``,
+    whose constants these are), drawn from ``gen`` in this order:
+
+    1. per batch element and key/value head, ``s [B, Hkv, N, D]``: an AR(1) process along the N
+       positions (``ar1``, ``rho = exp(-1 / CORRELATION_LENGTH)``), then ``w``, another, for
+       the values;
+    2. i.i.d. standard normal noise for k and v ``[B, Hkv, N, D]``;
+    3. ``u [B, Hkv, D]``, a random unit direction per key/value head;
+    4. the heavy-hitter positions (``heavy_hitters``), the same in every head;
+    5. i.i.d. standard normal noise for the queries of all N positions ``[B, H, N, D]``.
+
+    Decoding queries are the last ``M`` rows of what the same inputs with ``q_len = N`` draw:
+    the sequence is generated whole and cut.
+
+    With ``a = SMOOTH_SHARE``: ``k = sqrt(a) s + sqrt(1 - a) noise``, plus ``HITTER_NORM sqrt(D)
+    u`` at the heavy hitters; ``v = sqrt(a) w + sqrt(1 - a) noise``; query head ``h`` of group
+    ``g = h // (H / Hkv)`` at position ``t``: ``sqrt(a) s[g, t] + sqrt(1 - a) noise + QUERY_PULL
+    u[g]``. Every element has about unit variance (the heavy hitters' rows excepted), so the
+    ``1/sqrt(D)`` scaling keeps its meaning; a query's score for a key ``d`` positions away gains
+    about ``a sqrt(D) rho^d``, for a heavy hitter ``QUERY_PULL * HITTER_NORM``. Document
+    boundaries (``documents``) do not enter: the sequence runs on across them."""
+    b, h, m, d = inputs.shape
+    hkv, n = inputs.kv_heads_count, inputs.seq_len
+    dev, rho, a = inputs.device, dist.rho(), dist.SMOOTH_SHARE
+
+    def normal(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=gen, device=dev, dtype=torch.float32)
+
+    s, w = ar1(normal(b, hkv, n, d), rho), ar1(normal(b, hkv, n, d), rho)  # [B, Hkv, N, D]
+    noise_k, noise_v = normal(b, hkv, n, d), normal(b, hkv, n, d)
+    u = normal(b, hkv, d)
+    u = u / u.norm(dim=-1, keepdim=True)  # [B, Hkv, D], unit
+    hitters = heavy_hitters(n, gen)
+    noise_q = normal(b, h, n, d)[:, :, n - m :, :]  # [B, H, M, D]: the last M positions
+    k = math.sqrt(a) * s + math.sqrt(1 - a) * noise_k
+    k[:, :, hitters, :] += dist.HITTER_NORM * math.sqrt(d) * u[:, :, None, :]
+    v = math.sqrt(a) * w + math.sqrt(1 - a) * noise_v
+    group = h // hkv
+    # [B, Hkv, M, D] -> [B, H, M, D]: query head g * group + j reads key/value head g
+    shared = s[:, :, n - m :, :].repeat_interleave(group, dim=1)
+    pull = u.repeat_interleave(group, dim=1)[:, :, None, :]  # [B, H, 1, D]
+    q = math.sqrt(a) * shared + math.sqrt(1 - a) * noise_q + dist.QUERY_PULL * pull
+    return q, k, v

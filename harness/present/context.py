@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from harness.store import distributions
+
 
 def context_table(meta: dict) -> pd.DataFrame:
     config = meta.get("config", {})
@@ -29,6 +31,7 @@ def context_table(meta: dict) -> pd.DataFrame:
         ("date", meta.get("created", "")),
         ("command", f"`{meta.get('command', '')}`"),
         ("shape", _shape_text(config)),
+        ("inputs", _inputs_text(config, meta)),
         (
             "timing",
             f"warm-up {timing.get('warmup_s')} s, then at least {timing.get('min_repeats')}"
@@ -61,3 +64,19 @@ def _shape_text(config: dict) -> str:
     extra = [f"{axis} {_values(config[axis])}" for axis, default in _EXTRA_AXES.items()
              if axis in config and config[axis] != default]  # fmt: skip
     return ", ".join([text, *extra])
+
+
+def _inputs_text(config: dict, meta: dict) -> str:
+    """The distributions q, k and v were drawn from (Gaussian before format 5), each with its
+    description where it is short (the structured one's is in the accuracy section)."""
+    names = config.get("distribution") or [distributions.DEFAULT]
+    names = names if isinstance(names, list) else [names]
+    recorded = meta.get("input_distributions") or {}
+    parts = []
+    for name in names:
+        text = str(recorded.get(name) or distributions.description(str(name)))
+        if text == name:  # a distribution this version does not know
+            parts.append(str(name))
+        else:
+            parts.append(f"{name} ({text if len(text) <= 60 else 'described under Accuracy'})")
+    return " and ".join(parts)

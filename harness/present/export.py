@@ -4,7 +4,8 @@ from its stored files alone.
 ``results.json`` is a list with one object per case (the last row of each), so that
 ``pandas.read_json("RUN_DIR/results.json")`` loads it in one line. Each object holds the case's
 stored columns (its point of the grid among them: batch, heads, head_dim, dtype, seed, q_len,
-kv_heads, documents, causal), the figures derived from them (``harness.analyse.derived``, the
+kv_heads, documents, causal, inputs; whose code among its family's facts: implementation), the
+figures derived from them (``harness.analyse.derived``, the
 same columns a finished sweep adds to results.csv), and the run's description:
 
 - ``tflops``: useful TFLOP/s (``harness.measure.flops``'s count over the median time);

@@ -17,13 +17,16 @@ from harness.present.figure_parts import PASS_TITLES
 
 
 def axis_text(axis: str, value: object) -> str:
-    """One axis at one value, as a title names it: "head_dim 64", "causal", "q_len = n"."""
+    """One axis at one value, as a title names it: "head_dim 64", "causal", "q_len = n",
+    "structured inputs"."""
     if axis == "pass":
         return PASS_TITLES.get(str(value), str(value))
     if axis == "causal":
         return "causal" if str(value).lower() == "true" else "not causal"
     if axis == "q_len" and value == FULL_QUERIES:
         return "q_len = n"
+    if axis == "inputs":
+        return f"{value} inputs"
     return f"{axis} {value}"
 
 

@@ -18,7 +18,7 @@ def best_table(df: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(
         {
             "pass": best["pass"].map(lambda p: axis_text("pass", p)),
-            **{a: best[a].map(lambda v, a=a: _value(a, v)) for a in axes},
+            **{a: best[a].map(lambda v, a=a: axis_value(a, v)) for a in axes},
             "n": best["seq_len"].map(length_text),
             "fastest": best["label"],
             "time": best["time_median_ms"].map(fmt_ms),
@@ -29,7 +29,9 @@ def best_table(df: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _value(axis: str, value: object) -> str:
+def axis_value(axis: str, value: object) -> str:
     """A grid axis's value in its own column: the title's words without the axis's name."""
+    if axis == "inputs":
+        return str(value)
     text = axis_text(axis, value)
     return text[len(axis) + 1 :] if text.startswith(f"{axis} ") else text

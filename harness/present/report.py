@@ -1,10 +1,13 @@
 """``run_bench.py report RUN_DIR``: the report of one run, from its stored files alone.
 
 Writes ``report.md`` (tables and text, with the figures as PNG files beside it) and a
-self-contained ``report.html`` into the run folder. Sections: context, results per pass (tables
-and figures), scaling exponents, crossover lengths, achieved FLOP rates, accuracy, and the cases
-that did not run or finish. A time that may not be believed (``harness.analyse.stability``) is
-marked ⚠ and its reasons are listed under its table.
+self-contained ``report.html`` into the run folder. Sections: at a glance (the fastest backend
+per pass, the fastest implementation of each family against the peers), context, results per
+pass (tables and figures), the families (ours beside the peers: time, memory, error), scaling
+exponents, crossover lengths, achieved FLOP rates, accuracy (the error against full attention
+per family and input distribution), and the cases that did not run or finish. A time that may
+not be believed (``harness.analyse.stability``) is marked ⚠ and its reasons are listed under
+its table.
 
 A grid run (``harness.analyse.grid``: axes besides the length that take several values) adds
 the fastest backend per point and length, and gives each pass's results a subsection per point
@@ -31,9 +34,10 @@ from harness.present.document import (
     to_markdown,
 )
 from harness.present.facets import axis_text, facet_title
+from harness.present.family_tables import error_table, family_tables, glance_table, inputs_notes
 from harness.present.report_results import best_section, grid_results, pass_results
 from harness.present.report_tables import (
-    accuracy_tables,
+    accuracy_table,
     crossover_table,
     exponent_table,
     failure_table,
@@ -43,6 +47,7 @@ from harness.present.report_tables import (
     setup_table,
 )
 from harness.store import runs
+from harness.store.distributions import DEFAULT as DEFAULT_INPUTS
 from harness.store.records import Status
 from harness.store.runs import calibration_ms
 
@@ -84,6 +89,8 @@ def subtitle(df: pd.DataFrame, meta: dict) -> str:
         and axis_text("causal", shape["causal"]) == "causal"
     ):
         parts.append("causal")
+    if "inputs" in shape and "inputs" not in varying and shape["inputs"] != DEFAULT_INPUTS:
+        parts.append(axis_text("inputs", shape["inputs"]))
     return ", ".join(parts)
 
 
@@ -110,6 +117,7 @@ def build(run_dir: Path) -> tuple[list[Block], list[tuple[Path, object]]]:
                 glance(df, run_calibration) + (glance_crossovers(cross) if not cross.empty else [])
             )
         ),
+        *_family_glance(df),
         Heading("Context"),
         Table(context_table(meta)),
         Text(STABILITY_NOTE),
@@ -124,6 +132,7 @@ def build(run_dir: Path) -> tuple[list[Block], list[tuple[Path, object]]]:
         for pass_ in df["pass"].unique():
             blocks += pass_results(Path(run_dir), df, pass_, refs, sub, styles, run_calibration,
                                     figures)  # fmt: skip
+    blocks += _family_section(df)
     blocks += [
         Heading("Scaling exponents"),
         Text(
@@ -150,7 +159,7 @@ def build(run_dir: Path) -> tuple[list[Block], list[tuple[Path, object]]]:
             ),
             Table(crossover_table(cross)),
         ]
-    blocks += _rate_section(df, meta) + _setup_section(df) + _accuracy_section(df)
+    blocks += _rate_section(df, meta) + _setup_section(df) + _accuracy_section(df, meta)
     blocks += _failure_section(df)
     return blocks, figures
 
@@ -194,8 +203,40 @@ def _setup_section(df: pd.DataFrame) -> list[Block]:
     return blocks
 
 
-def _accuracy_section(df: pd.DataFrame) -> list[Block]:
-    own, vs_full = accuracy_tables(df)
+def _family_glance(df: pd.DataFrame) -> list[Block]:
+    table = glance_table(df)
+    if table.empty:
+        return []
+    return [
+        Text(
+            "**Fastest implementation of each family**: per family (one pattern or formula, "
+            "computed by our backends and by peers' packages) and length, its fastest "
+            "implementation, and against it the fastest of "
+            "the other side (the fastest peer where ours is fastest, our fastest where a peer "
+            "is; the family's runner-up where it has no peer), with how many times its time "
+            "and its peak memory were the fastest's."
+        ),
+        Table(table),
+    ]
+
+
+def _family_section(df: pd.DataFrame) -> list[Block]:
+    blocks: list[Block] = [
+        Heading("Families: ours beside the peers"),
+        Text(
+            "Each family's implementations side by side, ours first, then the peers' (the "
+            "`implementation` column: ours, or the package a peer backend drives). Each cell: "
+            "median time · peak memory beyond the inputs · relative error against exact full "
+            "attention on the same inputs; a status where the case did not finish."
+        ),
+    ]
+    for family, table in family_tables(df):
+        blocks.append(Table(table, f"**{family}**"))
+    return blocks
+
+
+def _accuracy_section(df: pd.DataFrame, meta: dict) -> list[Block]:
+    own = accuracy_table(df)
     if own.empty:
         return []
     return [
@@ -209,16 +250,19 @@ def _accuracy_section(df: pd.DataFrame) -> list[Block]:
         Table(own),
         Text(
             "**Against full attention**: the relative error ‖out − full‖ / ‖full‖ of each "
-            "backend's output on the same inputs (forward pass, sampled query rows). This is "
-            "what the sparsity pattern costs, not a bug, and on these inputs it is large by "
+            "backend's output against exact full attention on the same inputs (sampled query "
+            "rows), family by family, on each input distribution of the run. This is what the "
+            "pattern or approximation costs, not a bug. On Gaussian inputs it is large by "
             "construction: q, k and v are independent random numbers, so full attention spreads "
             "its weight almost evenly and averages n random values (norm ∝ 1/√n), while a "
             "pattern that attends k keys averages k of them (norm ∝ 1/√k); the relative error "
             "grows like √(n/k), above 1 once n > 2k. Trained models concentrate attention on "
-            "few keys, where a good pattern loses far less: measure on your own activations "
-            "before drawing conclusions about quality."
+            "neighbours and a few heavy-hitter keys, which the structured inputs imitate "
+            "(`--inputs structured`); measure on your own activations before drawing "
+            "conclusions about quality."
         ),
-        Table(vs_full),
+        Table(error_table(df)),
+        Bullets(tuple(inputs_notes(df, meta))),
     ]
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from harness.analyse import analysis, grid, stability
+from harness.analyse.families import ordered
 from harness.present.facets import (
     facet_title,
     point_title,
@@ -32,8 +33,9 @@ def _cell_status(row: pd.Series) -> str | None:
 
 def _pivot(df: pd.DataFrame, pass_: str, cell, axes: Sequence[str] = ()) -> pd.DataFrame:
     """Backend x length of ``cell`` of each row of ``pass_``; with ``axes`` (varying grid
-    axes) a row per point and backend, the point in a "shape" column first."""
-    rows = df[df["pass"] == pass_]
+    axes) a row per point and backend, the point in a "shape" column first. Backends go family
+    by family, ours before the peers (``families.ordered``)."""
+    rows = ordered(df[df["pass"] == pass_])
     cells = rows.assign(cell=rows.apply(cell, axis=1))
     index = ["label"]
     if axes:
@@ -219,10 +221,10 @@ def crossover_table(cross: pd.DataFrame) -> pd.DataFrame:
     return with_shape(table, cross, grid.varying_grid_axes(cross), 2)
 
 
-def accuracy_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def accuracy_table(df: pd.DataFrame) -> pd.DataFrame:
     """The worst error against each backend's own mask per series (per point of the grid where
-    it varies: the tolerance depends on the dtype), and the error against full attention per
-    length, in the first pass."""
+    it varies: the tolerance depends on the dtype); the error against full attention is
+    ``family_tables.error_table``'s."""
     ok = analysis.measured(df)
     axes = grid.varying_grid_axes(df)
     rows = []
@@ -242,17 +244,7 @@ def accuracy_tables(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
                 "verdict": verdict if not math.isnan(worst) else "",
             }
         )
-    own = pd.DataFrame(rows)
-    fwd = ok[ok["pass"] == ok["pass"].iloc[0]] if not ok.empty else ok
-    vs_full = pd.DataFrame()
-    if not fwd.empty:
-        vs_full = _pivot(
-            fwd,
-            fwd["pass"].iloc[0],
-            lambda r: "" if pd.isna(r["err_vs_full"]) else f"{r['err_vs_full']:.2g}",
-            axes,
-        )
-    return own, vs_full
+    return pd.DataFrame(rows)
 
 
 def failure_table(df: pd.DataFrame) -> pd.DataFrame:

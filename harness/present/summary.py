@@ -15,6 +15,7 @@ import textwrap
 import pandas as pd
 
 from harness.analyse import grid, stability
+from harness.analyse.families import ordered
 from harness.present import text_table
 from harness.present.facets import axis_text, short_labels
 from harness.present.figure_parts import length_text
@@ -107,6 +108,7 @@ def summary_tables(
     axes = grid.varying_grid_axes(df)
     parts = []
     for facet, group in grid.facets(df):
+        group = ordered(group)  # family by family, ours before the peers
         names = short_labels(
             group["label"]
         )  # what varies within the table (the title has the rest)

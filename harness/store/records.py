@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from harness.store import distributions
+
 # The version of results.csv and meta.json this harness writes (meta.json's ``format_version``):
 # 1: every run before format versions (no version key).
 # 2: rows carry their family's facts, ``flops``, ``promise``, ``sparse`` and ``yardstick``; a
@@ -22,16 +24,25 @@ from typing import Any
 #    holds a mode: fwd, fwd-grad, bwd or fwdbwd. Once a sweep ends, results.csv also holds the
 #    derived columns (``DERIVED``), recomputed from the others whenever it is rewritten. Older
 #    runs read as a grid of one point (``upgrade_axes``).
-FORMAT_VERSION = 4
+# 5: issue 16, the X-former zoo: a grid axis ``inputs``, the distribution q, k and v were drawn
+#    from (``distributions.NAMES``: "gaussian" or "structured"; in the case key), and a fact
+#    column ``implementation``, whose code the backend runs ("ours", or a peer's package such as
+#    "transformers"). Older runs read as inputs "gaussian" and implementation "ours"
+#    (``FORMAT_5_DEFAULTS``, filled in by ``storage`` as they are read), without torch.
+FORMAT_VERSION = 5
 RENAMED_COLUMNS = {"process_ref_ms": "process_calibration_ms",
                    "process_ref_cpu_ms": "process_calibration_cpu_ms",
                    "ref_drift": "calibration_drift"}  # fmt: skip
 RENAMED_META = {"reference_op": "calibration"}
-FACT_COLUMNS = ("flops", "promise", "sparse", "yardstick")
+FACT_COLUMNS = ("flops", "promise", "sparse", "yardstick", "implementation")
+# What a run before format 5 reads as in the columns that format added (every case then was
+# ours, drawn from the standard normal)
+FORMAT_5_DEFAULTS = {"inputs": distributions.DEFAULT, "implementation": "ours"}
 
 
 def has_facts(columns: Iterable[str]) -> bool:
-    """Whether rows with these columns carry their family's facts (format 2 on)."""
+    """Whether rows with these columns carry their family's facts (format 2 on; format 5's
+    ``implementation`` is filled in for older runs as they are read: ``FORMAT_5_DEFAULTS``)."""
     return all(c in columns for c in FACT_COLUMNS)
 
 
@@ -107,6 +118,7 @@ class CaseResult:
     kv_heads: int = _case()  # key/value heads (fewer than heads: grouped-query attention)
     documents: int = _case()  # packed documents, attended within each only
     causal: bool = _case()  # the problem's: keys j <= i only
+    inputs: str = _case()  # the distribution q, k, v were drawn from (``distributions.NAMES``)
     # a process that did not finish ends the case
     status: Status = dataclasses.field(metadata={"combine": "same"})
     reason: str = _combined("reason", "")
@@ -161,6 +173,8 @@ class CaseResult:
     promise: str = _combined("case", "")  # promised cost as n grows, ``facts.Promise`` text
     sparse: bool | None = _combined("case")  # attends a subset of the pairs (crossovers: vs full)
     yardstick: bool | None = _combined("case")  # a full-attention backend others are measured by
+    # whose code: "ours", or the package a peer backend drives (format 5)
+    implementation: str = _combined("case", "ours")
 
     def row(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -201,7 +215,7 @@ COLUMNS = [("pass" if f.name == "pass_" else f.name) for f in dataclasses.fields
 # The axes of the problem a sweep may vary besides the length (a grid), and those every row of
 # one run shares (``storage`` refuses a mix)
 GRID_AXES = ("batch", "heads", "head_dim", "dtype", "seed", "q_len", "kv_heads", "documents",
-             "causal")  # fmt: skip
+             "causal", "inputs")  # fmt: skip
 RUN_AXES = ("device",)
 CASE_KEY = ("backend", "params", "seq_len", "pass", *GRID_AXES, *RUN_AXES)
 _INTEGER_KEYS = ("seq_len", "batch", "heads", "head_dim", "seed", "q_len", "kv_heads", "documents")

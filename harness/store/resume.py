@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from harness.store import distributions
+
 # meta.json entry -> the option that sets it
 FLAGS = {
     "lengths": "--lengths",
@@ -25,6 +27,7 @@ FLAGS = {
     "q_len": "--q-len",
     "documents": "--documents",
     "causal": "--causal",
+    "distribution": "--inputs",
     "seed": "--seed",
     "case_timeout_s": "--case-timeout",
     "processes": "--processes",
@@ -34,7 +37,8 @@ FLAGS = {
 }
 TIMING_FLAGS = {"warmup_s": "--warmup", "min_time_s": "--min-time", "min_repeats": "--min-repeats"}
 # the problem's axes, stored as lists of values (one value each in runs before grids)
-AXES = ("dtype", "batch", "heads", "kv_heads", "head_dim", "q_len", "documents", "causal")
+AXES = ("dtype", "batch", "heads", "kv_heads", "head_dim", "q_len", "documents", "causal",
+        "distribution")  # fmt: skip
 
 
 def identity(meta: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +54,8 @@ def identity(meta: dict[str, Any]) -> dict[str, Any]:
                      if isinstance(p, dict))  # fmt: skip
         defaults = {"kv_heads": [None], "q_len": [None], "documents": [1], "causal": [causal]}
         described = {**defaults, **described}
+    if config and "distribution" not in config:  # a run before format 5: Gaussian inputs
+        described["distribution"] = [distributions.DEFAULT]
     return described
 
 

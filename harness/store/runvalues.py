@@ -22,7 +22,7 @@ from harness.store.records import Status
 # recorded before the key existed reads as one without it)
 _TEXT = ("created", "command", "git_commit", "device", "device_name", "cpu", "hostname",
          "platform", "python", "torch", "cuda", "xformers", "pandas")  # fmt: skip
-_OBJECTS = ("config", "conditions", "calibration")
+_OBJECTS = ("config", "conditions", "calibration", "input_distributions")
 _CONFIG_OBJECTS = ("timing", "backends")
 _CONFIG_LISTS = ("lengths", "passes")
 _TIMES = ("median_ms", "cpu_median_ms")  # calibration.before/after
@@ -63,6 +63,9 @@ def meta_problem(meta: Any) -> str | None:
         for side, value in (meta.get(section) or {}).items():
             if value is not None and not isinstance(value, dict):
                 return f"{section}.{side} is {_kind(value)}, not an object"
+    for name, text in (meta.get("input_distributions") or {}).items():
+        if not isinstance(text, str):
+            return f"input_distributions.{name} is {_kind(text)}, not text"
     for side in ("before", "after"):
         ref = (meta.get("calibration") or {}).get(side) or {}
         for key in _TIMES:
@@ -98,6 +101,7 @@ _SIGNED = ("gpu_temp_c",)
 _ERRORS = ("max_err", "err_vs_full")
 _SAMPLES = ("time_samples_ms", "process_medians_ms", "process_calibration_ms", "cpu_samples_ms",
             "process_cpu_medians_ms", "process_calibration_cpu_ms")  # fmt: skip
+_NAME = r"[a-z][a-z0-9_-]{0,39}"  # of an input distribution
 _MANGLED = re.compile(r"(.+)\.[0-9]+")  # pandas' name for a column whose name came twice
 
 
@@ -152,6 +156,12 @@ def rows_problem(df: pd.DataFrame) -> tuple[int, str] | None:
             i = _first(wrong)
             found.append((i, f"time_median_ms {_show(df['time_median_ms'].iloc[i])} of a "
                              "measured case is not a positive time"))  # fmt: skip
+    if "inputs" in df.columns:  # a distribution's name (``distributions.NAMES``, or a later one)
+        wrong = ~df["inputs"].astype(str).str.fullmatch(_NAME) | df["inputs"].isna()
+        if wrong.any():
+            i = _first(wrong)
+            found.append((i, f"inputs {_show(df['inputs'].iloc[i])} is not the name of an input "
+                             "distribution"))  # fmt: skip
     for column in _SAMPLES:
         if column in df.columns:
             problem = _samples_problem(df[column], column)

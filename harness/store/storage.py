@@ -24,6 +24,7 @@ from harness.store.limits import MAX_LENGTHS
 from harness.store.records import (
     CASE_KEY,
     COLUMNS,
+    FORMAT_5_DEFAULTS,
     FORMAT_VERSION,
     RENAMED_COLUMNS,
     RENAMED_META,
@@ -39,7 +40,7 @@ META = "meta.json"
 TORN = "results.torn"  # torn rows set aside by --resume
 TEXT_COLUMNS = {"reason", "params", "label", "time_samples_ms", "process_medians_ms",
                 "process_calibration_ms", "cpu_samples_ms", "process_cpu_medians_ms",
-                "process_calibration_cpu_ms"}  # fmt: skip
+                "process_calibration_cpu_ms", "inputs", "implementation"}  # fmt: skip
 
 
 MISSING = ["", "nan"]
@@ -217,6 +218,7 @@ def read_results(out_dir: Path) -> pd.DataFrame:
         df = pd.read_csv(io.StringIO(split.intact), keep_default_na=False, na_values=MISSING)
         df = df.rename(columns=RENAMED_COLUMNS)  # a run of format 2 or older
         df = _with_axes(df)  # a run of format 3 or older
+        df = _with_format_5(df)  # a run of format 4 or older
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise RunFolderError(f"{path}: truncated or corrupt ({str(exc).splitlines()[0]})") from None
     missing = [c for c in [*CASE_KEY, "status"] if c not in df.columns]
@@ -239,6 +241,18 @@ def _with_axes(df: pd.DataFrame) -> pd.DataFrame:
     at = list(df.columns).index("seed") + 1 if "seed" in df.columns else len(df.columns)
     for offset, column in enumerate(added.columns):
         df.insert(at + offset, column, added[column])
+    return df
+
+
+def _with_format_5(df: pd.DataFrame) -> pd.DataFrame:
+    """A run before format 5: its inputs Gaussian, after ``causal``, and its backends ours, after
+    ``yardstick`` (``records.FORMAT_5_DEFAULTS``)."""
+    for column, after in (("inputs", "causal"), ("implementation", "yardstick")):
+        if column in df.columns or "seq_len" not in df.columns:
+            continue
+        columns = list(df.columns)
+        at = columns.index(after) + 1 if after in columns else len(columns)
+        df.insert(at, column, FORMAT_5_DEFAULTS[column])
     return df
 
 

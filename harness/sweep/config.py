@@ -2,7 +2,8 @@
 expands to.
 
 A sweep is a grid: every length, every point of the problem's axes (batch, heads, head_dim,
-dtype, kv_heads, q_len, documents, causal: ``Shape``), every variant of each backend (the
+dtype, kv_heads, q_len, documents, causal, and the distribution of the inputs: ``Shape``), every
+variant of each backend (the
 product of the values given for its parameters, ``param_grid``) and every mode."""
 
 from __future__ import annotations
@@ -21,13 +22,15 @@ from harness.measure.flops import MODE_FACTORS
 from harness.measure.inputs import Inputs
 from harness.measure.registry import get_backend_class
 from harness.measure.timing import TimingSettings
+from harness.store import distributions
 from harness.sweep.order import length_order
 
 MODES = tuple(MODE_FACTORS)  # fwd, fwd-grad, bwd, fwdbwd
 PASSES = ("fwd", "fwdbwd")  # the default modes
 # The problem's axes besides the length, in the order a sweep's loops nest (the last varies
 # fastest), with their values when a sweep names none
-AXES = ("dtype", "batch", "heads", "kv_heads", "head_dim", "q_len", "documents", "causal")
+AXES = ("dtype", "batch", "heads", "kv_heads", "head_dim", "q_len", "documents", "causal",
+        "distribution")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class Shape:
     q_len: int | None = None  # None: the length
     documents: int = 1
     causal: bool = False
+    distribution: str = distributions.DEFAULT  # of q, k, v (``--inputs``; column ``inputs``)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class SweepConfig:
     q_len: tuple[int | None, ...] = (None,)
     documents: tuple[int, ...] = (1,)
     causal: tuple[bool, ...] = (False,)
+    distribution: tuple[str, ...] = (distributions.DEFAULT,)  # ``distributions.NAMES``
     seed: int = 0
     # Backend parameters given on the command line, by field name of the backends' Params
     # (window, block_size, n_hashes, ...), each with the values to sweep; each backend takes
@@ -130,6 +135,7 @@ class SweepConfig:
             q_len=s.q_len,
             documents=s.documents,
             causal=s.causal,
+            distribution=s.distribution,
         )
 
     def cases(self) -> list[Case]:

@@ -14,7 +14,7 @@ import torch
 
 from harness.measure import calibration, conditions, registry
 from harness.measure.inputs import dtype_name
-from harness.store import resume, storage
+from harness.store import distributions, resume, storage
 from harness.sweep import machine, resolved
 from harness.sweep.config import AXES, SweepConfig
 
@@ -63,6 +63,8 @@ def describe(config: SweepConfig, command: list[str]) -> dict[str, Any]:
     threads = config.threads or torch.get_num_threads()
     meta = machine.describe(config.device, threads, recordable(config, command))
     meta["config"] = describe_config(config)
+    # what each input distribution of the run is, in this version's words, for its report
+    meta["input_distributions"] = {n: distributions.description(n) for n in config.distribution}
     # where the backends outside attention_impls came from, for --resume and replays
     meta["imports"] = list(config.imports)
     meta["entry_points"] = registry.loaded_entry_points()

@@ -42,6 +42,7 @@ def table(config: SweepConfig) -> dict[str, Any]:
         if values:  # None alone is the option left out
             out[axis] = values
     out["causal"] = list(config.causal)
+    out["inputs"] = list(config.distribution)
     out["seed"] = config.seed
     out |= _param_entries(config)
     out |= {"min_time": t.min_time_s, "min_repeats": t.min_repeats, "warmup": t.warmup_s,
