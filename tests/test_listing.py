@@ -49,3 +49,5 @@ def test_the_listing_fits_120_columns_and_names_the_shapes_each_backend_computes
 
         axes = supported_axes(get_backend_class(name))
         assert {k: listed[name][f"supports_{k}"] for k in axes} == axes
+    assert listed["longformer"]["implementation"] == "ours"
+    assert listed["hf-longformer"]["implementation"] == "transformers"

@@ -77,5 +77,6 @@ def format_json(df: pd.DataFrame, device: str, dtype: torch.dtype) -> str:
          for n in df["backend"]], index=df.index,
     )  # fmt: skip
     plain = df.drop(columns="shapes").rename(columns=keys).join(axes)
-    plain = plain.assign(device=device, dtype=dtype_name(dtype))
+    implementation = [get_backend_class(n).implementation for n in df["backend"]]
+    plain = plain.assign(implementation=implementation, device=device, dtype=dtype_name(dtype))
     return plain.to_json(orient="records", indent=1)
