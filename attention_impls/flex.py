@@ -10,8 +10,9 @@ the scores. Layout ``[B, H, N, D]`` as in ``harness.measure.backend``.
 
 A Flex kernel holds the family's plain backend (``harness.measure.backend.Kernel``: same
 ``Params``, ``mask``, parameter checks) and computes the same pattern. For a fixed pattern the
-plain backend's ``mask_mod(inputs)`` is the pattern over small index tables (O(N); O(N / b * r)
-for BigBird's random blocks), and ``FlexMaskBackend`` builds its BlockMask once per shape: each
+plain backend's ``mask_mod(inputs)`` is the pattern over small index tables (O(N); O(H N / b * r)
+for BigBird's random blocks, a plan per head), and ``FlexMaskBackend`` builds its BlockMask once
+per shape (per head where the heads' patterns differ, ``mask_heads``): each
 family's Flex kernel (``flex-longformer``, ``flex-bigbird``) is a few lines in
 the family's module. ``flex-reformer`` sorts by hash in the closure (``flex_reformer``). Tiles are
 a family's blocks where the kernel accepts that size (all-or-nothing tiles then need no
@@ -96,32 +97,38 @@ def table_len(n: int, tile: int) -> int:
 
 
 def build_block_mask(
-    mod: Mod, n: int, device: torch.device | str, tile: int = TILE, q_len: int | None = None
+    mod: Mod,
+    n: int,
+    device: torch.device | str,
+    tile: int = TILE,
+    q_len: int | None = None,
+    heads: int | None = None,
 ) -> BlockMask:
-    """``create_block_mask(mod, None, None, q_len, n, BLOCK_SIZE=tile)`` without a
-    ``[q_len, n]`` tensor (``q_len``: n by default).
+    """``create_block_mask(mod, None, heads, q_len, n, BLOCK_SIZE=tile)`` without a
+    ``[q_len, n]`` tensor (``q_len``: n by default; ``heads``: None for a pattern every head
+    shares, else the query heads, each with its own tiles: BigBird's random plans).
 
     create_block_mask runs mod on every pair: eagerly at once, that takes int64 temporaries of
     8 n^2 bytes (2 GiB at 16K tokens). Up to EAGER_MASK_MAX_LEN it runs eagerly on slabs of
     query rows (2 CPU cores: 0.3 s at 4K, 1.1-1.4 s at 8K, 2-5 s at 16K); beyond, compiled
     (fused, no [n, n] tensor; 3-7 s to compile per shape there, then 0.4-0.7 s at 16K).
     """
-    m = n if q_len is None else q_len
+    m, h = (n if q_len is None else q_len), heads
     if n > EAGER_MASK_MAX_LEN:
-        return _compiled(create_block_mask)(mod, None, None, m, n, device, BLOCK_SIZE=tile)
-    rows = max(tile, MASK_SLAB_ELEMENTS // n // tile * tile)
+        return _compiled(create_block_mask)(mod, None, h, m, n, device, BLOCK_SIZE=tile)
+    rows = max(tile, MASK_SLAB_ELEMENTS // (n * (h or 1)) // tile * tile)
     if rows >= m:
-        return create_block_mask(mod, None, None, m, n, device=device, BLOCK_SIZE=tile)
+        return create_block_mask(mod, None, h, m, n, device=device, BLOCK_SIZE=tile)
 
     def shifted(start: int) -> Mod:
         return lambda b, h, i, j: mod(b, h, i + start, j)
 
     parts = [
-        create_block_mask(shifted(s), None, None, min(rows, m - s), n, device, BLOCK_SIZE=tile)
+        create_block_mask(shifted(s), None, h, min(rows, m - s), n, device, BLOCK_SIZE=tile)
         for s in range(0, m, rows)
     ]
     names = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices")
-    # [1, 1, m / tile(, n / tile)] each, stacked along the query tiles
+    # [1, heads or 1, m / tile(, n / tile)] each, stacked along the query tiles
     blocks = [torch.cat([getattr(p, name) for p in parts], dim=2) for name in names]
     return BlockMask.from_kv_blocks(*blocks, tile, mod, seq_lengths=(m, n))
 
@@ -186,6 +193,11 @@ class FlexKernel(Kernel):
         """The BlockMask tile (``tile_for`` a family's block size, where it has one)."""
         return TILE
 
+    def mask_heads(self, inputs: Inputs) -> int | None:
+        """None where every head has the same pattern (one BlockMask for all), else the query
+        heads (``flex-bigbird`` with a random plan per head)."""
+        return None
+
     def mask_mod(self, inputs: Inputs) -> Mod:
         """The ``mask_mod`` of the BlockMask."""
         raise NotImplementedError
@@ -210,7 +222,8 @@ class FlexMaskBackend(FlexKernel):
     def prepare(self, inputs: Inputs) -> AttentionFn:
         tile = self.tile(inputs)
         mod = shaped_mod(self.mask_mod(inputs), inputs, tile)
-        block_mask = build_block_mask(mod, inputs.seq_len, inputs.device, tile, inputs.query_len)
+        n, heads = inputs.seq_len, self.mask_heads(inputs)
+        block_mask = build_block_mask(mod, n, inputs.device, tile, inputs.query_len, heads)
         flex, scale = compiled_flex(), inputs.scale
         gqa = {"enable_gqa": True} if inputs.grouped else {}
 
