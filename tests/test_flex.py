@@ -146,6 +146,44 @@ def test_reformer_forward(n, c, shared):
 
 
 @pytest.mark.parametrize(
+    "conventions",
+    [dict(unscaled_logits=True), dict(buckets_per_chunk=1), dict(look_back_across_rounds=True)],
+)
+def test_reformer_conventions_one_round(conventions):
+    """The conventions flex-reformer follows, compiled on CPU (one round: the look-back across
+    rounds is the same pattern there, and runs)."""
+    params = ReformerParams(n_hashes=1, chunk_size=16, **conventions)
+    inputs = Inputs(1, 2, 300, 16, seed=1)
+    assert FlexReformer(params).not_supported_reasons(inputs) == []
+    check_forward(FlexReformer(params), Reformer(params), inputs)
+
+
+@pytest.mark.parametrize(
+    "conventions",
+    [
+        dict(unscaled_logits=True),
+        dict(count_per_round=True),
+        dict(unscaled_logits=True, count_per_round=True),
+    ],
+)
+@pytest.mark.parametrize(("n", "c"), [(300, 16), (45, 8)])
+def test_reformer_conventions_rounds_uncompiled(eager_flex, conventions, n, c):
+    """Several rounds, merged with flex_attention's unfused implementation: logits unscaled, and
+    pairs weighed per round (no count score_mod)."""
+    params = ReformerParams(n_hashes=3, chunk_size=c, **conventions)
+    inputs = Inputs(2, 2, n, 16, dtype=torch.float64, seed=n)
+    check_forward(FlexReformer(params), Reformer(params), inputs, atol=1e-12)
+
+
+def test_reformer_look_back_across_rounds_refused():
+    params = ReformerParams(n_hashes=2, look_back_across_rounds=True)
+    reasons = FlexReformer(params).not_supported_reasons(Inputs(1, 2, 1024, 16, device="cuda"))
+    assert any("look_back_across_rounds is not computed" in r for r in reasons)
+    one_round = ReformerParams(n_hashes=1, look_back_across_rounds=True)
+    assert FlexReformer(one_round).not_supported_reasons(Inputs(1, 2, 1024, 16)) == []
+
+
+@pytest.mark.parametrize(
     ("n", "params"),
     [
         (300, dict(n_hashes=4, chunk_size=16)),
