@@ -80,7 +80,10 @@ def block_attention(inputs: Inputs, params: BigBirdParams, rand: torch.Tensor) -
     # Padded keys only live in the last block; masking them here keeps softmax exact.
     keep = valid[..., None] & (key_pos < n)  # [P, nq, L, b]
     keep = keep.reshape(1, plans * nq, 1, width * b)  # [1, P*nq, 1, L*b]
-    kv_head = (torch.arange(plans, device=device) // groups)[:, None, None]  # [P, 1, 1]
+    # a plan per head: query head h's blocks among key/value head h // G's, as one index into
+    # the [Hkv * nb] blocks (one index tensor gathers faster than a head and a block index)
+    kv_head = torch.arange(plans, device=device) // groups  # [P]
+    head_ids = kv_head[:, None, None] * nb + ids  # [P, nq, L]
 
     def middle_blocks(qp: torch.Tensor, kp: torch.Tensor, vp: torch.Tensor) -> torch.Tensor:
         """The non-global query blocks' output ``[B, H, nq*b, D]`` from padded q, k, v."""
@@ -88,16 +91,17 @@ def block_attention(inputs: Inputs, params: BigBirdParams, rand: torch.Tensor) -
         # SDPA's fused CPU/CUDA kernels want 4-D inputs: the query blocks play the role of
         # heads, so that ``keep`` broadcasts over the batch.
         qb = qp.reshape(bsz, heads, nb, b, dim)[:, :, g : nb - g]  # [B, H, nq, b, D]
-        kp, vp = (t.reshape(bsz, hkv, nb, b, dim) for t in (kp, vp))  # [B, Hkv, nb, b, D]
         if plans > 1:
             # A plan per head: query head h gathers its plan's blocks of key/value head h // G.
             qb = qb.reshape(bsz, heads * nq, b, dim)  # [B, H*nq, b, D]
-            kb = kp[:, kv_head, ids].view(bsz, heads * nq, width * b, dim)  # [B, H*nq, L*b, D]
-            vb = vp[:, kv_head, ids].view(bsz, heads * nq, width * b, dim)  # [B, H*nq, L*b, D]
+            kp, vp = (t.reshape(bsz, hkv * nb, b, dim) for t in (kp, vp))  # [B, Hkv*nb, b, D]
+            kb = kp[:, head_ids].view(bsz, heads * nq, width * b, dim)  # [B, H*nq, L*b, D]
+            vb = vp[:, head_ids].view(bsz, heads * nq, width * b, dim)  # [B, H*nq, L*b, D]
             mid = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=keep, scale=scale)
             return mid.view(bsz, heads, nq * b, dim)  # [B, H, nq*b, D]
         # One plan: batch and key/value heads are merged, and the G query heads of a key/value
         # head are G*b rows of each block against the same gathered blocks.
+        kp, vp = (t.reshape(bsz, hkv, nb, b, dim) for t in (kp, vp))  # [B, Hkv, nb, b, D]
         qb = fold_groups(qb, hkv)  # [B, Hkv, nq, G*b, D]
         qb = qb.reshape(bsz * hkv, nq, groups * b, dim)  # [B*Hkv, nq, G*b, D]
         kb = kp[:, :, ids[0]].view(bsz * hkv, nq, width * b, dim)  # [B*Hkv, nq, L*b, D]
