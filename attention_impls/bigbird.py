@@ -41,19 +41,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from attention_impls.bigbird_blocks import block_attention, block_bytes
-from attention_impls.flex import FlexMaskBackend, Mod, scalar, tile_for
+from attention_impls.flex import FlexMaskBackend, Mod, block_mask_from_blocks, scalar, tile_for
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
 from harness.measure.params import param
 from harness.measure.registry import register
 from harness.store.facts import Promise
+
+if TYPE_CHECKING:  # older torch has no FlexAttention: a reason, never an import error
+    from torch.nn.attention.flex_attention import BlockMask
 
 
 @dataclass(frozen=True)
@@ -229,20 +232,25 @@ class BigBird(AttentionBackend):
         table = random_block_table(inputs.seq_len, self.params, inputs.seed, plans_)  # [P, nq, r]
         return block_attention(inputs, self.params, table)
 
+    def block_pattern(self, inputs: Inputs, device: torch.device) -> torch.Tensor:
+        """``allowed`` on every pair of blocks ``[P, nb, nb]``: a plan per head (P = H), or one
+        for all (P = 1)."""
+        n, b = inputs.seq_len, self.params.block_size
+        plans_ = plans(self.params, inputs.heads)
+        table, r = random_rows(n, self.params, inputs.seed, device, plans_)
+        blocks = torch.arange(math.ceil(n / b), device=device)  # [nb]
+        nb, glob = torch.tensor(blocks.numel(), device=device), self.params.global_blocks
+        plan = torch.arange(plans_, device=device)[:, None, None]  # [P, 1, 1]
+        return allowed(blocks[:, None], blocks[None, :], nb, glob, table, r, plan)  # [P, nb, nb]
+
     def mask(
         self, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``[1, P, M, N]``: a plan per head (P = H), or one for all (P = 1)."""
         n, device, b = inputs.seq_len, q.device, self.params.block_size
         rows = torch.arange(n, device=device) if rows is None else rows.to(device)
-        plans_ = plans(self.params, inputs.heads)
-        table, r = random_rows(n, self.params, inputs.seed, device, plans_)
-        blocks = torch.arange(math.ceil(n / b), device=device)  # [nb]
-        nb, glob = torch.tensor(blocks.numel(), device=device), self.params.global_blocks
-        plan = torch.arange(plans_, device=device)[:, None, None]  # [P, 1, 1]
-        qb, kb = rows[:, None] // b, blocks[None, :]  # [M, 1], [1, nb]
-        attend = allowed(qb, kb, nb, glob, table, r, plan)  # [P, M, nb]
-        return attend[..., torch.arange(n, device=device) // b][None]  # [1, P, M, N]
+        keys = torch.arange(n, device=device) // b  # [N] key blocks
+        return self.block_pattern(inputs, device)[:, rows // b][..., keys][None]  # [1, P, M, N]
 
     def mask_mod(self, inputs: Inputs) -> Mod:
         """``allowed`` for FlexAttention, on the blocks of the positions."""
@@ -278,3 +286,13 @@ class FlexBigBird(FlexMaskBackend):
 
     def mask_heads(self, inputs: Inputs) -> int | None:
         return inputs.heads if plans(self.params, inputs.heads) > 1 else None
+
+    def block_mask(self, inputs: Inputs, mod: Mod, tile: int) -> BlockMask:
+        """From the pattern on blocks where the tiles are whole blocks and the case does not cut
+        them (no decoding, one document): no ``mod`` call per pair, for any number of plans."""
+        if not (inputs.decoding or inputs.documents > 1):
+            blocks = self.plain.block_pattern(inputs, torch.device(inputs.device))
+            made = block_mask_from_blocks(blocks, self.params.block_size, inputs.seq_len, tile, mod)
+            if made is not None:
+                return made
+        return super().block_mask(inputs, mod, tile)

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from attention_impls.footprint import kv_bytes, rows_bytes
 from harness.measure.backend import AttentionFn, Kernel
@@ -133,6 +134,35 @@ def build_block_mask(
     return BlockMask.from_kv_blocks(*blocks, tile, mod, seq_lengths=(m, n))
 
 
+def block_mask_from_blocks(
+    blocks: torch.Tensor, size: int, n: int, tile: int, mod: Mod
+) -> BlockMask | None:
+    """The BlockMask of a pattern made of whole blocks, without running ``mod`` on any pair:
+    ``blocks`` ``[P, nb, nb]`` says which key blocks of ``size`` positions each query block
+    attends, every pair of the two (P = 1, or a pattern per head). A tile (``tile`` positions,
+    a multiple of ``size``) is full where all its blocks are attended and all its positions are
+    real, partial (``mod`` decides) where some are attended, empty elsewhere: create_block_mask's
+    tiles in O(P nb^2) instead of O(P N^2) calls of ``mod``. None where ``size`` does not divide
+    ``tile``."""
+    if tile % size:
+        return None
+    k, (plans, nb, _), nt = tile // size, blocks.shape, -(-n // tile)
+    padded = F.pad(blocks, (0, nt * k - nb, 0, nt * k - nb))  # [P, nt*k, nt*k]
+    tiles = padded.view(plans, nt, k, nt, k)  # [P, query tile, block, key tile, block]
+    whole = (torch.arange(nt, device=blocks.device) + 1) * tile <= n  # [nt] no padded position
+    full = tiles.all(dim=4).all(dim=2) & whole[:, None] & whole[None, :]  # [P, nt, nt]
+    partial = tiles.any(dim=4).any(dim=2) & ~full  # [P, nt, nt]
+
+    def ordered(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # create_block_mask's layout: the count, and the attended tiles first, ascending
+        count = m.sum(dim=-1, dtype=torch.int32)[None]  # [1, P, nt]
+        return count, torch.argsort(~m, dim=-1, stable=True).to(torch.int32)[None]
+
+    return BlockMask.from_kv_blocks(
+        *ordered(partial), *ordered(full), tile, mod, seq_lengths=(n, n)
+    )  # [1, P, nt(, nt)]
+
+
 def shaped_mod(mod: Mod, inputs: Inputs, tile: int = TILE) -> Mod:
     """A family's ``mod`` (on positions, queries as keys) for the case's q and documents.
 
@@ -198,6 +228,13 @@ class FlexKernel(Kernel):
         heads (``flex-bigbird`` with a random plan per head)."""
         return None
 
+    def block_mask(self, inputs: Inputs, mod: Mod, tile: int) -> BlockMask:
+        """The BlockMask of ``mod`` (the case's shaped ``mask_mod``), by create_block_mask
+        (``build_block_mask``); a family whose pattern is made of blocks may build it from
+        them (``flex-bigbird``: ``block_mask_from_blocks``)."""
+        n, heads = inputs.seq_len, self.mask_heads(inputs)
+        return build_block_mask(mod, n, inputs.device, tile, inputs.query_len, heads)
+
     def mask_mod(self, inputs: Inputs) -> Mod:
         """The ``mask_mod`` of the BlockMask."""
         raise NotImplementedError
@@ -222,8 +259,7 @@ class FlexMaskBackend(FlexKernel):
     def prepare(self, inputs: Inputs) -> AttentionFn:
         tile = self.tile(inputs)
         mod = shaped_mod(self.mask_mod(inputs), inputs, tile)
-        n, heads = inputs.seq_len, self.mask_heads(inputs)
-        block_mask = build_block_mask(mod, n, inputs.device, tile, inputs.query_len, heads)
+        block_mask = self.block_mask(inputs, mod, tile)
         flex, scale = compiled_flex(), inputs.scale
         gqa = {"enable_gqa": True} if inputs.grouped else {}
 

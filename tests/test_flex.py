@@ -237,6 +237,43 @@ def test_block_mask_in_slabs_is_create_block_mask(monkeypatch, backend, heads):
     assert slabs.seq_lengths == (700, 700) and slabs.BLOCK_SIZE == whole.BLOCK_SIZE
 
 
+@pytest.mark.parametrize(
+    ("n", "b", "g", "r", "tile"),
+    [(700, 64, 1, 3, 64), (700, 64, 1, 3, 128), (1024, 16, 0, 2, 128), (300, 16, 2, 1, 64),
+     (256, 64, 2, 3, 64), (100, 50, 0, 1, 100)],
+)  # fmt: skip
+@pytest.mark.parametrize("shared", [False, True])
+def test_bigbird_block_mask_from_its_blocks(n, b, g, r, tile, shared):
+    """flex-bigbird's BlockMask made from the pattern on blocks (no mask_mod call per pair) is
+    create_block_mask's: the same partial and full tiles, per head where the plans differ."""
+    backend, inputs = FlexBigBird(BigBirdParams(b, g, r, shared_plan=shared)), Inputs(1, 3, n, 4)
+    mod, heads = backend.mask_mod(inputs), backend.mask_heads(inputs)
+    made = backend.block_mask(inputs, mod, tile)
+    whole = create_block_mask(mod, None, heads, n, n, device="cpu", BLOCK_SIZE=tile)
+    assert torch.equal(made.to_dense(), whole.to_dense())
+    for name in ("kv_num_blocks", "full_kv_num_blocks", "q_num_blocks", "full_q_num_blocks"):
+        assert torch.equal(getattr(made, name), getattr(whole, name)), name
+    for name in ("kv", "full_kv"):  # the attended tiles, in create_block_mask's order
+        count, idx = getattr(made, f"{name}_num_blocks"), getattr(made, f"{name}_indices")
+        ref = getattr(whole, f"{name}_indices")
+        keep = torch.arange(idx.shape[-1]) < count[..., None]
+        assert torch.equal(idx[keep], ref[keep]), name
+    assert made.seq_lengths == (n, n) and made.BLOCK_SIZE == whole.BLOCK_SIZE
+
+
+def test_bigbird_block_mask_elsewhere_by_mask_mod():
+    """Tiles that cut blocks, decoding and documents: create_block_mask's way."""
+    backend = FlexBigBird(BigBirdParams(48, 1, 3))
+    inputs = Inputs(1, 2, 700, 4)
+    assert (
+        fx.block_mask_from_blocks(torch.ones(1, 15, 15, dtype=torch.bool), 48, 700, 128, None)
+        is None
+    )
+    mod = backend.mask_mod(inputs)
+    made = backend.block_mask(inputs, mod, 128)
+    assert torch.equal(made.to_dense(), create_block_mask(mod, None, 2, 700, 700, "cpu").to_dense())
+
+
 def test_block_mask_compiled_beyond_eager_length(monkeypatch):
     """Long inputs build the BlockMask with compiled create_block_mask: the same tiles."""
     backend = FlexBigBird(BigBirdParams(64, 1, 3))
