@@ -8,22 +8,22 @@ tiles holding any attended pair; ``torch.compile`` makes one fused kernel of it 
 C++ on CPU) that skips empty tiles, runs mask_mod on partial ones only, and never materialises
 the scores. Layout ``[B, H, N, D]`` as in ``harness.measure.backend``.
 
-A Flex kernel holds the family's plain backend (``harness.measure.backend.Kernel``: same
-``Params``, ``mask``, parameter checks) and computes the same pattern. For a fixed pattern the
-plain backend's ``mask_mod(inputs)`` is the pattern over small index tables (O(N); O(H N / b * r)
-for BigBird's random blocks, a plan per head), and ``FlexMaskBackend`` builds its BlockMask once
-per shape (per head where the heads' patterns differ, ``mask_heads``): each
-family's Flex kernel (``flex-longformer``, ``flex-bigbird``) is a few lines in
-the family's module. ``flex-reformer`` sorts by hash in the closure (``flex_reformer``). Tiles are
-a family's blocks where the kernel accepts that size (all-or-nothing tiles then need no
-mask_mod), else 128. The closure calls one module-level ``torch.compile(flex_attention,
-dynamic=False)``, compiled at its first call: in torch 2.13 the dynamic-shape CPU kernel fails to
-build (``'cur_kvSplitSize4' was not declared``) at the second length, where the default
-``dynamic=None`` switches to it. Scalars the mods read are 0-dim tensors (``scalar``), so only a
-new shape (or dtype, or BigBird's r, Reformer's n_hashes) recompiles. Compiled FlexAttention on
-CPU has neither backward nor log-sum-exp in torch 2.13: on CPU these backends run forward only.
-Grouped-query attention, decoding and packed documents compose in ``FlexMaskBackend`` for every
-family (``shaped_mod``, flex's ``enable_gqa``).
+A Flex kernel holds the family's plain backend (``harness.measure.backend.Kernel``: same ``Params``,
+``mask``, parameter checks) and computes the same pattern. For a fixed pattern the plain backend's
+``mask_mod(inputs)`` is the pattern over small index tables (O(N); O(H N / b * r) for BigBird's
+random blocks, a plan per head), and ``FlexMaskBackend`` builds its BlockMask once per shape (per
+head where the heads' patterns differ, ``mask_heads``; from the pattern on blocks where it is made
+of whole blocks, ``block_mask_from_blocks``): each family's Flex kernel (``flex-longformer``,
+``flex-bigbird``) is a few lines in the family's module. ``flex-reformer`` sorts by hash in the
+closure (``flex_reformer``). Tiles are a family's blocks where the kernel accepts that size
+(all-or-nothing tiles then need no mask_mod), else 128. The closure calls one module-level
+``torch.compile(flex_attention, dynamic=False)``, compiled at its first call: in torch 2.13 the
+dynamic-shape CPU kernel fails to build (``'cur_kvSplitSize4' was not declared``) at the second
+length, where the default ``dynamic=None`` switches to it. Scalars the mods read are 0-dim tensors
+(``scalar``), so only a new shape (or dtype, or BigBird's r, Reformer's n_hashes) recompiles.
+Compiled FlexAttention on CPU has neither backward nor log-sum-exp in torch 2.13: on CPU these
+backends run forward only. Grouped-query attention, decoding and packed documents compose in
+``FlexMaskBackend`` for every family (``shaped_mod``, flex's ``enable_gqa``).
 """
 
 from __future__ import annotations
