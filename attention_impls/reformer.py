@@ -104,15 +104,15 @@ def meets(chunk_q: torch.Tensor, chunk_k: torch.Tensor, n_chunks: int | torch.Te
 def occurrences(
     chunk_q: torch.Tensor, chunk_k: torch.Tensor, prev_k: torch.Tensor, n_chunks: int, cross: bool
 ) -> torch.Tensor:
-    """How many times a key sits in the window of a query of one round (int, broadcast): the
+    """How many times a key sits in the window of a query of one round (uint8, broadcast): the
     query's chunk ``chunk_q`` and the key's ``chunk_k`` in that round, ``prev_k`` in the round
     before. Within the round: ``meets``. Across rounds: the query's chunk, the one before it,
     and for chunk 0 the previous round's last chunk (a key can be in both)."""
     if not cross:
-        return meets(chunk_q, chunk_k, n_chunks).int()
+        return meets(chunk_q, chunk_k, n_chunks).to(torch.uint8)
     # the chunk before in the round, or for chunk 0 the last of the round before (exclusive)
     before = (chunk_q == chunk_k + 1) | ((chunk_q == 0) & (prev_k == n_chunks - 1))
-    return (chunk_q == chunk_k).int() + before.int()
+    return (chunk_q == chunk_k).to(torch.uint8) + before.to(torch.uint8)
 
 
 def reformer_pairs(n: int, n_hashes: int, c: int, shared_qk: bool) -> int:
@@ -212,8 +212,9 @@ class Reformer(AttentionBackend):
     def pair_counts(
         self, inputs: Inputs, q: torch.Tensor, k: torch.Tensor, rows: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``[B, H, M, N]`` int: in how many window slots, over every round, each query of
-        ``rows`` (all when None) meets each key; shared-QK's self pair 0 unless it is alone."""
+        """``[B, H, M, N]`` uint8 (at most 2 per round, 64 rounds): in how many window slots,
+        over every round, each query of ``rows`` (all when None) meets each key; shared-QK's
+        self pair 0 unless it is alone."""
         p, n = self.params, inputs.seq_len
         _, slot_q, _, slot_k = self.sort_qk(inputs, q, k, rotations(inputs, p))
         nc = slot_q.shape[-1] // p.chunk_size
@@ -222,7 +223,7 @@ class Reformer(AttentionBackend):
         pos = keys if rows is None else rows.to(q.device)
         chunk_q = (slot_q // p.chunk_size).int()[..., pos]  # [B, H, R, M]
         chunk_k = (slot_k // p.chunk_size).int()[..., :n]  # [B, H, R, N]
-        counts = torch.zeros(*chunk_q.shape[:2], pos.numel(), n, dtype=torch.int32, device=q.device)
+        counts = torch.zeros(*chunk_q.shape[:2], pos.numel(), n, dtype=torch.uint8, device=q.device)
         for r in range(p.n_hashes):  # r - 1 = -1: the previous round of round 0 is the last
             prev = chunk_k[:, :, r - 1, None, :]
             counts += occurrences(
