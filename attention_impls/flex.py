@@ -8,21 +8,22 @@ tiles holding any attended pair; ``torch.compile`` makes one fused kernel of it 
 C++ on CPU) that skips empty tiles, runs mask_mod on partial ones only, and never materialises
 the scores. Layout ``[B, H, N, D]`` as in ``harness.measure.backend``.
 
-A Flex kernel holds the family's plain backend (``harness.measure.backend.Kernel``: same
-``Params``, ``mask``, parameter checks) and computes the same pattern. For a fixed pattern the
-plain backend's ``mask_mod(inputs)`` is the pattern over small index tables (O(N); O(N / b * r)
-for BigBird's random blocks), and ``FlexMaskBackend`` builds its BlockMask once per shape: each
-family's Flex kernel (``flex-longformer``, ``flex-bigbird``) is a few lines in
-the family's module. ``flex-reformer`` sorts by hash in the closure (``flex_reformer``). Tiles are
-a family's blocks where the kernel accepts that size (all-or-nothing tiles then need no
-mask_mod), else 128. The closure calls one module-level ``torch.compile(flex_attention,
-dynamic=False)``, compiled at its first call: in torch 2.13 the dynamic-shape CPU kernel fails to
-build (``'cur_kvSplitSize4' was not declared``) at the second length, where the default
-``dynamic=None`` switches to it. Scalars the mods read are 0-dim tensors (``scalar``), so only a
-new shape (or dtype, or BigBird's r, Reformer's n_hashes) recompiles. Compiled FlexAttention on
-CPU has neither backward nor log-sum-exp in torch 2.13: on CPU these backends run forward only.
-Grouped-query attention, decoding and packed documents compose in ``FlexMaskBackend`` for every
-family (``shaped_mod``, flex's ``enable_gqa``).
+A Flex kernel holds the family's plain backend (``harness.measure.backend.Kernel``: same ``Params``,
+``mask``, parameter checks) and computes the same pattern. For a fixed pattern the plain backend's
+``mask_mod(inputs)`` is the pattern over small index tables (O(N); O(H N / b * r) for BigBird's
+random blocks, a plan per head), and ``FlexMaskBackend`` builds its BlockMask once per shape (per
+head where the heads' patterns differ, ``mask_heads``; from the pattern on blocks where it is made
+of whole blocks, ``block_mask_from_blocks``): each family's Flex kernel (``flex-longformer``,
+``flex-bigbird``) is a few lines in the family's module. ``flex-reformer`` sorts by hash in the
+closure (``flex_reformer``). Tiles are a family's blocks where the kernel accepts that size
+(all-or-nothing tiles then need no mask_mod), else 128. The closure calls one module-level
+``torch.compile(flex_attention, dynamic=False)``, compiled at its first call: in torch 2.13 the
+dynamic-shape CPU kernel fails to build (``'cur_kvSplitSize4' was not declared``) at the second
+length, where the default ``dynamic=None`` switches to it. Scalars the mods read are 0-dim tensors
+(``scalar``), so only a new shape (or dtype, or BigBird's r, Reformer's n_hashes) recompiles.
+Compiled FlexAttention on CPU has neither backward nor log-sum-exp in torch 2.13: on CPU these
+backends run forward only. Grouped-query attention, decoding and packed documents compose in
+``FlexMaskBackend`` for every family (``shaped_mod``, flex's ``enable_gqa``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from attention_impls.footprint import kv_bytes, rows_bytes
 from harness.measure.backend import AttentionFn, Kernel
@@ -97,34 +99,69 @@ def table_len(n: int, tile: int) -> int:
 
 
 def build_block_mask(
-    mod: Mod, n: int, device: torch.device | str, tile: int = TILE, q_len: int | None = None
+    mod: Mod,
+    n: int,
+    device: torch.device | str,
+    tile: int = TILE,
+    q_len: int | None = None,
+    heads: int | None = None,
 ) -> BlockMask:
-    """``create_block_mask(mod, None, None, q_len, n, BLOCK_SIZE=tile)`` without a
-    ``[q_len, n]`` tensor (``q_len``: n by default).
+    """``create_block_mask(mod, None, heads, q_len, n, BLOCK_SIZE=tile)`` without a
+    ``[q_len, n]`` tensor (``q_len``: n by default; ``heads``: None for a pattern every head
+    shares, else the query heads, each with its own tiles: BigBird's random plans).
 
     create_block_mask runs mod on every pair: eagerly at once, that takes int64 temporaries of
     8 n^2 bytes (2 GiB at 16K tokens). Up to EAGER_MASK_MAX_LEN it runs eagerly on slabs of
     query rows (2 CPU cores: 0.3 s at 4K, 1.1-1.4 s at 8K, 2-5 s at 16K); beyond, compiled
     (fused, no [n, n] tensor; 3-7 s to compile per shape there, then 0.4-0.7 s at 16K).
     """
-    m = n if q_len is None else q_len
+    m, h = (n if q_len is None else q_len), heads
     if n > EAGER_MASK_MAX_LEN:
-        return _compiled(create_block_mask)(mod, None, None, m, n, device, BLOCK_SIZE=tile)
-    rows = max(tile, MASK_SLAB_ELEMENTS // n // tile * tile)
+        return _compiled(create_block_mask)(mod, None, h, m, n, device, BLOCK_SIZE=tile)
+    rows = max(tile, MASK_SLAB_ELEMENTS // (n * (h or 1)) // tile * tile)
     if rows >= m:
-        return create_block_mask(mod, None, None, m, n, device=device, BLOCK_SIZE=tile)
+        return create_block_mask(mod, None, h, m, n, device=device, BLOCK_SIZE=tile)
 
     def shifted(start: int) -> Mod:
         return lambda b, h, i, j: mod(b, h, i + start, j)
 
     parts = [
-        create_block_mask(shifted(s), None, None, min(rows, m - s), n, device, BLOCK_SIZE=tile)
+        create_block_mask(shifted(s), None, h, min(rows, m - s), n, device, BLOCK_SIZE=tile)
         for s in range(0, m, rows)
     ]
     names = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices")
-    # [1, 1, m / tile(, n / tile)] each, stacked along the query tiles
+    # [1, heads or 1, m / tile(, n / tile)] each, stacked along the query tiles
     blocks = [torch.cat([getattr(p, name) for p in parts], dim=2) for name in names]
     return BlockMask.from_kv_blocks(*blocks, tile, mod, seq_lengths=(m, n))
+
+
+def block_mask_from_blocks(
+    blocks: torch.Tensor, size: int, n: int, tile: int, mod: Mod
+) -> BlockMask | None:
+    """The BlockMask of a pattern made of whole blocks, without running ``mod`` on any pair:
+    ``blocks`` ``[P, nb, nb]`` says which key blocks of ``size`` positions each query block
+    attends, every pair of the two (P = 1, or a pattern per head). A tile (``tile`` positions,
+    a multiple of ``size``) is full where all its blocks are attended and all its positions are
+    real, partial (``mod`` decides) where some are attended, empty elsewhere: create_block_mask's
+    tiles in O(P nb^2) instead of O(P N^2) calls of ``mod``. None where ``size`` does not divide
+    ``tile``."""
+    if tile % size:
+        return None
+    k, (plans, nb, _), nt = tile // size, blocks.shape, -(-n // tile)
+    padded = F.pad(blocks, (0, nt * k - nb, 0, nt * k - nb))  # [P, nt*k, nt*k]
+    tiles = padded.view(plans, nt, k, nt, k)  # [P, query tile, block, key tile, block]
+    whole = (torch.arange(nt, device=blocks.device) + 1) * tile <= n  # [nt] no padded position
+    full = tiles.all(dim=4).all(dim=2) & whole[:, None] & whole[None, :]  # [P, nt, nt]
+    partial = tiles.any(dim=4).any(dim=2) & ~full  # [P, nt, nt]
+
+    def ordered(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # create_block_mask's layout: the count, and the attended tiles first, ascending
+        count = m.sum(dim=-1, dtype=torch.int32)[None]  # [1, P, nt]
+        return count, torch.argsort(~m, dim=-1, stable=True).to(torch.int32)[None]
+
+    return BlockMask.from_kv_blocks(
+        *ordered(partial), *ordered(full), tile, mod, seq_lengths=(n, n)
+    )  # [1, P, nt(, nt)]
 
 
 def shaped_mod(mod: Mod, inputs: Inputs, tile: int = TILE) -> Mod:
@@ -187,6 +224,18 @@ class FlexKernel(Kernel):
         """The BlockMask tile (``tile_for`` a family's block size, where it has one)."""
         return TILE
 
+    def mask_heads(self, inputs: Inputs) -> int | None:
+        """None where every head has the same pattern (one BlockMask for all), else the query
+        heads (``flex-bigbird`` with a random plan per head)."""
+        return None
+
+    def block_mask(self, inputs: Inputs, mod: Mod, tile: int) -> BlockMask:
+        """The BlockMask of ``mod`` (the case's shaped ``mask_mod``), by create_block_mask
+        (``build_block_mask``); a family whose pattern is made of blocks may build it from
+        them (``flex-bigbird``: ``block_mask_from_blocks``)."""
+        n, heads = inputs.seq_len, self.mask_heads(inputs)
+        return build_block_mask(mod, n, inputs.device, tile, inputs.query_len, heads)
+
     def mask_mod(self, inputs: Inputs) -> Mod:
         """The ``mask_mod`` of the BlockMask."""
         raise NotImplementedError
@@ -211,7 +260,7 @@ class FlexMaskBackend(FlexKernel):
     def prepare(self, inputs: Inputs) -> AttentionFn:
         tile = self.tile(inputs)
         mod = shaped_mod(self.mask_mod(inputs), inputs, tile)
-        block_mask = build_block_mask(mod, inputs.seq_len, inputs.device, tile, inputs.query_len)
+        block_mask = self.block_mask(inputs, mod, tile)
         flex, scale = compiled_flex(), inputs.scale
         gqa = {"enable_gqa": True} if inputs.grouped else {}
 

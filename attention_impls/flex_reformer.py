@@ -12,6 +12,13 @@ shared QK, the token itself unless it is alone. The rounds are folded into the h
 ``score_mod`` subtracting log(count), and the rounds are merged by the softmax of their
 log-sum-exps. Compiled FlexAttention on CPU has neither backward nor log-sum-exp in torch 2.13:
 on CPU this backend runs forward only, and one round only.
+
+The family's conventions (``attention_impls.reformer``): the bucket count and ``--unscaled-logits``
+(flex's ``scale=1``) are followed; ``--count-per-round`` drops the count ``score_mod``, so that
+the merge by log-sum-exps weighs each round's softmax as HF does. ``--look-back-across-rounds``
+with several rounds is refused: each round is a head of one call over its own sorted slots, so
+chunk 0 cannot reach another round's last chunk (one BlockMask per round's slots), and the self
+mask would need the token in both chunks; with one round it is the same pattern and runs.
 """
 
 from __future__ import annotations
@@ -24,8 +31,8 @@ import torch.nn.functional as F
 from attention_impls import flex
 from attention_impls.flex import FlexKernel, Mod
 from attention_impls.footprint import rows_bytes
-from attention_impls.lsh import rotations
-from attention_impls.reformer import Reformer, meets, unit_keys
+from attention_impls.lsh import rotations, unit_keys
+from attention_impls.reformer import Reformer, meets
 from harness.measure.backend import AttentionFn, Kernel
 from harness.measure.inputs import Inputs
 from harness.measure.registry import register
@@ -56,6 +63,12 @@ class FlexReformer(FlexKernel):
                 f"n_hashes {self.params.n_hashes} > 1 needs the log-sum-exp of each round to "
                 f"merge them, and compiled FlexAttention on CPU does not return it in torch "
                 f"{torch.__version__} (return_lse unsupported): n_hashes=1 only on CPU"
+            )
+        if self.params.look_back_across_rounds and self.params.n_hashes > 1:
+            reasons.append(
+                "look_back_across_rounds is not computed: flex-reformer folds the rounds into "
+                "heads, each over its own round's sorted slots, so chunk 0 cannot look back to "
+                "the previous round's last chunk (the plain reformer computes it)"
             )
         return reasons
 
@@ -90,11 +103,12 @@ class FlexReformer(FlexKernel):
         nc, slots = n_pad // c, flex.table_len(n_pad, tile)
         rot = rotations(inputs, self.params)  # [H, D, R, n_buckets / 2]
         block_mask = flex.build_block_mask(self.mask_mod(inputs), n_pad, dev, tile)
-        attention, scale, chunks = flex.compiled_flex(), inputs.scale, flex.scalar(nc, dev)
+        scale = 1.0 if self.params.unscaled_logits else inputs.scale
+        attention, chunks = flex.compiled_flex(), flex.scalar(nc, dev)
         offset_bh = (torch.arange(b * h, device=dev) * n_pad).view(b, h, 1, 1)
         offset_bhr = (torch.arange(b * h * rounds, device=dev) * n_pad).view(b, h, rounds, 1)
         # with one or two chunks every pair meets in every round: a constant count cancels
-        counted = rounds > 1 and nc > 2
+        counted = rounds > 1 and nc > 2 and not self.params.count_per_round
         # log(count), count 0 (never attended) at 0; float32 at least: log 2 in bf16 is 2e-3 off
         log_dtype = torch.float64 if inputs.dtype == torch.float64 else torch.float32
         log_count = torch.arange(rounds + 1, device=dev).clamp(min=1).to(log_dtype).log()

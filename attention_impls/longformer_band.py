@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from attention_impls.longformer_global import Projections, project
 from harness.measure.backend import AttentionFn
 from harness.measure.inputs import Inputs
 
@@ -28,9 +29,15 @@ def band_steps(window: int, dilation: int, seq_len: int, causal: bool) -> torch.
 
 
 def band_attention(
-    inputs: Inputs, window: int, dilation: int, gpos: list[int], causal: bool
+    inputs: Inputs,
+    window: int,
+    dilation: int,
+    gpos: list[int],
+    causal: bool,
+    proj: Projections | None = None,
 ) -> AttentionFn:
-    """The closure for ``inputs`` (any ``q_len``; meant for ``q_len < seq_len``)."""
+    """The closure for ``inputs`` (any ``q_len``; meant for ``q_len < seq_len``); ``proj``: the
+    global rows' own projections (``attention_impls.longformer_global``), None to reuse q, k, v."""
     n, m, dev = inputs.seq_len, inputs.query_len, torch.device(inputs.device)
     hkv, groups, scale = inputs.kv_heads_count, inputs.heads // inputs.kv_heads_count, inputs.scale
     pos = torch.arange(m, device=dev) + inputs.query_offset  # [M] query positions
@@ -81,11 +88,14 @@ def band_attention(
             out = scores.softmax(dim=-1) @ vb  # [B, Hkv, M, G, D]
         out = out.transpose(2, 3).reshape(b, h, m, dim)  # [B, H, M, D]
         if g_rows.numel():
-            rows = q[:, :, g_rows].reshape(b, hkv, -1, dim)  # [B, Hkv, G*Gq, D]
-            dense = rows @ k.transpose(-1, -2)  # [B, Hkv, G*Gq, N]
+            rows, kd, vd = q[:, :, g_rows], k, v  # [B, H, Gq, D]; k, v [B, Hkv, N, D]
+            if proj is not None:  # the global rows' own projections (q is scaled: linear)
+                rows, kd, vd = project(proj, rows, k, v)
+            rows = rows.reshape(b, hkv, -1, dim)  # [B, Hkv, G*Gq, D]
+            dense = rows @ kd.transpose(-1, -2)  # [B, Hkv, G*Gq, N]
             if dense_blocked is not None:
                 dense.masked_fill_(dense_blocked, float("-inf"))
-            dense = (dense.softmax(dim=-1) @ v).view(b, h, -1, dim)  # [B, H, Gq, D]
+            dense = (dense.softmax(dim=-1) @ vd).view(b, h, -1, dim)  # [B, H, Gq, D]
             out = out.index_copy(2, g_rows, dense)  # [B, H, M, D]
         return out
 

@@ -1,8 +1,9 @@
 """Reformer's hashing (Kitaev, Kaiser and Levskaya, 2020, "Reformer: The Efficient Transformer",
-ICLR, arXiv:2001.04451, sec. 3): angular LSH by random rotations and the sort by (bucket,
-position) that cuts each round into chunks. Shared by ``Reformer.mask``, the plain kernel and
-flex-reformer, so that all three see the same chunks; the pattern on those chunks is
-``attention_impls.reformer.meets``. Layout ``[B, H, N, D]`` as in ``harness.measure.backend``.
+ICLR, arXiv:2001.04451, sec. 3): angular LSH by random rotations, the sort by (bucket, position)
+that cuts each round into chunks, and the keys shared-QK derives from q. Shared by
+``Reformer.mask``, the plain kernel and flex-reformer, so that all three see the same chunks;
+the pattern on those chunks is ``attention_impls.reformer.meets``. Layout ``[B, H, N, D]`` as
+in ``harness.measure.backend``.
 
 The rotations are drawn on CPU from a generator seeded with ``inputs.seed``, round by round, the
 same on every device. Hashing runs one round and one slice of tokens at a time, so that its
@@ -24,10 +25,22 @@ if TYPE_CHECKING:  # the family's module imports this one
 
 
 def num_buckets(params: ReformerParams, seq_len: int) -> int:
-    """``n_buckets``, or by default about one chunk per bucket: ``max(2, 2 round(N / 2c))``."""
+    """``n_buckets``, or by default ``max(2, 2 round(K N / 2c))`` for ``K = buckets_per_chunk``
+    (2: the paper's ``2 N / c``, half a chunk per bucket)."""
     if params.n_buckets is not None:
         return params.n_buckets
-    return max(2, 2 * round(seq_len / (2 * params.chunk_size)))
+    return max(2, 2 * round(params.buckets_per_chunk * seq_len / (2 * params.chunk_size)))
+
+
+def unit_keys(q: torch.Tensor) -> torch.Tensor:
+    """The shared-QK keys ``q / ||q||`` (zero rows, such as padding, stay zero instead of NaN)."""
+    return F.normalize(q, dim=-1)
+
+
+def expand_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[B, Hkv, N, D]`` -> ``[B, H, N, D]``: key/value head g for query heads g*G .. g*G+G-1."""
+    groups = heads // x.shape[1]
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
 
 
 def rotations(inputs: Inputs, params: ReformerParams) -> torch.Tensor:

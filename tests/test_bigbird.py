@@ -1,10 +1,12 @@
 """Tests of the BigBird backend: output and gradients against the dense masked reference, the mask
-against the paper's block pattern (recomputed here, not with the backend's helpers), O(N) memory,
-parameter checks."""
+against the paper's block pattern (recomputed here, not with the backend's helpers), random plans
+per head (and one shared plan, as before issue 16), O(N) memory, pair counts, parameter checks."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,8 +34,10 @@ CASES = [
 ]
 
 
-def _backend(b: int, g: int, r: int) -> BigBird:
-    return BigBird(BigBirdParams(block_size=b, global_blocks=g, random_blocks=r))
+def _backend(b: int, g: int, r: int, shared: bool = False) -> BigBird:
+    return BigBird(
+        BigBirdParams(block_size=b, global_blocks=g, random_blocks=r, shared_plan=shared)
+    )
 
 
 def block_pattern(mask: torch.Tensor, n: int, b: int) -> torch.Tensor:
@@ -66,27 +70,40 @@ def check_paper_pattern(blocks: torch.Tensor, g: int, r: int) -> None:
         assert extra.sum() == min(r, int(candidates.sum())), f"query block {i}: {extra.tolist()}"
 
 
+def plans_can_differ(n: int, b: int, g: int, r: int) -> bool:
+    """Whether some query block has more candidates than ``r`` (else every plan takes them all):
+    the first non-global block's window has two non-global blocks, leaving ``nq - 2``."""
+    nq = math.ceil(n / b) - 2 * g
+    return r > 0 and nq - 2 > r
+
+
 @pytest.mark.parametrize(("n", "b", "g", "r"), CASES)
 @pytest.mark.parametrize("seed", [0, 7])
-def test_matches_reference(n: int, b: int, g: int, r: int, seed: int) -> None:
-    backend = _backend(b, g, r)
+@pytest.mark.parametrize("shared", [False, True])
+def test_matches_reference(n: int, b: int, g: int, r: int, seed: int, shared: bool) -> None:
+    backend = _backend(b, g, r, shared)
     inputs = Inputs(batch=2, heads=3, seq_len=n, head_dim=8, seed=seed)
     mask = assert_matches_reference(backend, inputs, atol=1e-5, rtol=1e-5)
     assert mask.shape == (2, 3, n, n)
-    assert (mask == mask[:1, :1]).all(), "the pattern is shared by batch and heads"
+    assert (mask == mask[:1]).all(), "the plans are shared by the batch"
+    same_heads = bool((mask == mask[:, :1]).all())
+    assert same_heads == (shared or not plans_can_differ(n, b, g, r))
 
 
 @pytest.mark.parametrize(("n", "b", "g", "r"), [*CASES, (4096, 64, 1, 3), (2048, 16, 2, 5)])
 def test_mask_follows_paper_pattern(n: int, b: int, g: int, r: int) -> None:
-    inputs = Inputs(batch=1, heads=1, seq_len=n, head_dim=4, seed=3)
+    heads = 3
+    inputs = Inputs(batch=1, heads=heads, seq_len=n, head_dim=4, seed=3)
     q = torch.zeros(inputs.shape)
-    mask = _backend(b, g, r).mask(inputs, q, q).expand(1, 1, n, n)[0, 0]
-    blocks = block_pattern(mask, n, b)
-    check_paper_pattern(blocks, g, r)
-    if math.ceil(n / b) <= 2 * g:
-        assert mask.all(), "nb <= 2g must be dense"
-    elif n >= 1000:
-        assert mask.float().mean() < 0.5, "a long sequence must be sparse"
+    masks = _backend(b, g, r).mask(inputs, q, q)
+    assert masks.shape == (1, heads, n, n)
+    for mask in masks[0]:  # every head's plan follows the paper's pattern
+        blocks = block_pattern(mask, n, b)
+        check_paper_pattern(blocks, g, r)
+        if math.ceil(n / b) <= 2 * g:
+            assert mask.all(), "nb <= 2g must be dense"
+        elif n >= 1000:
+            assert mask.float().mean() < 0.5, "a long sequence must be sparse"
 
 
 @pytest.mark.parametrize(("n", "b", "g", "r"), [(1000, 32, 1, 3), (100, 16, 0, 2)])
@@ -101,14 +118,50 @@ def test_mask_rows_subset(n: int, b: int, g: int, r: int) -> None:
     assert torch.equal(part.expand(1, 1, rows.numel(), n), full[:, :, rows])
 
 
-def test_random_blocks_depend_on_seed() -> None:
-    n, backend = 1024, _backend(16, 1, 3)
-    q = torch.zeros(1, 1, n, 4)
-    masks = [backend.mask(Inputs(1, 1, n, 4, seed=s), q, q) for s in (0, 0, 1)]
+@pytest.mark.parametrize("heads", [1, 4])
+@pytest.mark.parametrize("shared", [False, True])
+def test_random_blocks_depend_on_seed(heads: int, shared: bool) -> None:
+    n, backend = 1024, _backend(16, 1, 3, shared)
+    q = torch.zeros(1, heads, n, 4)
+    masks = [backend.mask(Inputs(1, heads, n, 4, seed=s), q, q) for s in (0, 0, 1)]
     assert torch.equal(masks[0], masks[1]), "same seed, same random blocks"
     assert not torch.equal(masks[0], masks[2]), "different seeds, different random blocks"
-    again = _backend(16, 1, 3).mask(Inputs(1, 1, n, 4, seed=0), q, q)
+    again = _backend(16, 1, 3, shared).mask(Inputs(1, heads, n, 4, seed=0), q, q)
     assert torch.equal(masks[0], again), "the draw must not depend on the instance"
+
+
+def test_a_plan_per_head() -> None:
+    """Per head (the default): each head draws its own plan, all different here, and
+    reproducibly; one shared plan is the same for every head, and is the one plan of a single
+    head."""
+    n, heads, params = 1024, 8, BigBirdParams(block_size=16)
+    tables = random_block_table(n, params, seed=3, heads=heads)  # [H, nq, r]
+    assert tables.shape == (heads, 64 - 2, 3)
+    assert torch.equal(tables, random_block_table(n, params, seed=3, heads=heads))
+    assert len({tuple(t.flatten().tolist()) for t in tables}) == heads, "plans must differ"
+    shared = random_block_table(n, params, seed=3)  # [nq, r]
+    assert torch.equal(random_block_table(n, params, seed=3, heads=1)[0], shared)
+    q = torch.zeros(1, heads, n, 4)
+    inputs = Inputs(1, heads, n, 4, seed=3)
+    per_head = BigBird(params).mask(inputs, q, q)  # [1, H, N, N]
+    one = BigBird(BigBirdParams(block_size=16, shared_plan=True)).mask(inputs, q, q)
+    assert per_head.shape == (1, heads, n, n) and one.shape == (1, 1, n, n)
+    assert torch.equal(per_head[0, 0], one[0, 0]), "head 0's plan is the shared plan"
+    assert all(not torch.equal(per_head[0, 0], per_head[0, h]) for h in range(1, heads))
+    # more heads draw further plans; the first heads' plans stay the same
+    assert torch.equal(random_block_table(n, params, seed=3, heads=2), tables[:2])
+
+
+def test_shared_plan_is_the_plan_before_issue_16() -> None:
+    """``--shared-random-plan`` draws exactly what the one-plan code drew (its tables, stored
+    from commit 9d1c589 in tests/data/bigbird_shared_plans.json)."""
+    stored = json.loads((Path(__file__).parent / "data" / "bigbird_shared_plans.json").read_text())
+    assert len(stored["plans"]) >= 4
+    for case in stored["plans"]:
+        b, g, r = case["block_size"], case["global_blocks"], case["random_blocks"]
+        params = BigBirdParams(b, g, r, shared_plan=True)
+        table = random_block_table(case["seq_len"], params, case["seed"])
+        assert table.tolist() == case["table"], case["seq_len"]
 
 
 def test_random_blocks_uniform() -> None:
@@ -159,11 +212,34 @@ def test_other_dtypes(dtype: torch.dtype) -> None:
 
 
 @pytest.mark.parametrize("requires_grad", [False, True])
-def test_memory_is_linear(requires_grad: bool) -> None:
+@pytest.mark.parametrize(
+    ("heads", "kv_heads", "shared"),
+    [(1, None, False), (2, None, False), (4, 2, False), (4, 2, True)],
+)
+def test_memory_is_linear(requires_grad: bool, heads: int, kv_heads: int | None, shared: bool):
     n = 2048
-    inputs = Inputs(batch=1, heads=1, seq_len=n, head_dim=16, requires_grad=requires_grad)
-    largest = largest_intermediate(_backend(16, 1, 2), inputs)
+    inputs = Inputs(1, heads, n, 16, requires_grad=requires_grad, kv_heads=kv_heads)
+    largest = largest_intermediate(_backend(16, 1, 2, shared), inputs)
     assert largest < n * n / 4, largest
+
+
+# (N, b, g, r): g = 0 with a short last block, the only case where plans differ in their count
+@pytest.mark.parametrize(("n", "b", "g", "r"), [(103, 8, 0, 3), (70, 7, 0, 3), (1000, 32, 0, 3),
+                                                (1000, 32, 1, 3), (100, 16, 2, 1)])  # fmt: skip
+@pytest.mark.parametrize("shared", [False, True])
+def test_pairs_are_the_mask_per_head(n: int, b: int, g: int, r: int, shared: bool) -> None:
+    """``attended_pairs`` (and the case's count) is exactly the mask's pairs per (batch, head):
+    with a plan per head, their mean over the heads."""
+    heads, backend = 6, _backend(b, g, r, shared)
+    for seed in range(4):
+        inputs = Inputs(1, heads, n, 4, seed=seed)
+        q = torch.zeros(inputs.shape)
+        mask = backend.mask(inputs, q, q).expand(1, heads, n, n)
+        per_head = mask.sum(dim=(-1, -2)).double()  # [1, H]
+        assert backend.attended_pairs(n, seed, heads) == pytest.approx(per_head.mean().item())
+        assert backend.case_pairs(inputs) == backend.attended_pairs(n, seed, heads)
+        if not shared:  # head 0's plan is the one plan of a single head
+            assert backend.attended_pairs(n, seed) == per_head[0, 0].item()
 
 
 def test_param_errors() -> None:
@@ -208,3 +284,8 @@ def test_registered_and_estimate(monkeypatch) -> None:
     # every block global: dense fused SDPA, no [B, H, N, N] scores
     dense = BigBird(BigBirdParams(block_size=64, global_blocks=32))
     assert dense.estimate_bytes(Inputs(1, 4, 4096, 64)) < 2 * vec
+    # grouped-query attention: a plan per head gathers the blocks per query head (4 here), one
+    # shared plan per key/value head (1): the gathered blocks are a quarter
+    gqa = Inputs(1, 4, 4096, 64, kv_heads=1)
+    one = BigBird(BigBirdParams(shared_plan=True)).estimate_bytes(gqa)
+    assert backend.estimate_bytes(gqa) - one == 2 * blocks - 2 * (blocks // 4)

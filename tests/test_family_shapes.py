@@ -97,8 +97,10 @@ def test_strided_gqa_and_documents(causal, n, stride, kv_heads, documents):
 
 @pytest.mark.parametrize(("n", "b", "g", "r"), [(200, 16, 1, 2), (256, 32, 0, 3), (64, 16, 2, 1)])
 @pytest.mark.parametrize("kv_heads", [1, 2])
-def test_bigbird_gqa(n, b, g, r, kv_heads):
-    check(BigBird(BigBirdParams(b, g, r)), shape(n, n + kv_heads, kv_heads=kv_heads))
+@pytest.mark.parametrize("shared", [False, True])
+def test_bigbird_gqa(n, b, g, r, kv_heads, shared):
+    backend = BigBird(BigBirdParams(b, g, r, shared_plan=shared))
+    check(backend, shape(n, n + kv_heads, kv_heads=kv_heads))
 
 
 @pytest.mark.parametrize(("n", "rounds"), [(150, 1), (256, 3)])
@@ -133,8 +135,11 @@ def test_strided_documents_stay_sparse():
 def test_estimates_count_grouped_heads():
     mha, gqa = Inputs(2, 8, 4096, 64), Inputs(2, 8, 4096, 64, kv_heads=2)
     # blocked kernels copy k and v neighbours per key/value head: fewer heads, less memory
-    for backend in (Longformer(LongformerParams(window=64)), BigBird(), Strided()):
+    shared_plan = BigBird(BigBirdParams(shared_plan=True))
+    for backend in (Longformer(LongformerParams(window=64)), shared_plan, Strided()):
         assert backend.estimate_bytes(gqa) < backend.estimate_bytes(mha), backend.name
+    # BigBird's random plan per head gathers the blocks per query head: no saving
+    assert BigBird().estimate_bytes(gqa) == BigBird().estimate_bytes(mha)
     # Reformer repeats k and v to every query head: more memory than without the groups
     reformer = Reformer(ReformerParams(shared_qk=False))
     assert reformer.estimate_bytes(gqa) > reformer.estimate_bytes(mha)

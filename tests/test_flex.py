@@ -54,8 +54,10 @@ def check_forward(flex, plain, inputs: Inputs, atol: float = 1e-5) -> None:
     torch.testing.assert_close(out, plain.prepare(inputs)(q, k, v), atol=atol, rtol=atol)
 
 
-def full_mask(mod, n: int) -> torch.Tensor:
-    return create_mask(mod, 1, 1, n, n, "cpu")[0, 0]  # [N, N]
+def full_mask(mod, n: int, heads: int | None = None) -> torch.Tensor:
+    """``[N, N]``, or ``[H, N, N]`` for ``heads``."""
+    mask = create_mask(mod, 1, heads or 1, n, n, "cpu")[0]  # [H, N, N]
+    return mask[0] if heads is None else mask
 
 
 # -- Longformer ----------------------------------------------------------------------------------
@@ -106,8 +108,9 @@ BIGBIRD = [  # (N, block_size, global_blocks, random_blocks): tile 128 for b = 1
 
 
 @pytest.mark.parametrize(("n", "b", "g", "r"), BIGBIRD)
-def test_bigbird_forward(n, b, g, r):
-    params = BigBirdParams(b, g, r)
+@pytest.mark.parametrize("shared", [False, True])
+def test_bigbird_forward(n, b, g, r, shared):
+    params = BigBirdParams(b, g, r, shared_plan=shared)
     check_forward(FlexBigBird(params), BigBird(params), Inputs(1, 2, n, 16, seed=7))
 
 
@@ -115,10 +118,15 @@ def test_bigbird_forward(n, b, g, r):
     ("n", "b", "g", "r"),
     [*BIGBIRD, (100, 16, 1, 20), (40, 16, 2, 1), (37, 5, 0, 2), (17, 16, 0, 3)],
 )
-def test_bigbird_mask_mod_is_the_mask(n, b, g, r):
-    backend, inputs = FlexBigBird(BigBirdParams(b, g, r)), Inputs(1, 1, n, 4, seed=3)
+@pytest.mark.parametrize("shared", [False, True])
+def test_bigbird_mask_mod_is_the_mask(n, b, g, r, shared):
+    """Each head's plan (one for all with ``shared_plan``), as the BlockMask's heads see it."""
+    backend = FlexBigBird(BigBirdParams(b, g, r, shared_plan=shared))
+    inputs = Inputs(1, 3, n, 4, seed=3)
     q, k, _ = inputs.make_qkv()
-    assert torch.equal(full_mask(backend.mask_mod(inputs), n), backend.mask(inputs, q, k)[0, 0])
+    assert backend.mask_heads(inputs) == (None if shared else 3)
+    mask = backend.mask(inputs, q, k).expand(1, 3, n, n)[0]  # [H, N, N]
+    assert torch.equal(full_mask(backend.mask_mod(inputs), n, heads=3), mask)
 
 
 # -- Reformer ------------------------------------------------------------------------------------
@@ -135,6 +143,44 @@ REFORMER_CPU = [  # (N, chunk_size, shared_qk), one round: padded to 304 (tile 1
 def test_reformer_forward(n, c, shared):
     params = ReformerParams(n_hashes=1, chunk_size=c, shared_qk=shared)
     check_forward(FlexReformer(params), Reformer(params), Inputs(1, 2, n, 16, seed=n))
+
+
+@pytest.mark.parametrize(
+    "conventions",
+    [dict(unscaled_logits=True), dict(buckets_per_chunk=1), dict(look_back_across_rounds=True)],
+)
+def test_reformer_conventions_one_round(conventions):
+    """The conventions flex-reformer follows, compiled on CPU (one round: the look-back across
+    rounds is the same pattern there, and runs)."""
+    params = ReformerParams(n_hashes=1, chunk_size=16, **conventions)
+    inputs = Inputs(1, 2, 300, 16, seed=1)
+    assert FlexReformer(params).not_supported_reasons(inputs) == []
+    check_forward(FlexReformer(params), Reformer(params), inputs)
+
+
+@pytest.mark.parametrize(
+    "conventions",
+    [
+        dict(unscaled_logits=True),
+        dict(count_per_round=True),
+        dict(unscaled_logits=True, count_per_round=True),
+    ],
+)
+@pytest.mark.parametrize(("n", "c"), [(300, 16), (45, 8)])
+def test_reformer_conventions_rounds_uncompiled(eager_flex, conventions, n, c):
+    """Several rounds, merged with flex_attention's unfused implementation: logits unscaled, and
+    pairs weighed per round (no count score_mod)."""
+    params = ReformerParams(n_hashes=3, chunk_size=c, **conventions)
+    inputs = Inputs(2, 2, n, 16, dtype=torch.float64, seed=n)
+    check_forward(FlexReformer(params), Reformer(params), inputs, atol=1e-12)
+
+
+def test_reformer_look_back_across_rounds_refused():
+    params = ReformerParams(n_hashes=2, look_back_across_rounds=True)
+    reasons = FlexReformer(params).not_supported_reasons(Inputs(1, 2, 1024, 16, device="cuda"))
+    assert any("look_back_across_rounds is not computed" in r for r in reasons)
+    one_round = ReformerParams(n_hashes=1, look_back_across_rounds=True)
+    assert FlexReformer(one_round).not_supported_reasons(Inputs(1, 2, 1024, 16)) == []
 
 
 @pytest.mark.parametrize(
@@ -175,17 +221,57 @@ def test_reformer_sorted_mask_mod_is_the_mask(n, c, shared):
 # -- BlockMask, memory, compilation ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", [FlexLongformer(LongformerParams(9, 2, (3,))), FlexBigBird()])
-def test_block_mask_in_slabs_is_create_block_mask(monkeypatch, backend):
-    inputs = Inputs(1, 1, 700, 4)
-    mod, tile = backend.mask_mod(inputs), backend.tile(inputs)
-    whole = create_block_mask(mod, None, None, 700, 700, device="cpu", BLOCK_SIZE=tile)
+@pytest.mark.parametrize(
+    ("backend", "heads"),
+    [(FlexLongformer(LongformerParams(9, 2, (3,))), 1), (FlexBigBird(), 1), (FlexBigBird(), 3)],
+)
+def test_block_mask_in_slabs_is_create_block_mask(monkeypatch, backend, heads):
+    inputs = Inputs(1, heads, 700, 4)
+    mod, tile, h = backend.mask_mod(inputs), backend.tile(inputs), backend.mask_heads(inputs)
+    whole = create_block_mask(mod, None, h, 700, 700, device="cpu", BLOCK_SIZE=tile)
     monkeypatch.setattr(fx, "MASK_SLAB_ELEMENTS", 1)  # one tile of rows per slab
-    slabs = fx.build_block_mask(mod, 700, "cpu", tile)
+    slabs = fx.build_block_mask(mod, 700, "cpu", tile, heads=h)
     assert torch.equal(slabs.to_dense(), whole.to_dense())
     for name in ("kv_num_blocks", "full_kv_num_blocks", "q_num_blocks", "full_q_num_blocks"):
         assert torch.equal(getattr(slabs, name), getattr(whole, name)), name
     assert slabs.seq_lengths == (700, 700) and slabs.BLOCK_SIZE == whole.BLOCK_SIZE
+
+
+@pytest.mark.parametrize(
+    ("n", "b", "g", "r", "tile"),
+    [(700, 64, 1, 3, 64), (700, 64, 1, 3, 128), (1024, 16, 0, 2, 128), (300, 16, 2, 1, 64),
+     (256, 64, 2, 3, 64), (100, 50, 0, 1, 100)],
+)  # fmt: skip
+@pytest.mark.parametrize("shared", [False, True])
+def test_bigbird_block_mask_from_its_blocks(n, b, g, r, tile, shared):
+    """flex-bigbird's BlockMask made from the pattern on blocks (no mask_mod call per pair) is
+    create_block_mask's: the same partial and full tiles, per head where the plans differ."""
+    backend, inputs = FlexBigBird(BigBirdParams(b, g, r, shared_plan=shared)), Inputs(1, 3, n, 4)
+    mod, heads = backend.mask_mod(inputs), backend.mask_heads(inputs)
+    made = backend.block_mask(inputs, mod, tile)
+    whole = create_block_mask(mod, None, heads, n, n, device="cpu", BLOCK_SIZE=tile)
+    assert torch.equal(made.to_dense(), whole.to_dense())
+    for name in ("kv_num_blocks", "full_kv_num_blocks", "q_num_blocks", "full_q_num_blocks"):
+        assert torch.equal(getattr(made, name), getattr(whole, name)), name
+    for name in ("kv", "full_kv"):  # the attended tiles, in create_block_mask's order
+        count, idx = getattr(made, f"{name}_num_blocks"), getattr(made, f"{name}_indices")
+        ref = getattr(whole, f"{name}_indices")
+        keep = torch.arange(idx.shape[-1]) < count[..., None]
+        assert torch.equal(idx[keep], ref[keep]), name
+    assert made.seq_lengths == (n, n) and made.BLOCK_SIZE == whole.BLOCK_SIZE
+
+
+def test_bigbird_block_mask_elsewhere_by_mask_mod():
+    """Tiles that cut blocks, decoding and documents: create_block_mask's way."""
+    backend = FlexBigBird(BigBirdParams(48, 1, 3))
+    inputs = Inputs(1, 2, 700, 4)
+    assert (
+        fx.block_mask_from_blocks(torch.ones(1, 15, 15, dtype=torch.bool), 48, 700, 128, None)
+        is None
+    )
+    mod = backend.mask_mod(inputs)
+    made = backend.block_mask(inputs, mod, 128)
+    assert torch.equal(made.to_dense(), create_block_mask(mod, None, 2, 700, 700, "cpu").to_dense())
 
 
 def test_block_mask_compiled_beyond_eager_length(monkeypatch):
@@ -220,11 +306,12 @@ def test_prepare_builds_no_quadratic_tensor(monkeypatch, backend):
     with LargestTensor() as record:
         backend.prepare(inputs)
     assert 0 < record.largest <= 128 * n * 2  # one slab of mask_mod values, not n * n
-    mod = backend.mask_mod(inputs)
+    mod, heads = backend.mask_mod(inputs), backend.mask_heads(inputs)
     assert sum(t.numel() for t in _tensors(mod)) <= 2 * n + 256
-    block_mask = fx.build_block_mask(mod, n, "cpu", backend.tile(inputs))
+    block_mask = fx.build_block_mask(mod, n, "cpu", backend.tile(inputs), heads=heads)
     tiles = -(-n // block_mask.BLOCK_SIZE[0])
-    assert all(t.numel() <= tiles * tiles for t in block_mask.as_tuple() if torch.is_tensor(t))
+    cells = tiles * tiles * (heads or 1)  # per head where the heads' patterns differ
+    assert all(t.numel() <= cells for t in block_mask.as_tuple() if torch.is_tensor(t))
 
 
 def test_reformer_score_mod_tables_are_linear(monkeypatch):
