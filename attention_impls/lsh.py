@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # the family's module imports this one
     from attention_impls.reformer import ReformerParams
 
 
+ROTATION_STREAM = 0x4C534852  # "LSHR": the rotations' generator is seeded with seed XOR this
+
+
 def num_buckets(params: ReformerParams, seq_len: int) -> int:
     """``n_buckets``, or by default ``max(2, 2 round(K N / 2c))`` for ``K = buckets_per_chunk``
     (2: the paper's ``2 N / c``, half a chunk per bucket)."""
@@ -49,7 +52,9 @@ def rotations(inputs: Inputs, params: ReformerParams) -> torch.Tensor:
     Drawn round by round, so the rounds of a smaller ``n_hashes`` are the first rounds of a
     larger one (and its neighbourhoods a subset).
     """
-    gen = torch.Generator().manual_seed(inputs.seed)  # CPU: identical draws on every device
+    # CPU: identical draws on every device. A stream of its own: drawn from inputs.seed itself,
+    # the rotations were q's first elements (head 0, round 0 hashed q[0, 0, 0] against itself)
+    gen = torch.Generator().manual_seed(inputs.seed ^ ROTATION_STREAM)
     half = num_buckets(params, inputs.seq_len) // 2
     shape = (params.n_hashes, inputs.heads, inputs.head_dim, half)
     rot = torch.randn(shape, generator=gen).permute(1, 2, 0, 3)  # [H, D, R, half]

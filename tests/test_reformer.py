@@ -23,7 +23,8 @@ def expected_pattern(
     """The attended pairs ``[B, H, N, N]`` and, per pair, how many window slots over all rounds
     hold it.
 
-    Straight from the definition: rotations drawn round by round from ``inputs.seed``; bucket =
+    Straight from the definition: rotations drawn round by round from ``inputs.seed`` (their own
+    stream); bucket =
     argmax([x R ; -x R]); sort by (bucket, position); chunks of c; a query's window is its own
     chunk and the previous one: of its round (chunk 0: the round's last chunk) or, looking back
     across rounds, chunk 0's is the previous round's last; one chunk: itself only. Shared-QK
@@ -33,7 +34,8 @@ def expected_pattern(
     b, h, n, d = inputs.shape
     c, rounds = params.chunk_size, params.n_hashes
     n_buckets = params.n_buckets or max(2, 2 * round(params.buckets_per_chunk * n / (2 * c)))
-    gen = torch.Generator().manual_seed(inputs.seed)
+    # the rotations' own stream, not the inputs' (q's first elements would be a rotation)
+    gen = torch.Generator().manual_seed(inputs.seed ^ 0x4C534852)
     rot = torch.randn((rounds, h, d, n_buckets // 2), generator=gen)
     n_chunks = math.ceil(n / c)
     keys = q / q.norm(dim=-1, keepdim=True) if params.shared_qk else k
@@ -360,3 +362,12 @@ def test_hf_conventions_equal_huggingface(monkeypatch, n: int, c: int, rounds: i
     torch.testing.assert_close(ours, hf, atol=1e-5, rtol=1e-5)
     paper = Reformer(ReformerParams(n_hashes=rounds, chunk_size=c)).prepare(inputs)(q, q, v)
     assert (paper - hf).abs().max() > 1e-3
+
+
+def test_rotations_are_not_the_inputs_random_numbers():
+    """The rotations come from a stream of their own: drawn from the inputs' seed itself, the
+    first rotation column was q's first row, so head 0 hashed q[0, 0, 0] against itself."""
+    inputs = Inputs(1, 2, 64, 8, seed=5)
+    q, _, _ = inputs.make_qkv()
+    rot = rotations(inputs, ReformerParams(n_hashes=1, n_buckets=2))  # [H, D, 1, 1]
+    assert not torch.allclose(rot[0, :, 0, 0], q[0, 0, 0])

@@ -6,8 +6,9 @@ section 3) as ``LSHSelfAttention`` computes it. Layout ``[B, H, N, D]`` as in
 Parameter mapping: ``n_hashes`` is HF's ``num_hashes``, ``chunk_size`` c its
 ``lsh_attn_chunk_length`` (with ``lsh_num_chunks_before = 1``, ``..._after = 0``: a chunk attends
 itself and the chunk before it, as ours), ``n_buckets`` its ``num_buckets``. Unset, our default
-``max(2, 2 round(N / 2c))`` is passed (HF's own, were it left unset, is ``2^floor(log2(2N / c))``,
-factorised when large: between one and two times ours). HF's ``hash_seed`` is ``inputs.seed``.
+``max(2, 2 round(K N / 2c))`` (``--buckets-per-chunk`` K, 2 by default: the paper's 2N/c) is
+passed (HF's own, were it left unset, is ``2^floor(log2(2N / c))``, factorised when large: the
+power of two at or below ours). HF's ``hash_seed`` is ``inputs.seed``.
 
 What runs in the closure: the module's ``forward`` (hashing, sort, chunked attention, reverse
 sort, merge of the rounds), which cannot be bypassed piecewise without rewriting it. Its two
@@ -46,6 +47,7 @@ from typing import ClassVar
 
 import torch
 
+from attention_impls.lsh import num_buckets
 from attention_impls.peers import optional
 from attention_impls.peers.common import Columns, padded
 from attention_impls.reformer import ReformerParams
@@ -77,7 +79,12 @@ class HFReformer(AttentionBackend):
     promise = Promise(1, log=True)
     preload = (MODULE,)
     Params = narrowed(
-        ReformerParams, "n_hashes", "n_buckets", "chunk_size", qualname="HFReformer.Params"
+        ReformerParams,
+        "n_hashes",
+        "n_buckets",
+        "buckets_per_chunk",
+        "chunk_size",
+        qualname="HFReformer.Params",
     )
     why_not: ClassVar[dict[str, str]] = {
         "gqa": "HF's keys are its queries, one per query head, and v has as many heads",
@@ -117,9 +124,7 @@ class HFReformer(AttentionBackend):
         return errors
 
     def buckets(self, seq_len: int) -> int:
-        if self.params.n_buckets is not None:
-            return self.params.n_buckets
-        return max(2, 2 * round(seq_len / (2 * self.params.chunk_size)))
+        return num_buckets(self.params, seq_len)
 
     def padded_length(self, seq_len: int) -> int:
         return -(-seq_len // self.params.chunk_size) * self.params.chunk_size
