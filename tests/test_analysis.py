@@ -126,3 +126,14 @@ def test_latest_keeps_the_last_row_of_a_repeated_case(run):
         & (kept["seq_len"] == first["seq_len"])
     ]
     assert same["time_median_ms"].tolist() == [1.0]
+
+
+def test_an_approximation_is_compared_with_full_attention_not_used_as_its_reference(tmp_path):
+    """Linformer is no sparse pattern (its rows say sparse False), yet not exact attention
+    either: it is measured against the full-attention backends like the sparse ones, and
+    nothing is measured against it."""
+    linformer = Series("linformer", "linformer", {}, 1.0, 5.0, 1.0, 1e6)
+    df = storage.read_results(write_run(tmp_path / "r", series=(NAIVE, linformer), passes=("fwd",)))
+    assert not df.loc[df["backend"] == "linformer", "sparse"].astype(bool).any()
+    c = analysis.crossovers(df)
+    assert set(c["label"]) == {"linformer"} and set(c["reference"]) == {"full-naive"}

@@ -21,7 +21,7 @@ from harness.store.records import FAILED, GRID_AXES, Status
 
 __all__ = ["CASE_COLUMNS", "Crossover", "Fit", "best_backends", "crossover", "crossovers",
            "exponents", "fit_power", "latest", "measured", "promised_exponent", "relative_to",
-           "with_rates", "yardsticks"]  # fmt: skip
+           "with_rates", "yardstick_labels", "yardsticks"]  # fmt: skip
 
 MEMORY_SLACK = 0.15  # a memory exponent this far above the promise is flagged
 
@@ -44,6 +44,11 @@ class Fit:
 def promised_exponent(promise: Promise, lengths: np.ndarray) -> float:
     """The log-log slope a promise implies over these lengths (n log n is not a power)."""
     return fit_power(lengths, promise.cost(lengths)).slope
+
+
+def yardstick_labels(df: pd.DataFrame) -> set[str]:
+    """The labels of the yardstick backends' series (their parameters, such as causal, in)."""
+    return set(df.loc[df["yardstick"].fillna(False).astype(bool), "label"].unique())
 
 
 def yardsticks(df: pd.DataFrame) -> list[str]:
@@ -166,15 +171,18 @@ def crossover(lengths, ours, theirs, their_status) -> Crossover:
 
 
 def crossovers(df: pd.DataFrame) -> pd.DataFrame:
-    """For each sparse series against each full-attention series, per pass and point of the grid
-    (its axes are columns too): where it becomes faster and where it uses less memory."""
+    """For each series that is not full attention (a sparse pattern or an approximation) against
+    each full-attention series, per pass and point of the grid (its axes are columns too): where
+    it becomes faster and where it uses less memory."""
     df = latest(df)
     rows = []
     names = [k.name for k in grid.keys(df, ("pass", *GRID_AXES))]
     for key, g in df.groupby(grid.keys(df, ("pass", *GRID_AXES)), sort=False):
         at = dict(zip(names, key if isinstance(key, tuple) else (key,), strict=True))
-        full = [s for s in g["label"].unique() if not _sparse(g, s)]
-        sparse = [s for s in g["label"].unique() if _sparse(g, s)]
+        # full attention (any kernel) against everything else: the sparse patterns and the
+        # approximations (dense in their own way, but not exact attention)
+        full = [s for s in g["label"].unique() if _full(g, s)]
+        sparse = [s for s in g["label"].unique() if not _full(g, s)]
         for s in sparse:
             for f in full:
                 both = _aligned(g, s, f)
@@ -194,8 +202,9 @@ def crossovers(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _sparse(g: pd.DataFrame, label: str) -> bool:
-    return bool(g.loc[g["label"] == label, "sparse"].iloc[0])
+def _full(g: pd.DataFrame, label: str) -> bool:
+    row = g.loc[g["label"] == label].iloc[0]
+    return row["family"] == "full" if "family" in g.columns else not bool(row["sparse"])
 
 
 def _aligned(g: pd.DataFrame, ours: str, ref: str) -> pd.DataFrame:

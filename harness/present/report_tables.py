@@ -151,10 +151,13 @@ def glance(df: pd.DataFrame, run_calibration_ms: float | None = None) -> list[st
     return lines or ["No case finished."]
 
 
-def glance_crossovers(cross: pd.DataFrame) -> list[str]:
-    """One line per pass, point of the grid and full-attention reference: where each sparse
-    backend pays off."""
+def glance_crossovers(cross: pd.DataFrame, yardsticks: set[str] | None = None) -> list[str]:
+    """One line per pass, point of the grid and full-attention yardstick (every full-attention
+    reference where ``yardsticks`` is None): where each other backend pays off. Backends not
+    compared with it (skipped at that point) are left out; the crossover table has them all."""
     lines = []
+    if yardsticks is not None:
+        cross = cross[cross["reference"].isin(yardsticks)]
     axes = grid.varying_grid_axes(cross)
     names = short_labels(cross["label"])  # a backend's name, and its parameters that vary
     for key, g in cross.groupby(["pass", *axes, "reference"], sort=False):
@@ -163,7 +166,10 @@ def glance_crossovers(cross: pd.DataFrame) -> list[str]:
             f"{names[r['label']]} {_short(r['time'], 'faster')}, "
             f"{_short(r['memory'], 'less memory')}"
             for _, r in g.iterrows()
+            if r["time"].lengths or r["memory"].lengths
         ]
+        if not parts:
+            continue
         title = facet_title(grid.Facet(pass_, tuple(zip(axes, point, strict=True))))
         lines.append(f"{title}, against {ref}: " + "; ".join(parts) + ".")
     return lines
