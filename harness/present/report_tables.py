@@ -134,8 +134,9 @@ def glance(df: pd.DataFrame, run_calibration_ms: float | None = None) -> list[st
             f"{facet_title(facet)} at n = {length_text(n)}: fastest **{fast['label']}**"
             f" ({fmt_ms(fast['time_median_ms'])}{_mark(fast, run_calibration_ms)})"
         )
-        full = at[~at["sparse"].astype(bool)]
-        if not full.empty and bool(fast["sparse"]):
+        exact = at["family"] == "full"  # full attention: the others are patterns or formulas
+        full = at[exact]
+        if not full.empty and not exact[fast.name]:
             best_full = full.loc[full["time_median_ms"].idxmin()]
             ratio = best_full["time_median_ms"] / fast["time_median_ms"]
             text += f", {ratio:.3g}× faster than {best_full['label']}"
