@@ -85,3 +85,24 @@ def test_the_input_distributions_are_an_axis_and_older_runs_drew_gaussian():
         differences(grid, {**grid, "config": {**grid["config"], "distribution": ["gaussian"]}})
         == []
     )
+
+
+def test_parameters_added_since_a_run_take_the_value_it_computed_with():
+    """A run recorded before a backend gained a parameter resumes when the parameter keeps what
+    the run computed (Longformer's global rows on q, k, v), and is another sweep when the new
+    default computes something else (BigBird's plan per head, Reformer's 2N/c buckets)."""
+    first = changed(backends={"longformer": {"window": 256}, "bigbird": {"block_size": 64},
+                              "reformer": {"n_hashes": 4}})  # fmt: skip
+    same = changed(backends={
+        "longformer": {"window": 256, "separate_global_qkv": False},
+        "bigbird": {"block_size": 64, "shared_random_plan": True},
+        "reformer": {"n_hashes": 4, "buckets_per_chunk": 1, "unscaled_logits": False},
+    })  # fmt: skip
+    assert differences(first, same) == []
+    now = changed(backends={
+        "longformer": {"window": 256, "separate_global_qkv": False},
+        "bigbird": {"block_size": 64, "shared_random_plan": False},
+        "reformer": {"n_hashes": 4, "buckets_per_chunk": 2, "unscaled_logits": False},
+    })  # fmt: skip
+    found = differences(first, now)
+    assert [f.split("'")[0] for f in found] == ["bigbird", "reformer"], found
