@@ -37,6 +37,7 @@ from attention_impls.footprint import kv_bytes, rows_bytes
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
 from harness.measure.params import param
+from harness.measure.reference import reference_dtype
 from harness.measure.registry import register
 from harness.store.facts import Promise
 
@@ -128,8 +129,7 @@ class Linformer(AttentionBackend):
         """``softmax(Q (E K)^T / sqrt(D)) (F V)`` for q's ``rows``, with the kernel's E and F,
         written as the formula (E K as one matmul), in ``compute_dtype`` (float64 on CPU by
         default); differentiable."""
-        if compute_dtype is None:
-            compute_dtype = torch.float64 if q.device.type == "cpu" else torch.float32
+        compute_dtype = reference_dtype(q.device, compute_dtype)
         e, f = (t.to(q.device, compute_dtype) for t in projections(inputs, self.params))
         q, k, v = (t.to(compute_dtype) for t in (q[:, :, rows.to(q.device)], k, v))
         groups = q.shape[1] // k.shape[1]

@@ -49,6 +49,7 @@ from attention_impls.footprint import kv_bytes, rows_bytes
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
 from harness.measure.params import param
+from harness.measure.reference import reference_dtype
 from harness.measure.registry import register
 from harness.store.facts import Promise
 
@@ -175,8 +176,7 @@ class Nystromformer(AttentionBackend):
     ) -> torch.Tensor:
         """The dense ``[B, H, rows, N]`` matrix ``F pinv(A) B`` of the same landmarks and
         iteration, times V, in ``compute_dtype`` (default float64 on CPU, float32 elsewhere)."""
-        if compute_dtype is None:
-            compute_dtype = torch.float64 if q.device.type == "cpu" else torch.float32
+        compute_dtype = reference_dtype(q.device, compute_dtype)
         m, scale = self.params.landmarks, inputs.scale
         groups = inputs.heads // inputs.kv_heads_count
         q, k, v = (t.to(compute_dtype) for t in (q, k, v))

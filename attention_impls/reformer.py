@@ -65,6 +65,7 @@ from attention_impls.reformer_chunks import chunk_attention, chunk_bytes
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
 from harness.measure.params import param
+from harness.measure.reference import reference_dtype
 from harness.measure.registry import register
 from harness.store.facts import Promise
 from harness.store.limits import MAX_HASHES
@@ -255,8 +256,7 @@ class Reformer(AttentionBackend):
             return super().reference(inputs, q, k, v, rows, compute_dtype)
         positions = rows.to(q.device) + inputs.query_offset
         counts = self.pair_counts(inputs, q.detach(), k.detach(), positions)  # [B, H, R, N]
-        if compute_dtype is None:
-            compute_dtype = torch.float64 if q.device.type == "cpu" else torch.float32
+        compute_dtype = reference_dtype(q.device, compute_dtype)
         keys = expand_heads(self.reference_keys(q, k), q.shape[1])  # [B, H, N, D]
         q, keys, v = (
             t.to(compute_dtype) for t in (q[:, :, rows], keys, expand_heads(v, q.shape[1]))

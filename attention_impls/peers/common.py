@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.measure.inputs import Inputs
+from harness.measure.reference import reference_dtype
 
 
 def padded(x: torch.Tensor, n_pad: int) -> torch.Tensor:
@@ -62,8 +63,7 @@ def counted_attention(
     key fills several slots of a query's row. q ``[B, H, M, D]``, keys and v ``[B, H, N, D]``;
     the result is ``[B, H, M, D]`` in ``compute_dtype`` (float64 on CPU, float32 elsewhere by
     default, as ``masked_attention``). Differentiable."""
-    if compute_dtype is None:
-        compute_dtype = torch.float64 if q.device.type == "cpu" else torch.float32
+    compute_dtype = reference_dtype(q.device, compute_dtype)
     q, keys, v = (t.to(compute_dtype) for t in (q, keys, v))
     scores = (q @ keys.transpose(-1, -2)) * q.shape[-1] ** -0.5  # [B, H, M, N]
     scores = scores + counts.to(compute_dtype).log()  # log 0 = -inf: not attended

@@ -54,6 +54,7 @@ from attention_impls.reformer import ReformerParams
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
 from harness.measure.params import narrowed
+from harness.measure.reference import reference_dtype
 from harness.measure.registry import register
 from harness.store.facts import Promise
 from harness.store.limits import MAX_HASHES
@@ -207,8 +208,7 @@ class HFReformer(AttentionBackend):
         """HF's formula, densely: per round, softmax under that round's counts, self at HF's
         constant; the rounds merged by the softmax of their log-sum-exps (a running merge, so
         that one round's ``[B, H, M, N]`` is held at a time)."""
-        if compute_dtype is None:
-            compute_dtype = torch.float64 if q.device.type == "cpu" else torch.float32
+        compute_dtype = reference_dtype(q.device, compute_dtype)
         chunks = self.hf_chunks(inputs, q)
         qc, vc = q.to(compute_dtype), v.to(compute_dtype)
         keys = self.reference_keys(qc, None)

@@ -43,6 +43,7 @@ from attention_impls.nystromformer import Nystromformer, causal_said
 from attention_impls.peers.optional import missing
 from harness.measure.backend import AttentionFn, Kernel
 from harness.measure.inputs import Inputs
+from harness.measure.reference import reference_dtype
 from harness.measure.registry import register
 
 DISTRIBUTION, MODULE = "nystrom-attention", "nystrom_attention"
@@ -165,8 +166,7 @@ class LucidrainsNystrom(Kernel):
     ) -> torch.Tensor:
         """``nystrom_reference`` in ``compute_dtype`` (default float64 on CPU, float32
         elsewhere)."""
-        if compute_dtype is None:
-            compute_dtype = torch.float64 if q.device.type == "cpu" else torch.float32
+        compute_dtype = reference_dtype(q.device, compute_dtype)
         groups = inputs.heads // inputs.kv_heads_count
         q, k, v = (t.to(compute_dtype) for t in (q, k, v))
         k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))  # [B, H, N, D]

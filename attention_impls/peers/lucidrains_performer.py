@@ -52,7 +52,7 @@ from attention_impls.performer import Performer, PerformerParams, feature_seed
 from harness.measure.backend import AttentionFn, Kernel
 from harness.measure.inputs import Inputs
 from harness.measure.params import narrowed
-from harness.measure.reference import reference_mask
+from harness.measure.reference import reference_dtype, reference_mask
 from harness.measure.registry import register
 
 DISTRIBUTION, MODULE = "performer-pytorch", "performer_pytorch"
@@ -145,8 +145,7 @@ class LucidrainsPerformer(Kernel):
     ) -> torch.Tensor:
         """``performer_reference`` with the module's own projection, in ``compute_dtype``
         (default float64 on CPU, float32 elsewhere)."""
-        if compute_dtype is None:
-            compute_dtype = torch.float64 if q.device.type == "cpu" else torch.float32
+        compute_dtype = reference_dtype(q.device, compute_dtype)
         w = self.module(inputs).projection_matrix.to(compute_dtype)
         mask = reference_mask(self, inputs, q.detach(), k.detach(), rows) if self.params.causal \
             else None  # fmt: skip

@@ -12,6 +12,14 @@ if TYPE_CHECKING:
     from harness.measure.backend import AttentionBackend
 
 
+def reference_dtype(device: torch.device, compute_dtype: torch.dtype | None = None) -> torch.dtype:
+    """The dtype a dense reference computes in: ``compute_dtype`` where given, else float64 on
+    CPU and float32 elsewhere, so that the reference is more precise than what it checks."""
+    if compute_dtype is not None:
+        return compute_dtype
+    return torch.float64 if device.type == "cpu" else torch.float32
+
+
 def masked_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -28,8 +36,7 @@ def masked_attention(
     ``compute_dtype`` (default: float64 on CPU, float32 elsewhere), so the reference is more
     precise than what it checks. Differentiable.
     """
-    if compute_dtype is None:
-        compute_dtype = torch.float64 if q.device.type == "cpu" else torch.float32
+    compute_dtype = reference_dtype(q.device, compute_dtype)
     if rows is not None:
         q = q[:, :, rows]  # [B, H, M, D]
     q, k, v = (t.to(compute_dtype) for t in (q, k, v))
