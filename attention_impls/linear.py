@@ -50,7 +50,7 @@ from attention_impls.grouped import fold_groups, fold_mask, unfold_groups
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
 from harness.measure.params import param
-from harness.measure.reference import reference_mask
+from harness.measure.reference import reference_dtype, reference_mask
 from harness.measure.registry import register
 from harness.store.facts import Promise
 
@@ -66,6 +66,16 @@ class LinearAttentionParams:
 def phi(x: torch.Tensor) -> torch.Tensor:
     """The paper's feature map ``elu(x) + 1`` (eq. 7): positive, so every normaliser is."""
     return F.elu(x) + 1
+
+
+def feature_attention(
+    fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Kernelised attention densely, the reference of every feature-map family (this one's elu+1,
+    Performer's random features): ``A = phi(Q) phi(K)^T`` ``[B, H, rows, N]`` restricted to
+    ``mask``, each row divided by its sum, times ``v [B, H, N, D]``."""
+    weights = (fq @ fk.transpose(-1, -2)) * mask  # [B, H, rows, N]
+    return (weights @ v) / weights.sum(dim=-1, keepdim=True)  # [B, H, rows, D]
 
 
 def accumulator(dtype: torch.dtype) -> torch.dtype:
@@ -219,14 +229,12 @@ class LinearAttention(AttentionBackend):
         """Dense: ``A = phi(Q) phi(K)^T`` ``[B, H, rows, N]`` restricted to the case's pairs
         (``reference_mask``: causal at the queries' positions, within documents), rows
         normalised, times V; in ``compute_dtype`` (float64 on CPU by default); differentiable."""
-        if compute_dtype is None:
-            compute_dtype = torch.float64 if q.device.type == "cpu" else torch.float32
+        compute_dtype = reference_dtype(q.device, compute_dtype)
         mask = reference_mask(self, inputs, q.detach(), k.detach(), rows)
         q, k, v = (t.to(compute_dtype) for t in (q[:, :, rows.to(q.device)], k, v))
         groups = q.shape[1] // k.shape[1]
         k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))  # [B, H, N, D]
-        weights = (phi(q) @ phi(k).transpose(-1, -2)) * mask  # [B, H, rows, N]
-        return (weights @ v) / weights.sum(dim=-1, keepdim=True)  # [B, H, rows, D]
+        return feature_attention(phi(q), phi(k), v, mask)  # [B, H, rows, D]
 
     def forward_flops(self, inputs: Inputs) -> float:
         """The matmuls of the formula in its RNN form (section 3.4), the same causal or not,

@@ -67,10 +67,11 @@ import torch.nn.functional as F
 from attention_impls.footprint import kv_bytes, rows_bytes
 from attention_impls.full import causal_mask
 from attention_impls.grouped import fold_groups, fold_mask, unfold_groups
+from attention_impls.linear import feature_attention
 from harness.measure.backend import AttentionBackend, AttentionFn
 from harness.measure.inputs import Inputs
 from harness.measure.params import param
-from harness.measure.reference import reference_mask
+from harness.measure.reference import reference_dtype, reference_mask
 from harness.measure.registry import register
 from harness.store.facts import Promise
 
@@ -262,16 +263,14 @@ class Performer(AttentionBackend):
         """``A = phi(Q) phi(K)^T`` densely (``[B, H, rows, N]``), restricted to the causal and
         document mask, each row divided by its sum, times V; the same ``W``, in ``compute_dtype``
         (default float64 on CPU, float32 elsewhere)."""
-        if compute_dtype is None:
-            compute_dtype = torch.float64 if q.device.type == "cpu" else torch.float32
+        compute_dtype = reference_dtype(q.device, compute_dtype)
         mask = reference_mask(self, inputs, q.detach(), k.detach(), rows)  # [1, 1, rows, N]
         w = self.features(inputs, compute_dtype)
         q, k, v = (t.to(compute_dtype) for t in (q[:, :, rows], k, v))
         groups = inputs.heads // inputs.kv_heads_count
         kf = positive_features(k, w, keys=True).repeat_interleave(groups, dim=1)  # [B, H, N, m]
-        a = positive_features(q, w, keys=False) @ kf.transpose(-1, -2)  # [B, H, rows, N]
-        a = a * mask
-        return (a / a.sum(dim=-1, keepdim=True)) @ v.repeat_interleave(groups, dim=1)
+        qf = positive_features(q, w, keys=False)  # [B, H, rows, m]
+        return feature_attention(qf, kf, v.repeat_interleave(groups, dim=1), mask)
 
     def forward_flops(self, inputs: Inputs) -> float:
         return performer_flops(inputs, self.params.random_features)
