@@ -116,8 +116,11 @@ def positive_features(x: torch.Tensor, w: torch.Tensor, keys: bool) -> torch.Ten
     ``x' = x / D^(1/4)``, stabilised by the largest exponent per row (queries) or per head over
     all rows (``keys``). Computed in place: each step's backward needs no overwritten value."""
     x = x * x.shape[-1] ** -0.25  # [.., n, D]
+    # |x'|^2 / 2 as one more column of the product: [x', |x'|^2] @ [w, -1/2]^T, so that the
+    # backward is the matmul's alone (a broadcast subtraction's costs a negation and a sum)
+    x = torch.cat([x, x.square().sum(dim=-1, keepdim=True)], dim=-1)  # [.., n, D + 1]
+    w = torch.cat([w, w.new_full((w.shape[0], 1), -0.5)], dim=-1)  # [m, D + 1]
     e = x @ w.t()  # [.., n, m]
-    e.sub_(x.square().sum(dim=-1, keepdim=True) / 2)
     top = e.detach().amax(dim=(-2, -1) if keys else -1, keepdim=True)  # [.., 1 or n, 1]
     return e.sub_(top + 0.5 * math.log(w.shape[0])).exp_()
 
@@ -127,10 +130,12 @@ def linear_attention(qf: torch.Tensor, kf: torch.Tensor, v: torch.Tensor) -> tor
     b, h, rows, m = qf.shape
     hkv = kf.shape[1]
     qf = qf.reshape(b, hkv, -1, m)  # [B, Hkv, G*M, m]: a key/value head's query heads stacked
-    state = kf.transpose(-1, -2) @ v  # [B, Hkv, m, D]
-    total = kf.sum(dim=-2).unsqueeze(-1)  # [B, Hkv, m, 1]
-    out = (qf @ state) / (qf @ total)  # [B, Hkv, G*M, D]
-    return out.view(b, h, rows, -1)  # [B, H, M, D]
+    # numerator and normaliser in one product: v with a column of ones gives the key sum
+    v1 = torch.cat([v, v.new_ones(*v.shape[:-1], 1)], dim=-1)  # [B, Hkv, N, D + 1]
+    state = kf.transpose(-1, -2) @ v1  # [B, Hkv, m, D + 1]
+    out = qf @ state  # [B, Hkv, G*M, D + 1]
+    out = out[..., :-1] / out[..., -1:]  # [B, Hkv, G*M, D]
+    return out.reshape(b, h, rows, -1)  # [B, H, M, D]
 
 
 def causal_linear_attention(

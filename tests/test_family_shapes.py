@@ -143,10 +143,10 @@ def test_estimates_count_grouped_heads():
     # Reformer repeats k and v to every query head: more memory than without the groups
     reformer = Reformer(ReformerParams(shared_qk=False))
     assert reformer.estimate_bytes(gqa) > reformer.estimate_bytes(mha)
-    # decoding a few tokens holds a few bands, not all N rows
+    # decoding a few tokens holds a few bands, not the key slots of all N rows
     longformer = Longformer(LongformerParams(window=64))
     decode = Inputs(2, 8, 4096, 64, kv_heads=2, q_len=16)
-    assert longformer.estimate_bytes(decode) < longformer.estimate_bytes(gqa) // 20
+    assert longformer.estimate_bytes(decode) < longformer.estimate_bytes(gqa) // 10
 
 
 @pytest.mark.parametrize("cls", list(SUPPORTS))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from attention_impls.footprint import cpu_flash_buffers_bytes
 from attention_impls.longformer import Longformer, LongformerParams
 from harness.measure.inputs import Inputs
 from harness.measure.reference import masked_attention
@@ -194,19 +195,30 @@ def test_registered():
 def test_estimate_bytes_scales_with_window_and_grad():
     inputs, grad = Inputs(2, 4, 4096, 64), Inputs(2, 4, 4096, 64, requires_grad=True)
     vec = 2 * 4 * 4096 * 64 * 4  # [B, H, N, D] float32
-    scores, nbr = vec * 3 * 64 // 64, vec * 3  # window 64: 3w key slots; k or v neighbours
-    # forward: scaled q, v's neighbours, the scores and their softmax, the output
-    assert make(window=64).estimate_bytes(inputs) == 2 * vec + nbr + 2 * scores
-    # backward: softmax, its gradient and the scores' gradient; q, k's neighbours, dv's, output
-    assert make(window=64).estimate_bytes(grad) == 3 * scores + 2 * vec + 2 * nbr
-    # the scores grow with the window, the neighbour copies do not
-    small, large = (make(window=w).estimate_bytes(inputs) for w in (64, 256))
-    assert large - small == 2 * 3 * scores
-    # dilation 2 adds q's class-major copy; global tokens their columns, concatenated
+    slots = vec * 3  # window 64: 3w key slots per query block, for k or for v
+
+    def mask(w: int, g: int = 0) -> int:  # SDPA's float copy of the mask [N, 3w + G]
+        return 4096 * (3 * w + g) * 4
+
+    def tiles(w: int, backward: bool, g: int = 0) -> int:
+        return cpu_flash_buffers_bytes(w, 3 * w + g, 64, backward)
+
+    # forward: k's and v's slots, the float mask, the output, the fused kernel's tiles
+    small = make(window=64).estimate_bytes(inputs)
+    assert small == 2 * slots + mask(64) + vec + tiles(64, False)
+    # backward: the saved slots and their gradients, q, the output, its gradient, its copy, dq
+    assert make(window=64).estimate_bytes(grad) == 4 * slots + mask(64) + 5 * vec + tiles(64, True)
+    # the slots hold 3 rows per token whatever the window; the mask grows with it
+    large = make(window=256).estimate_bytes(inputs)
+    assert large - small == mask(256) - mask(64) + tiles(256, False) - tiles(64, False)
+    # dilation 2 adds q's class-major copy
     assert make(window=64, dilation=2).estimate_bytes(inputs) == small + vec
+    # global tokens: two more key slots per query block, and the dense rows' scores
     with_globals = make(window=64, global_tokens=(0, 1)).estimate_bytes(inputs)
-    columns = 2 * 4 * 4096 * 2 * 4  # [B, H, N, G]
-    assert with_globals == small - vec + scores + 3 * columns
+    global_slots = 2 * 4 * 64 * 2 * 64 * 4  # [B, H, nb, G, D]: G more slots per block
+    dense = 2 * 4 * 2 * 4096 * 4  # [B, H, G, N]: the global rows' scores, then their softmax
+    extra = 2 * global_slots + mask(64, 2) - mask(64) + tiles(64, False, 2) - tiles(64, False)
+    assert with_globals == small + extra + 2 * dense
 
 
 @pytest.mark.cuda
