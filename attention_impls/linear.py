@@ -58,7 +58,7 @@ from harness.store.facts import Promise
 @dataclass(frozen=True)
 class LinearAttentionParams:
     query_chunk: int = param(
-        64, "--query-chunk", "queries per block of the chunked prefix sums c", low=1
+        64, "--query-chunk", "queries per block of the chunked prefix sums c", low=1, kernel=True
     )
     causal: bool = param(False, "--causal", "keys j <= i only", for_all=True)
 

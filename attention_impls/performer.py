@@ -85,7 +85,9 @@ class PerformerParams:
         False, "--fixed-norms", "random feature rows all of length sqrt(D), not chi-distributed"
     )
     causal: bool = param(False, "--causal", "keys j <= i only", for_all=True)
-    causal_chunk: int = param(128, "--causal-chunk", "query block c of causal prefix sums", low=1)
+    causal_chunk: int = param(
+        128, "--causal-chunk", "query block c of causal prefix sums", low=1, kernel=True
+    )
 
 
 def random_features(head_dim: int, count: int, fixed_norms: bool, seed: int) -> torch.Tensor:

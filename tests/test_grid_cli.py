@@ -15,7 +15,7 @@ from harness.cli.app import main
 from harness.cli.cli import build_config, parser_for
 from harness.cli.recorded import command_line, with_recorded_options
 from harness.store import storage
-from harness.store.records import Status
+from harness.store.records import FORMAT_VERSION, Status
 from harness.sweep.config import MODES, SweepConfig
 
 
@@ -190,7 +190,7 @@ def test_a_sweep_on_two_input_distributions_resumes_and_reports(tmp_path, capsys
     assert err["full-naive"].max() < 1e-5  # exact on either
     assert err["longformer", "structured"] != err["longformer", "gaussian"]
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["format_version"] == 5
+    assert meta["format_version"] == FORMAT_VERSION
     assert meta["config"]["distribution"] == ["gaussian", "structured"]
     assert "AR(1)" in meta["input_distributions"]["structured"]
     assert 'inputs = ["gaussian", "structured"]' in (out / "sweep.toml").read_text()

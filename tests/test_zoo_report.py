@@ -1,5 +1,5 @@
 """Reports of a zoo run (issue 16): backends grouped by family, ours before the peers (time,
-memory, error), the fastest implementation of each family at a glance against the other side,
+memory, error), the fastest implementation of each pattern at a glance against the other side,
 and the error against full attention per family and input distribution, on a synthetic run with
 a peer backend (``implementation`` "transformers") and Gaussian and structured inputs."""
 
@@ -15,7 +15,7 @@ from harness.cli.app import main
 from harness.present.family_tables import error_table, family_tables, glance_table
 from harness.present.summary import summary_tables
 from harness.store import storage
-from tests.synthetic_runs import LONGFORMER, PEER_LONGFORMER, write_run, write_zoo_run
+from tests.synthetic_runs import LONGFORMER, PEER_LONGFORMER, Series, write_run, write_zoo_run
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +64,46 @@ def test_the_fastest_implementation_of_each_family_against_the_other_side(rows):
     assert (full["label"], full["against"], full["time_ratio"]) == ("full-sdpa", "full-naive", 4.0)
     assert pd.isna(best.loc[("gaussian", "bigbird", 2048), "against"])
     assert len(best) == 2 * 3 * 4  # inputs x families x lengths
+    assert best["pattern"].unique().tolist() == ["full", "longformer", "bigbird"]
 
 
-def test_at_a_glance_names_the_fastest_implementation_of_each_family(md):
+def test_implementations_of_other_patterns_of_a_family_are_not_compared(tmp_path):
+    """lucidrains' blocks are BigBird without global and random blocks: set against our BigBird
+    of that pattern, never against the default one, which attends more pairs."""
+    bigbird = {"block_size": 64, "global_blocks": 1, "random_blocks": 3, "shared_plan": False}
+    window_only = {**bigbird, "global_blocks": 0, "random_blocks": 0}
+    series = (
+        Series("bigbird", "bigbird", bigbird, 1.0, 60.0, 1.0, 2**20, label="bigbird(default)"),
+        Series("bigbird", "bigbird", window_only, 1.0, 20.0, 1.0, 2**20, label="bigbird(0, 0)"),
+        Series(
+            "lucidrains-blocks",
+            "bigbird",
+            {"block_size": 64},
+            1.0,
+            25.0,
+            1.0,
+            2**21,
+            label="lucidrains-blocks(block_size=64)",
+        ),
+    )
+    rows = storage.read_results(write_zoo_run(tmp_path / "run", series, inputs=("gaussian",)))
+    names = families.pattern_names(rows)
+    assert set(names) == {"bigbird(global_blocks=0, random_blocks=0)",
+                          "bigbird(global_blocks=1, random_blocks=3)"}  # fmt: skip
+    assert names[rows["backend"] == "lucidrains-blocks"].unique().tolist() == [
+        "bigbird(global_blocks=0, random_blocks=0)"
+    ]
+    best = families.fastest(rows).set_index(["pattern", "seq_len"])
+    blocks = best.loc[("bigbird(global_blocks=0, random_blocks=0)", 1024)]
+    assert (blocks["label"], blocks["against"]) == ("bigbird(0, 0)", series[2].label)
+    assert blocks["time_ratio"] == pytest.approx(25 / 20)
+    default = best.loc[("bigbird(global_blocks=1, random_blocks=3)", 1024)]
+    assert default["label"] == "bigbird(default)" and pd.isna(default["against"])
+
+
+def test_at_a_glance_names_the_fastest_implementation_of_each_pattern(md):
     glance = md[md.index("## At a glance") : md.index("## Context")]
-    assert "**Fastest implementation of each family**" in glance
+    assert "**Fastest implementation of each pattern**" in glance
     row = (
         r"\| structured +\| longformer +\| 8K +\| hf-longformer\(window=256\) +\| transformers +"
         r"\| 214 ms +\| 448 MiB +\| longformer\(window=256\) \(ours\) +\| 1\.12× +\| 0\.5× +\|"
@@ -129,10 +164,11 @@ def test_the_terminal_summary_fits_and_puts_ours_first(rows):
 
 def test_a_run_without_peers_or_before_format_5(tmp_path):
     run = write_run(tmp_path / "run", passes=("fwd",))
-    df = storage.read_results(run).drop(columns=["implementation", "inputs"])
+    df = storage.read_results(run).drop(columns=["implementation", "inputs", "pattern"])
     glance = glance_table(df)
     assert "inputs" not in glance.columns and "pass" not in glance.columns
-    longformer = glance[(glance["family"] == "longformer") & (glance["n"] == "1K")].iloc[0]
+    # no pattern recorded: one pattern per family
+    longformer = glance[(glance["pattern"] == "longformer") & (glance["n"] == "1K")].iloc[0]
     assert (longformer["fastest"], longformer["implementation"]) == (
         "longformer(window=256)",
         "ours",

@@ -87,6 +87,10 @@ class HFReformer(AttentionBackend):
         "chunk_size",
         qualname="HFReformer.Params",
     )
+    # HF's conventions, in our family's parameters (the module docstring)
+    fixed_pattern: ClassVar[dict[str, bool]] = {
+        "unscaled_logits": True, "count_per_round": True, "look_back_across_rounds": True
+    }  # fmt: skip
     why_not: ClassVar[dict[str, str]] = {
         "gqa": "HF's keys are its queries, one per query head, and v has as many heads",
         "decoding": "HF decodes one token at a time through its own bucket cache only",

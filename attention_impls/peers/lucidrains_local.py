@@ -143,6 +143,7 @@ class LucidrainsLocalBlocks(_LocalAttention):
     family = "bigbird"
     description = "lucidrains' LocalAttention, whole buckets I-1, I, I+1 (the library's default)"
     Params = narrowed(BigBirdParams, "block_size", qualname="LucidrainsLocalBlocks.Params")
+    fixed_pattern: ClassVar[dict[str, int]] = {"global_blocks": 0, "random_blocks": 0}
     exact = False
 
     def shape_reasons(self, inputs: Inputs) -> list[str]:

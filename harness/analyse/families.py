@@ -9,6 +9,8 @@ compare directly.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -31,6 +33,35 @@ def is_ours(df: pd.DataFrame) -> pd.Series:
     return implementation(df) == OURS
 
 
+def _pattern_values(text: object) -> dict:
+    try:
+        values = json.loads(str(text)) if text else {}
+    except ValueError:
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
+def pattern_names(df: pd.DataFrame) -> pd.Series:
+    """Each row's pattern, readably: its family, and the pattern parameters (format 6's
+    ``pattern``) that differ between the patterns of that family in ``df``, e.g.
+    ``bigbird(global_blocks=0, random_blocks=0)``. Rows without a recorded pattern (a run
+    before format 6) are their family's."""
+    families = df["family"].astype(str)
+    texts = df["pattern"].fillna("").astype(str) if "pattern" in df.columns else families * 0
+    names = families.copy()
+    for family in families.unique():
+        at = families == family
+        found = {t: _pattern_values(t) for t in texts[at].unique() if t}
+        if len(found) < 2:
+            continue
+        keys = sorted({k for v in found.values() for k in v} - {"family"})
+        varying = [k for k in keys if len({json.dumps(v.get(k)) for v in found.values()}) > 1]
+        for text, values in found.items():
+            items = ", ".join(f"{k}={json.dumps(values.get(k))}" for k in varying)
+            names[at & (texts == text)] = f"{family}({items})"
+    return names
+
+
 def family_order(df: pd.DataFrame) -> list[str]:
     """The run's families: full attention first, then the others in the order first seen."""
     seen = list(dict.fromkeys(df["family"].astype(str)))
@@ -48,26 +79,30 @@ def ordered(df: pd.DataFrame) -> pd.DataFrame:
     return df.iloc[np.argsort(key.to_numpy(), kind="stable")]
 
 
-COLUMNS = ["pass", "family", "seq_len", "label", "implementation", "time_median_ms",
+COLUMNS = ["pass", "family", "pattern", "seq_len", "label", "implementation", "time_median_ms",
            "peak_mem_bytes", "against", "against_implementation", "time_ratio",
            "memory_ratio"]  # fmt: skip
 
 
 def fastest(df: pd.DataFrame) -> pd.DataFrame:
-    """Per facet (mode and point of the varying grid axes, columns too), family and length: the
-    family's fastest measured implementation (``label``, ``implementation``, its time and
-    memory), and what it is measured ``against``: the fastest on the other side (the fastest
-    peer when ours is fastest, our fastest when a peer is), or where the family has no peer
-    there, its runner-up (NaN where it ran alone); ``time_ratio`` and ``memory_ratio``: the
-    other's time (memory) over the fastest's."""
+    """Per facet (mode and point of the varying grid axes, columns too), pattern (a family and
+    the values of its parameters: ``pattern_names``) and length: the pattern's fastest measured
+    implementation (``label``, ``implementation``, its time and memory), and what it is
+    measured ``against``: the fastest on the other side (the fastest peer when ours is fastest,
+    our fastest when a peer is), or where the pattern has no peer there, its runner-up (NaN
+    where it ran alone); ``time_ratio`` and ``memory_ratio``: the other's time (memory) over
+    the fastest's."""
     ok = measured(latest(df))
     ok = ok[ok["time_median_ms"] > 0]
+    ok = ok.assign(_pattern=pattern_names(ok))
     axes = grid.varying_grid_axes(ok)
     rows = []
     for facet, g in grid.facets(ok):
         g = g.assign(_ours=is_ours(g), _impl=implementation(g))
-        for family in family_order(g):
-            for n, at in g[g["family"].astype(str) == family].groupby("seq_len", sort=True):
+        of_family = {f: g.loc[g["family"].astype(str) == f, "_pattern"] for f in family_order(g)}
+        patterns = [(f, p) for f, names in of_family.items() for p in dict.fromkeys(names)]
+        for family, pattern in patterns:
+            for n, at in g[g["_pattern"] == pattern].groupby("seq_len", sort=True):
                 ranked = at.sort_values("time_median_ms", kind="stable")
                 best = ranked.iloc[0]
                 others = ranked[ranked["_ours"] != best["_ours"]]
@@ -76,7 +111,8 @@ def fastest(df: pd.DataFrame) -> pd.DataFrame:
                 other = others.iloc[0] if not others.empty else None
                 rows.append({
                     "pass": facet.pass_, **dict(facet.point), "family": family,
-                    "seq_len": int(n), "label": best["label"], "implementation": best["_impl"],
+                    "pattern": pattern, "seq_len": int(n), "label": best["label"],
+                    "implementation": best["_impl"],
                     "time_median_ms": float(best["time_median_ms"]),
                     "peak_mem_bytes": best["peak_mem_bytes"],
                     "against": other["label"] if other is not None else np.nan,

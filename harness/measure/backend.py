@@ -34,6 +34,7 @@ import torch
 
 from harness.measure.flops import MODE_FACTORS, useful_flops
 from harness.measure.inputs import Inputs, dtype_name
+from harness.measure.params import pattern_values
 from harness.store.facts import Promise
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -63,6 +64,9 @@ class AttentionBackend:
     # Whose implementation this is: "ours", or for a peer the package it drives (e.g.
     # "transformers"), so that reports can set ours beside the implementations people run.
     implementation: ClassVar[str] = "ours"
+    # A peer's values for its family's parameters that it takes no field for (lucidrains'
+    # blocks: no global and no random blocks), where they differ from the family's defaults
+    fixed_pattern: ClassVar[dict[str, Any]] = {}
     # Modules the case processes should import before forking (once per sweep), so that one-off
     # imports such as torch.compile's do not land in the first case's prepare time.
     preload: ClassVar[tuple[str, ...]] = ()
@@ -202,6 +206,7 @@ class AttentionBackend:
             "sparse": self.is_sparse,
             "yardstick": self.yardstick,
             "implementation": self.implementation,
+            "pattern": self.pattern_json(),
         }
 
     # -- description ------------------------------------------------------------------------
@@ -210,6 +215,14 @@ class AttentionBackend:
 
     def params_json(self) -> str:
         return json.dumps(self.params_dict(), sort_keys=True, separators=(",", ":"))
+
+    def pattern_json(self) -> str:
+        """What this backend computes: its family and the values of all the family's parameters
+        (``params.pattern_values``: ``fixed_pattern`` where it has no field, defaults else,
+        kernel choices left out), as JSON. Backends with the same text compute the same thing,
+        so reports set them side by side (format 6)."""
+        values = {"family": self.family, **pattern_values(self.params, self.fixed_pattern)}
+        return json.dumps(values, sort_keys=True, separators=(",", ":"), default=list)
 
     def label(self) -> str:
         """Name and key parameters, for legends and tables."""

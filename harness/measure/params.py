@@ -39,15 +39,42 @@ def param(
     low: int | None = None,
     metavar: str | None = None,
     for_all: bool = False,
+    kernel: bool = False,
 ) -> Any:
     """A ``Params`` field set on the command line by ``flag`` (``"--window"``; a bool that is
     on by default is turned off by a ``"--no-..."`` flag). ``help`` says what it is, without
     its default (shown beside it); ``low`` is the smallest value the command line accepts.
     ``for_all``: the parameter changes what attention computes, not how (causal): when it is
     set, every selected backend must take it, so that results of two problems never sit side
-    by side."""
-    meta = {"flag": flag, "help": help, "low": low, "metavar": metavar, "for_all": for_all}
+    by side. ``kernel``: it chooses how a kernel computes, not what (a chunk size of a scan):
+    left out of the pattern a backend computes (``pattern_values``)."""
+    meta = {"flag": flag, "help": help, "low": low, "metavar": metavar, "for_all": for_all,
+            "kernel": kernel}  # fmt: skip
     return dataclasses.field(default=default, metadata=meta)
+
+
+def family_params(params: type) -> type:
+    """The family's ``Params`` that ``params`` was narrowed from (``narrowed``), or itself."""
+    return getattr(params, "__narrowed_from__", params)
+
+
+def pattern_values(params: Any, fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The values of every parameter of the family of ``params`` (an instance of a ``Params``
+    or of a narrowed one): its own, then ``fixed`` (what a backend without such a field
+    computes), then the family's defaults; parameters declared ``kernel`` left out."""
+    values = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
+    values |= fixed or {}
+    out = {}
+    for f in dataclasses.fields(family_params(type(params))):
+        if f.metadata.get("kernel"):
+            continue
+        if f.name in values:
+            out[f.name] = values[f.name]
+        elif f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+    return out
 
 
 def narrowed(params: type, *names: str, qualname: str) -> type:
@@ -83,6 +110,7 @@ def narrowed(params: type, *names: str, qualname: str) -> type:
     cls.__qualname__ = qualname
     cls.__module__ = sys._getframe(1).f_globals.get("__name__", "__main__")
     cls.__doc__ = f"The fields {', '.join(names)} of {params.__qualname__}, declared there."
+    cls.__narrowed_from__ = family_params(params)
     return cls
 
 

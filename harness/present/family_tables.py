@@ -1,8 +1,9 @@
 """The report's tables by family (``harness.analyse.families``): ours beside the peers.
 
-- ``glance_table``: per family and length, the fastest implementation, and how many times slower
-  (and heavier) the best of the other side was: the fastest peer where ours is fastest, ours
-  where a peer is (the family's runner-up where it has no peer);
+- ``glance_table``: per pattern (a family and its parameters) and length, the fastest
+  implementation, and how many times slower (and heavier) the best of the other side was: the
+  fastest peer where ours is fastest, ours where a peer is (the pattern's runner-up where it has
+  no peer);
 - ``family_tables``: per family, each implementation's time, memory and error against full
   attention at every length, ours first, the peers after;
 - ``error_table``: the error against full attention of every backend, family by family, on each
@@ -39,7 +40,7 @@ def glance_table(df: pd.DataFrame) -> pd.DataFrame:
         {
             **({"pass": best["pass"].map(lambda p: axis_text("pass", p))} if several else {}),
             **{a: best[a].map(lambda v, a=a: axis_value(a, v)) for a in axes},
-            "family": best["family"],
+            "pattern": best["pattern"],
             "n": best["seq_len"].map(length_text),
             "fastest": best["label"],
             "implementation": best["implementation"],

@@ -206,12 +206,12 @@ def _family_glance(df: pd.DataFrame) -> list[Block]:
         return []
     return [
         Text(
-            "**Fastest implementation of each family**: per family (one pattern or formula, "
-            "computed by our backends and by peers' packages) and length, its fastest "
-            "implementation, and against it the fastest of "
-            "the other side (the fastest peer where ours is fastest, our fastest where a peer "
-            "is; the family's runner-up where it has no peer), with how many times its time "
-            "and its peak memory were the fastest's."
+            "**Fastest implementation of each pattern**: per pattern (a family and the values "
+            "of its parameters, named by those that differ within the run; computed by our "
+            "backends and by peers' packages) and length, its fastest implementation, and "
+            "against it the fastest of the other side (the fastest peer where ours is fastest, "
+            "our fastest where a peer is; the pattern's runner-up where it has no peer), with "
+            "how many times its time and its peak memory were the fastest's."
         ),
         Table(table),
     ]

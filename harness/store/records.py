@@ -29,15 +29,20 @@ from harness.store import distributions
 #    column ``implementation``, whose code the backend runs ("ours", or a peer's package such as
 #    "transformers"). Older runs read as inputs "gaussian" and implementation "ours"
 #    (``FORMAT_5_DEFAULTS``, filled in by ``storage`` as they are read), without torch.
-FORMAT_VERSION = 5
+# 6: a fact column ``pattern``: what the backend computes, as JSON, its family and the values of
+#    all the family's parameters (``AttentionBackend.pattern_json``), so that reports compare
+#    only implementations of one pattern (lucidrains' blocks are BigBird without global and
+#    random blocks; HF's Reformer is ours with HF's conventions). Older runs read as pattern ""
+#    (``FORMAT_5_DEFAULTS``): compared within their family, as they were.
+FORMAT_VERSION = 6
 RENAMED_COLUMNS = {"process_ref_ms": "process_calibration_ms",
                    "process_ref_cpu_ms": "process_calibration_cpu_ms",
                    "ref_drift": "calibration_drift"}  # fmt: skip
 RENAMED_META = {"reference_op": "calibration"}
-FACT_COLUMNS = ("flops", "promise", "sparse", "yardstick", "implementation")
-# What a run before format 5 reads as in the columns that format added (every case then was
-# ours, drawn from the standard normal)
-FORMAT_5_DEFAULTS = {"inputs": distributions.DEFAULT, "implementation": "ours"}
+FACT_COLUMNS = ("flops", "promise", "sparse", "yardstick", "implementation", "pattern")
+# What a run before format 5 (6) reads as in the columns that format added (every case then was
+# ours, drawn from the standard normal; its pattern unrecorded)
+FORMAT_5_DEFAULTS = {"inputs": distributions.DEFAULT, "implementation": "ours", "pattern": ""}
 
 
 def has_facts(columns: Iterable[str]) -> bool:
@@ -175,6 +180,8 @@ class CaseResult:
     yardstick: bool | None = _combined("case")  # a full-attention backend others are measured by
     # whose code: "ours", or the package a peer backend drives (format 5)
     implementation: str = _combined("case", "ours")
+    # what it computes: family and parameters, JSON (format 6; "" before)
+    pattern: str = _combined("case", "")
 
     def row(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

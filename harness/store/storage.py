@@ -218,7 +218,7 @@ def read_results(out_dir: Path) -> pd.DataFrame:
         df = pd.read_csv(io.StringIO(split.intact), keep_default_na=False, na_values=MISSING)
         df = df.rename(columns=RENAMED_COLUMNS)  # a run of format 2 or older
         df = _with_axes(df)  # a run of format 3 or older
-        df = _with_format_5(df)  # a run of format 4 or older
+        df = _with_format_5(df)  # a run of format 5 or older
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise RunFolderError(f"{path}: truncated or corrupt ({str(exc).splitlines()[0]})") from None
     missing = [c for c in [*CASE_KEY, "status"] if c not in df.columns]
@@ -246,8 +246,12 @@ def _with_axes(df: pd.DataFrame) -> pd.DataFrame:
 
 def _with_format_5(df: pd.DataFrame) -> pd.DataFrame:
     """A run before format 5: its inputs Gaussian, after ``causal``, and its backends ours, after
-    ``yardstick`` (``records.FORMAT_5_DEFAULTS``)."""
-    for column, after in (("inputs", "causal"), ("implementation", "yardstick")):
+    ``yardstick``; before format 6, its pattern "" (unrecorded), after ``implementation``
+    (``records.FORMAT_5_DEFAULTS``)."""
+    if "pattern" in df.columns:  # "" is written as a missing value, and read back as NaN
+        df["pattern"] = df["pattern"].fillna("").astype(str)
+    added = (("inputs", "causal"), ("implementation", "yardstick"), ("pattern", "implementation"))
+    for column, after in added:
         if column in df.columns or "seq_len" not in df.columns:
             continue
         columns = list(df.columns)
