@@ -23,7 +23,7 @@ from attention_impls.flex import FlexMaskBackend
 from attention_impls.footprint import fused_attention_bytes, mask_bytes, rows_bytes
 from attention_impls.xformers_ops import XformersKernel
 from harness.measure.backend import AttentionBackend, AttentionFn, Kernel
-from harness.measure.inputs import Inputs
+from harness.measure.inputs import Inputs, expand_heads
 from harness.measure.params import param
 from harness.measure.registry import register
 from harness.store.facts import Promise
@@ -140,12 +140,11 @@ class FullNaive(AttentionBackend):
         return lambda b, h, i, j: j >= 0  # a tensor that is always True
 
     def prepare(self, inputs: Inputs) -> AttentionFn:
-        scale, groups = inputs.scale, inputs.heads // inputs.kv_heads_count
+        scale = inputs.scale
         allowed = allowed_pairs(inputs, self.params.causal, inputs.device)  # [M, N] or None
 
         def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            if groups > 1:  # [B, Hkv, N, D] -> [B, H, N, D], query heads g*G..g*G+G-1 share g
-                k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))
+            k, v = (expand_heads(t, q.shape[1]) for t in (k, v))  # [B, H, N, D]
             scores = (q @ k.transpose(-1, -2)) * scale  # [B, H, M, N]
             if allowed is not None:
                 scores = scores.masked_fill(~allowed, float("-inf"))

@@ -48,7 +48,7 @@ from attention_impls.footprint import rows_bytes
 from attention_impls.full import causal_mask
 from attention_impls.grouped import fold_groups, fold_mask, unfold_groups
 from harness.measure.backend import AttentionBackend, AttentionFn
-from harness.measure.inputs import Inputs
+from harness.measure.inputs import Inputs, expand_heads
 from harness.measure.params import param
 from harness.measure.reference import reference_dtype, reference_mask
 from harness.measure.registry import register
@@ -232,8 +232,7 @@ class LinearAttention(AttentionBackend):
         compute_dtype = reference_dtype(q.device, compute_dtype)
         mask = reference_mask(self, inputs, q.detach(), k.detach(), rows)
         q, k, v = (t.to(compute_dtype) for t in (q[:, :, rows.to(q.device)], k, v))
-        groups = q.shape[1] // k.shape[1]
-        k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))  # [B, H, N, D]
+        k, v = (expand_heads(t, q.shape[1]) for t in (k, v))  # [B, H, N, D]
         return feature_attention(phi(q), phi(k), v, mask)  # [B, H, rows, D]
 
     def forward_flops(self, inputs: Inputs) -> float:

@@ -35,7 +35,7 @@ import torch
 
 from attention_impls.footprint import kv_bytes, rows_bytes
 from harness.measure.backend import AttentionBackend, AttentionFn
-from harness.measure.inputs import Inputs
+from harness.measure.inputs import Inputs, expand_heads
 from harness.measure.params import param
 from harness.measure.reference import reference_dtype
 from harness.measure.registry import register
@@ -132,8 +132,7 @@ class Linformer(AttentionBackend):
         compute_dtype = reference_dtype(q.device, compute_dtype)
         e, f = (t.to(q.device, compute_dtype) for t in projections(inputs, self.params))
         q, k, v = (t.to(compute_dtype) for t in (q[:, :, rows.to(q.device)], k, v))
-        groups = q.shape[1] // k.shape[1]
-        k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))  # [B, H, N, D]
+        k, v = (expand_heads(t, q.shape[1]) for t in (k, v))  # [B, H, N, D]
         scores = q @ (e @ k).transpose(-1, -2) * inputs.scale  # [B, H, rows, k]
         return scores.softmax(dim=-1) @ (f @ v)  # [B, H, rows, D]
 

@@ -40,12 +40,6 @@ def unit_keys(q: torch.Tensor) -> torch.Tensor:
     return F.normalize(q, dim=-1)
 
 
-def expand_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """``[B, Hkv, N, D]`` -> ``[B, H, N, D]``: key/value head g for query heads g*G .. g*G+G-1."""
-    groups = heads // x.shape[1]
-    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
-
-
 def rotations(inputs: Inputs, params: ReformerParams) -> torch.Tensor:
     """The random rotations ``[H, D, n_hashes, n_buckets / 2]``, the same on every device.
 

@@ -47,7 +47,7 @@ import torch
 
 from attention_impls.footprint import kv_bytes, rows_bytes
 from harness.measure.backend import AttentionBackend, AttentionFn
-from harness.measure.inputs import Inputs
+from harness.measure.inputs import Inputs, expand_heads
 from harness.measure.params import param
 from harness.measure.reference import reference_dtype
 from harness.measure.registry import register
@@ -178,9 +178,8 @@ class Nystromformer(AttentionBackend):
         iteration, times V, in ``compute_dtype`` (default float64 on CPU, float32 elsewhere)."""
         compute_dtype = reference_dtype(q.device, compute_dtype)
         m, scale = self.params.landmarks, inputs.scale
-        groups = inputs.heads // inputs.kv_heads_count
         q, k, v = (t.to(compute_dtype) for t in (q, k, v))
-        k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))  # [B, H, N, D]
+        k, v = (expand_heads(t, inputs.heads) for t in (k, v))  # [B, H, N, D]
         q_land, k_land = segment_means(q, m), segment_means(k, m)  # [B, H, m', D]
         f = (q[:, :, rows] @ k_land.transpose(-1, -2) * scale).softmax(dim=-1)
         a = (q_land @ k_land.transpose(-1, -2) * scale).softmax(dim=-1)

@@ -69,7 +69,7 @@ from attention_impls.full import causal_mask
 from attention_impls.grouped import fold_groups, fold_mask, unfold_groups
 from attention_impls.linear import feature_attention
 from harness.measure.backend import AttentionBackend, AttentionFn
-from harness.measure.inputs import Inputs
+from harness.measure.inputs import Inputs, expand_heads
 from harness.measure.params import param
 from harness.measure.reference import reference_dtype, reference_mask
 from harness.measure.registry import register
@@ -274,10 +274,9 @@ class Performer(AttentionBackend):
         mask = reference_mask(self, inputs, q.detach(), k.detach(), rows)  # [1, 1, rows, N]
         w = self.features(inputs, compute_dtype)
         q, k, v = (t.to(compute_dtype) for t in (q[:, :, rows], k, v))
-        groups = inputs.heads // inputs.kv_heads_count
-        kf = positive_features(k, w, keys=True).repeat_interleave(groups, dim=1)  # [B, H, N, m]
+        kf = expand_heads(positive_features(k, w, keys=True), inputs.heads)  # [B, H, N, m]
         qf = positive_features(q, w, keys=False)  # [B, H, rows, m]
-        return feature_attention(qf, kf, v.repeat_interleave(groups, dim=1), mask)
+        return feature_attention(qf, kf, expand_heads(v, inputs.heads), mask)
 
     def forward_flops(self, inputs: Inputs) -> float:
         return performer_flops(inputs, self.params.random_features)

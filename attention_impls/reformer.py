@@ -60,10 +60,10 @@ from typing import ClassVar
 
 import torch
 
-from attention_impls.lsh import expand_heads, lsh_sort, rotations, unit_keys
+from attention_impls.lsh import lsh_sort, rotations, unit_keys
 from attention_impls.reformer_chunks import chunk_attention, chunk_bytes
 from harness.measure.backend import AttentionBackend, AttentionFn
-from harness.measure.inputs import Inputs
+from harness.measure.inputs import Inputs, expand_heads
 from harness.measure.params import param
 from harness.measure.reference import reference_dtype
 from harness.measure.registry import register

@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 
 from attention_impls.footprint import rows_bytes
-from attention_impls.lsh import expand_heads, rotations, unit_keys
+from attention_impls.lsh import rotations, unit_keys
 from harness.measure.backend import AttentionFn
-from harness.measure.inputs import Inputs
+from harness.measure.inputs import Inputs, expand_heads
 
 if TYPE_CHECKING:  # the family's module imports this one
     from attention_impls.reformer import Reformer, ReformerParams

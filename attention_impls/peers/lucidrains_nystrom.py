@@ -42,7 +42,7 @@ from attention_impls.footprint import rows_bytes
 from attention_impls.nystromformer import Nystromformer, causal_said
 from attention_impls.peers.optional import missing
 from harness.measure.backend import AttentionFn, Kernel
-from harness.measure.inputs import Inputs
+from harness.measure.inputs import Inputs, expand_heads
 from harness.measure.reference import reference_dtype
 from harness.measure.registry import register
 
@@ -136,7 +136,7 @@ class LucidrainsNystrom(Kernel):
         return attn.to(inputs.device)
 
     def prepare(self, inputs: Inputs) -> AttentionFn:
-        (b, h, n, d), groups = inputs.shape, inputs.heads // inputs.kv_heads_count
+        b, h, n, d = inputs.shape
         attn = self.module(inputs)
         given = attn.to_qkv
         x = torch.empty(b, n, 0, dtype=inputs.dtype, device=inputs.device)  # only its shape is read
@@ -145,8 +145,7 @@ class LucidrainsNystrom(Kernel):
         mask = torch.ones(b, n, dtype=torch.bool, device=inputs.device) if padded else None
 
         def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            if groups > 1:  # [B, Hkv, N, D] -> [B, H, N, D]: it has one head count
-                k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))
+            k, v = (expand_heads(t, h) for t in (k, v))  # [B, H, N, D]: it has one head count
             qkv = torch.cat([t.transpose(1, 2) for t in (q, k, v)], dim=2)  # [B, N, 3H, D]
             given.qkv = qkv.view(b, n, 3 * h * d)  # [B, N, 3 H D]
             out = attn(x, mask=mask)  # [B, N, H D]
@@ -167,9 +166,8 @@ class LucidrainsNystrom(Kernel):
         """``nystrom_reference`` in ``compute_dtype`` (default float64 on CPU, float32
         elsewhere)."""
         compute_dtype = reference_dtype(q.device, compute_dtype)
-        groups = inputs.heads // inputs.kv_heads_count
         q, k, v = (t.to(compute_dtype) for t in (q, k, v))
-        k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))  # [B, H, N, D]
+        k, v = (expand_heads(t, inputs.heads) for t in (k, v))  # [B, H, N, D]
         p = self.params
         return nystrom_reference(q, k, v, rows.to(q.device), p.landmarks, p.pinv_iterations)
 

@@ -50,7 +50,7 @@ from attention_impls.footprint import rows_bytes
 from attention_impls.peers.optional import missing
 from attention_impls.performer import Performer, PerformerParams, feature_seed
 from harness.measure.backend import AttentionFn, Kernel
-from harness.measure.inputs import Inputs
+from harness.measure.inputs import Inputs, expand_heads
 from harness.measure.params import narrowed
 from harness.measure.reference import reference_dtype, reference_mask
 from harness.measure.registry import register
@@ -125,11 +125,10 @@ class LucidrainsPerformer(Kernel):
         return attn.to(inputs.device)
 
     def prepare(self, inputs: Inputs) -> AttentionFn:
-        attn, groups = self.module(inputs), inputs.heads // inputs.kv_heads_count
+        attn = self.module(inputs)
 
         def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            if groups > 1:  # [B, Hkv, N, D] -> [B, H, N, D]: it has one head count
-                k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))
+            k, v = (expand_heads(t, q.shape[1]) for t in (k, v))  # [B, H, N, D]: one head count
             return attn(q, k, v)  # [B, H, M, D]
 
         return fn
@@ -149,9 +148,8 @@ class LucidrainsPerformer(Kernel):
         w = self.module(inputs).projection_matrix.to(compute_dtype)
         mask = reference_mask(self, inputs, q.detach(), k.detach(), rows) if self.params.causal \
             else None  # fmt: skip
-        groups = inputs.heads // inputs.kv_heads_count
         q, k, v = (t.to(compute_dtype) for t in (q[:, :, rows], k, v))
-        k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))  # [B, H, N, D]
+        k, v = (expand_heads(t, inputs.heads) for t in (k, v))  # [B, H, N, D]
         return performer_reference(w, q, k, v, mask)
 
     def estimate_bytes(self, inputs: Inputs) -> int:

@@ -41,6 +41,14 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def expand_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[B, Hkv, N, D]`` -> ``[B, H, N, D]``: key/value head g repeated for its query heads
+    ``g*G .. g*G + G - 1`` (grouped-query attention, ``Inputs.kv_heads``); ``x`` itself when
+    every query head has its own."""
+    groups = heads // x.shape[1]
+    return x if groups == 1 else x.repeat_interleave(groups, dim=1)
+
+
 def document_lengths(seq_len: int, documents: int, seed: int) -> list[int]:
     """``documents`` random lengths summing to ``seq_len``, each at least 1: the cut points are
     drawn uniformly without replacement from ``1 .. seq_len - 1``, reproducibly from ``seed``."""

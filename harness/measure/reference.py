@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from harness.measure.inputs import Inputs
+from harness.measure.inputs import Inputs, expand_heads
 
 if TYPE_CHECKING:
     from harness.measure.backend import AttentionBackend
@@ -40,9 +40,7 @@ def masked_attention(
     if rows is not None:
         q = q[:, :, rows]  # [B, H, M, D]
     q, k, v = (t.to(compute_dtype) for t in (q, k, v))
-    groups = q.shape[1] // k.shape[1]
-    if groups > 1:  # [B, Hkv, N, D] -> [B, H, N, D]
-        k, v = (t.repeat_interleave(groups, dim=1) for t in (k, v))
+    k, v = (expand_heads(t, q.shape[1]) for t in (k, v))  # [B, H, N, D]
     scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5  # [B, H, M, N]
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
