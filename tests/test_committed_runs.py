@@ -31,7 +31,8 @@ def test_a_committed_run_loads(run: Path):
 
 def test_upgrade_rewrites_a_format_2_run_in_this_format(tmp_path: Path):
     run = tmp_path / "run"
-    shutil.copytree(ROOT / "results" / "baselines" / "cpu-2core-ci", run)
+    # the CI baseline as saved on 2026-12-02, before format 3 renamed the calibration
+    shutil.copytree(ROOT / "tests" / "fixtures" / "format-2-run", run)
     old = json.loads((run / storage.META).read_text())
     assert old["format_version"] == 2 and "reference_op" in old
     assert "process_ref_ms" in (run / storage.RESULTS).read_text().splitlines()[0]

@@ -44,7 +44,7 @@ def fill_facts(df: pd.DataFrame) -> pd.DataFrame:
         b = made[(row["backend"], row["params"])]
         if b is None:
             known = {"flops": None, "promise": "", "sparse": row.get("family") != "full",
-                     "yardstick": False, "implementation": "ours"}  # fmt: skip
+                     "yardstick": False, "implementation": "ours", "pattern": ""}  # fmt: skip
         else:
             counted = row["pass"] in ("fwd", "fwdbwd")
             shape = [int(row[c]) for c in ("batch", "heads", "seq_len", "head_dim")]

@@ -249,7 +249,7 @@ def _with_format_5(df: pd.DataFrame) -> pd.DataFrame:
     ``yardstick``; before format 6, its pattern "" (unrecorded), after ``implementation``
     (``records.FORMAT_5_DEFAULTS``)."""
     if "pattern" in df.columns:  # "" is written as a missing value, and read back as NaN
-        df["pattern"] = df["pattern"].fillna("").astype(str)
+        df["pattern"] = ["" if pd.isna(v) else str(v) for v in df["pattern"]]
     added = (("inputs", "causal"), ("implementation", "yardstick"), ("pattern", "implementation"))
     for column, after in added:
         if column in df.columns or "seq_len" not in df.columns:
