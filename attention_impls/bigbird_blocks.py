@@ -85,8 +85,11 @@ def block_attention(inputs: Inputs, params: BigBirdParams, rand: torch.Tensor) -
     # index_select on block rows is about 4x faster than advanced indexing, forward and
     # backward together on CPU (index_add_ against index_put_ with accumulate).
     # rows: H query heads (a plan each) or Hkv key/value heads (one plan)
-    kv_head = torch.arange(plans, device=device) // groups if plans > 1 else torch.arange(hkv)
-    head_ids = kv_head.to(device)[:, None, None] * nb + ids  # [rows, nq, L]
+    if plans > 1:
+        kv_head = torch.arange(plans, device=device) // groups  # [H]
+    else:
+        kv_head = torch.arange(hkv, device=device)  # [Hkv]
+    head_ids = kv_head[:, None, None] * nb + ids  # [rows, nq, L]
     batch_start = torch.arange(inputs.batch, device=device) * hkv * nb  # [B]
     flat_ids = (batch_start[:, None] + head_ids.flatten()).flatten()  # [B * rows * nq * L]
 

@@ -105,9 +105,10 @@ def blocked_attention(
     # SDPA's boolean mask over the key slots of each block: the window's, then the global ones
     keep = ~window_blocked
     if g:
-        keep_global = torch.ones(*keep.shape[:-1], g, dtype=torch.bool, device=dev)
-        if global_blocked is not None:
-            keep_global = ~global_blocked
+        if global_blocked is None:
+            keep_global = torch.ones(*keep.shape[:-1], g, dtype=torch.bool, device=dev)
+        else:
+            keep_global = ~global_blocked  # [d, nb, G*bs, G]
         keep = torch.cat([keep, keep_global], dim=-1)  # [d, nb, G*bs, ks + G]
     keep = keep.reshape(1, d * nb, *keep.shape[-2:])  # [1, d*nb, G*bs, ks (+ G)]
 

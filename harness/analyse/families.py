@@ -16,9 +16,9 @@ import pandas as pd
 
 from harness.analyse import grid
 from harness.analyse.analysis import latest, measured
-from harness.store.records import FORMAT_5_DEFAULTS
+from harness.store.records import ADDED_COLUMNS
 
-OURS = FORMAT_5_DEFAULTS["implementation"]
+OURS = ADDED_COLUMNS["implementation"][1]
 FIRST = "full"  # the family every other is measured against comes first
 
 
@@ -47,7 +47,8 @@ def pattern_names(df: pd.DataFrame) -> pd.Series:
     ``bigbird(global_blocks=0, random_blocks=0)``. Rows without a recorded pattern (a run
     before format 6) are their family's."""
     families = df["family"].astype(str)
-    texts = df["pattern"].fillna("").astype(str) if "pattern" in df.columns else families * 0
+    texts = df["pattern"] if "pattern" in df.columns else pd.Series("", index=df.index)
+    texts = texts.fillna("").astype(str)
     names = families.copy()
     for family in families.unique():
         at = families == family

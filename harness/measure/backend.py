@@ -222,7 +222,7 @@ class AttentionBackend:
         kernel choices left out), as JSON. Backends with the same text compute the same thing,
         so reports set them side by side (format 6)."""
         values = {"family": self.family, **pattern_values(self.params, self.fixed_pattern)}
-        return json.dumps(values, sort_keys=True, separators=(",", ":"), default=list)
+        return json.dumps(values, sort_keys=True, separators=(",", ":"))
 
     def label(self) -> str:
         """Name and key parameters, for legends and tables."""

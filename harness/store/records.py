@@ -28,26 +28,31 @@ from harness.store import distributions
 #    from (``distributions.NAMES``: "gaussian" or "structured"; in the case key), and a fact
 #    column ``implementation``, whose code the backend runs ("ours", or a peer's package such as
 #    "transformers"). Older runs read as inputs "gaussian" and implementation "ours"
-#    (``FORMAT_5_DEFAULTS``, filled in by ``storage`` as they are read), without torch.
+#    (``ADDED_COLUMNS``, filled in by ``storage`` as they are read), without torch.
 # 6: a fact column ``pattern``: what the backend computes, as JSON, its family and the values of
 #    all the family's parameters (``AttentionBackend.pattern_json``), so that reports compare
 #    only implementations of one pattern (lucidrains' blocks are BigBird without global and
 #    random blocks; HF's Reformer is ours with HF's conventions). Older runs read as pattern ""
-#    (``FORMAT_5_DEFAULTS``): compared within their family, as they were.
+#    (``ADDED_COLUMNS``): compared within their family, as they were.
 FORMAT_VERSION = 6
 RENAMED_COLUMNS = {"process_ref_ms": "process_calibration_ms",
                    "process_ref_cpu_ms": "process_calibration_cpu_ms",
                    "ref_drift": "calibration_drift"}  # fmt: skip
 RENAMED_META = {"reference_op": "calibration"}
 FACT_COLUMNS = ("flops", "promise", "sparse", "yardstick", "implementation", "pattern")
-# What a run before format 5 (6) reads as in the columns that format added (every case then was
-# ours, drawn from the standard normal; its pattern unrecorded)
-FORMAT_5_DEFAULTS = {"inputs": distributions.DEFAULT, "implementation": "ours", "pattern": ""}
+# The columns formats 5 and 6 added: for each, the column it follows and what an older run
+# reads as there (every case then was ours, drawn from the standard normal; its pattern
+# unrecorded)
+ADDED_COLUMNS = {
+    "inputs": ("causal", distributions.DEFAULT),
+    "implementation": ("yardstick", "ours"),
+    "pattern": ("implementation", ""),
+}
 
 
 def has_facts(columns: Iterable[str]) -> bool:
     """Whether rows with these columns carry their family's facts (format 2 on; format 5's
-    ``implementation`` is filled in for older runs as they are read: ``FORMAT_5_DEFAULTS``)."""
+    ``implementation`` is filled in for older runs as they are read: ``ADDED_COLUMNS``)."""
     return all(c in columns for c in FACT_COLUMNS)
 
 

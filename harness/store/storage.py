@@ -22,9 +22,9 @@ from harness.store import runvalues
 from harness.store.errors import RunFolderError, StorageError
 from harness.store.limits import MAX_LENGTHS
 from harness.store.records import (
+    ADDED_COLUMNS,
     CASE_KEY,
     COLUMNS,
-    FORMAT_5_DEFAULTS,
     FORMAT_VERSION,
     RENAMED_COLUMNS,
     RENAMED_META,
@@ -218,7 +218,7 @@ def read_results(out_dir: Path) -> pd.DataFrame:
         df = pd.read_csv(io.StringIO(split.intact), keep_default_na=False, na_values=MISSING)
         df = df.rename(columns=RENAMED_COLUMNS)  # a run of format 2 or older
         df = _with_axes(df)  # a run of format 3 or older
-        df = _with_format_5(df)  # a run of format 5 or older
+        df = _with_added_columns(df)  # a run of format 5 or older
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise RunFolderError(f"{path}: truncated or corrupt ({str(exc).splitlines()[0]})") from None
     missing = [c for c in [*CASE_KEY, "status"] if c not in df.columns]
@@ -244,19 +244,18 @@ def _with_axes(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def _with_format_5(df: pd.DataFrame) -> pd.DataFrame:
+def _with_added_columns(df: pd.DataFrame) -> pd.DataFrame:
     """A run before format 5: its inputs Gaussian, after ``causal``, and its backends ours, after
     ``yardstick``; before format 6, its pattern "" (unrecorded), after ``implementation``
-    (``records.FORMAT_5_DEFAULTS``)."""
+    (``records.ADDED_COLUMNS``)."""
     if "pattern" in df.columns:  # "" is written as a missing value, and read back as NaN
         df["pattern"] = ["" if pd.isna(v) else str(v) for v in df["pattern"]]
-    added = (("inputs", "causal"), ("implementation", "yardstick"), ("pattern", "implementation"))
-    for column, after in added:
+    for column, (after, default) in ADDED_COLUMNS.items():
         if column in df.columns or "seq_len" not in df.columns:
             continue
         columns = list(df.columns)
         at = columns.index(after) + 1 if after in columns else len(columns)
-        df.insert(at, column, FORMAT_5_DEFAULTS[column])
+        df.insert(at, column, default)
     return df
 
 
